@@ -1,0 +1,41 @@
+"""Shared fixtures: the upstream data directory and the reference outputs."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+REFERENCE = SHARED / "reference"
+DATA_DIR = Path(os.environ.get("MAM_XR_DATA_DIR", SHARED / "upstream-data"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _data_dir(tmp_path_factory):
+    """Point mam_xr at the local upstream copy and an empty private cache."""
+    os.environ["MAM_XR_DATA_DIR"] = str(DATA_DIR)
+    os.environ.setdefault("MAM_XR_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    return DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def data_dir():
+    return DATA_DIR
+
+
+def load_reference(name: str):
+    """A reference npz (as dict of arrays) or json from ../shared/reference."""
+    path = REFERENCE / name
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
+    return json.loads(path.read_text())
+
+
+@pytest.fixture(scope="session")
+def reference():
+    return load_reference
