@@ -109,3 +109,115 @@ def from_flat_matrix(values, name: str | None = None, attrs: dict | None = None,
                 "source_area": list(AREAS), "source_pop": list(POPS)},
         name=name, attrs=attrs or {},
     )
+
+
+# --- the structure Dataset, assembled from upstream's flat arrays -------------
+
+#: Variables of the structure Dataset: name -> (dims kind, units, long_name).
+STRUCTURE_VARIABLES: dict[str, tuple[str, str, str]] = {
+    "neurons": ("pop", "1", "neurons per population (float; the simulation creates floor(neurons))"),
+    "indegree": ("pair", "1", "indegree K: synapses per target neuron from the source population"),
+    "synapses": ("pair", "1", "total synapse number (indegree x target neurons, float)"),
+    "weight_mean": ("pair", "pA", "mean PSC amplitude (negative for inhibitory sources)"),
+    "weight_sd": ("pair", "pA", "SD of the PSC amplitude (not rescaled by down-scaling, as upstream)"),
+    "J": ("pair", "mV", "mean weight as PSP-like coupling J = W tau_syn_ex / C_m (theory)"),
+    "delay_mean": ("pair", "ms", "mean transmission delay"),
+    "delay_sd": ("pair", "ms", "SD of the transmission delay"),
+    "external_indegree": ("pop", "1", "external (Poisson) indegree K_ext"),
+    "external_synapses": ("pop", "1", "external synapse number K_ext x neurons"),
+    "external_weight": ("pop", "pA", "weight of the external Poisson input"),
+    "external_J": ("pop", "mV", "external coupling J_ext = W_ext tau_syn_ex / C_m"),
+    "dc_drive": ("pop", "pA", "DC current compensating down-scaling (0 at full scale)"),
+    "distance": ("areapair", "mm", "inter-area distance (median inter-voxel)"),
+    "area_indegree": ("areapair", "1", "area-level indegree: N-weighted mean over target pops of the summed indegree from the source area"),
+    "external_area_indegree": ("area", "1", "area-level external indegree"),
+    "neurons_area": ("area", "1", "neurons per area"),
+}
+
+
+def structure_from_flat(
+    *, N, K, synapses, W, W_sd, J, add_DC_drive, distances, K_areas=None,
+    delay_e=1.5, delay_i=0.75, delay_rel=0.5, interarea_speed=3.5, attrs=None,
+) -> xr.Dataset:
+    """Assemble the labelled structure Dataset from upstream's flat arrays.
+
+    Parameters follow upstream's names and layout (reference/README.md §3.1):
+    ``N`` (254,), ``K``, ``synapses``, ``W``, ``W_sd``, ``J`` (254, 255) with
+    the external input in the last column (``W_sd``'s may be NaN),
+    ``add_DC_drive`` (254,) in pA, ``distances`` (32, 32) in mm and optional
+    ``K_areas`` (32, 33).  Delays (construction.md §6): mean ``delay_e`` /
+    ``delay_i`` ms within an area for E / I sources, distance /
+    ``interarea_speed`` between areas; SD = ``delay_rel`` x mean.
+    """
+    K, synapses, W, W_sd, J = (np.asarray(x, dtype=float) for x in (K, synapses, W, W_sd, J))
+    N = np.asarray(N, dtype=float)
+    distances = np.asarray(distances, dtype=float)
+    ex = exists()
+    data = {
+        "neurons": from_flat_vector(N),
+        "indegree": from_flat_matrix(K),
+        "synapses": from_flat_matrix(synapses),
+        "weight_mean": from_flat_matrix(W),
+        "weight_sd": from_flat_matrix(W_sd),
+        "J": from_flat_matrix(J),
+        "external_indegree": from_flat_vector(K[:, -1]),
+        "external_synapses": from_flat_vector(synapses[:, -1]),
+        "external_weight": from_flat_vector(W[:, -1]),
+        "external_J": from_flat_vector(J[:, -1]),
+        "dc_drive": from_flat_vector(np.asarray(add_DC_drive, dtype=float)),
+    }
+    coords = {"area": list(AREAS), "pop": list(POPS),
+              "source_area": list(AREAS), "source_pop": list(POPS)}
+    data["distance"] = xr.DataArray(distances, dims=("area", "source_area"))
+    n_area = data["neurons"].fillna(0.0).sum("pop")
+    data["neurons_area"] = n_area
+    if K_areas is None:
+        k = data["indegree"].fillna(0.0).sum("source_pop")
+        w = data["neurons"].fillna(0.0)
+        K_areas = np.concatenate([
+            ((k * w).sum("pop") / n_area).transpose("area", "source_area").values,
+            ((data["external_indegree"].fillna(0.0) * w).sum("pop") / n_area).values[:, None],
+        ], axis=1)
+    K_areas = np.asarray(K_areas, dtype=float)
+    data["area_indegree"] = xr.DataArray(K_areas[:, :-1], dims=("area", "source_area"))
+    data["external_area_indegree"] = xr.DataArray(K_areas[:, -1], dims=("area",))
+
+    # Delays: within an area by source type, between areas by distance.
+    same_area = xr.DataArray(np.eye(len(AREAS), dtype=bool), dims=("area", "source_area"))
+    source_exc = xr.DataArray(is_excitatory(POPS), dims=("source_pop",))
+    local = xr.where(source_exc, delay_e, delay_i)
+    interarea = data["distance"] / interarea_speed
+    mean = xr.where(same_area, local, interarea).broadcast_like(data["indegree"])
+    valid = ex & ex.rename(area="source_area", pop="source_pop")
+    data["delay_mean"] = mean.where(valid)
+    data["delay_sd"] = delay_rel * data["delay_mean"]
+
+    ds = xr.Dataset(data, coords=coords)
+    ds["exists"] = ex
+    for name, (_, units, long_name) in STRUCTURE_VARIABLES.items():
+        ds[name].attrs.update(units=units, long_name=long_name)
+    ds.attrs.update(attrs or {})
+    ds.attrs.setdefault("delay_params", {"delay_e": delay_e, "delay_i": delay_i,
+                                         "delay_rel": delay_rel,
+                                         "interarea_speed": interarea_speed})
+    return ds
+
+
+def structure_to_flat(ds: xr.Dataset) -> dict[str, np.ndarray]:
+    """Upstream's flat arrays (``N``, ``K``, ``synapses``, ``W``, ``W_sd``, ``J``,
+    ``add_DC_drive``, ``distances``, ``K_areas``) of a structure Dataset."""
+    out = {
+        "N": to_flat_vector(ds["neurons"]),
+        "K": to_flat_matrix(ds["indegree"], ds["external_indegree"]),
+        "synapses": to_flat_matrix(ds["synapses"], ds["external_synapses"]),
+        "W": to_flat_matrix(ds["weight_mean"], ds["external_weight"]),
+        "W_sd": to_flat_matrix(ds["weight_sd"], xr.full_like(ds["external_weight"], np.nan)),
+        "J": to_flat_matrix(ds["J"], ds["external_J"]),
+        "add_DC_drive": to_flat_vector(ds["dc_drive"]),
+        "distances": ds["distance"].transpose("area", "source_area").values,
+        "K_areas": np.concatenate([
+            ds["area_indegree"].transpose("area", "source_area").values,
+            ds["external_area_indegree"].values[:, None]], axis=1),
+        "N_areas_total": ds["neurons_area"].values,
+    }
+    return out

@@ -39,3 +39,17 @@ def load_reference(name: str):
 @pytest.fixture(scope="session")
 def reference():
     return load_reference
+
+
+def reference_structure(variant: str = "downscaled_tutorial"):
+    """The reference structure npz as a mam_xr structure Dataset."""
+    from mam_xr.flat import structure_from_flat
+
+    ref = load_reference(f"structure_{variant}.npz")
+    meta = load_reference(f"structure_{variant}_meta.json")
+    return structure_from_flat(
+        N=ref["N"], K=ref["K"], synapses=ref["synapses"], W=ref["W"], W_sd=ref["W_sd"],
+        J=ref["J"], add_DC_drive=ref["add_DC_drive"], distances=ref["distances"],
+        K_areas=ref["K_areas"], attrs={"source": f"reference structure_{variant}",
+                                       "label": meta.get("label", "")},
+    )
