@@ -1,0 +1,657 @@
+"""Zarr stores: the structure Dataset and the run store of a simulation.
+
+Two layouts live here, both described in ``schemas/`` and docs/run-store.md:
+
+* a **structure store** (format ``mam_xr.structure/1``): the structure Dataset
+  written with xarray, plus a SHA-256 checksum of every variable so that a
+  damaged store is detected on load (a missing chunk would otherwise read back
+  silently as the fill value);
+* a **run store** (format ``mam_xr.run/1``): one Zarr v3 group per simulation
+  run with the parameters, versions, timings, status, the structure and every
+  spike, appended segment by segment (spec/design.md "Run store").
+
+Spike layout (per writing rank ``r``, under ``spikes/rank<r>/``)::
+
+    times          int32 (n_spikes,)        spike time in steps of dt (t_ms = times * dt)
+    senders        int32 (n_spikes,)        neuron index within its population
+    offsets        int64 (n_segments, 255)  row s: start of each population's spikes
+                                            in segment s; last column = end of segment s
+    segment_bounds float64 (n_segments, 2)  [t_start, t_stop) of each segment, ms
+
+Within a segment spikes are sorted by (population, time, sender), so one
+population's spikes are time-sorted within a segment and, segments being
+consecutive, over the whole run.  A reader selects a population or a time
+window by reading the small ``offsets`` table first and then only the slices it
+needs.  A segment is *committed* once its ``offsets`` row exists: the spike
+arrays are appended first, the row last, so a run killed mid-write leaves every
+committed segment readable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import xarray as xr
+import zarr
+
+from .errors import StoreError, invalid
+from .flat import AREAS, N_POPULATIONS, POPS, STRUCTURE_VARIABLES, population_labels
+
+#: Format identifiers written into (and required from) the group attrs.
+RUN_FORMAT = "mam_xr.run/1"
+STRUCTURE_FORMAT = "mam_xr.structure/1"
+
+#: Chunk length of the 1-D spike arrays (2**20 spikes = 4 MiB of int32).
+SPIKE_CHUNK = 2**20
+#: Chunk length (rows) of the per-segment tables.
+SEGMENT_CHUNK = 256
+
+_STATUSES = ("running", "complete", "failed")
+_COORDS = ("area", "pop", "source_area", "source_pop")
+
+
+def _compressors():
+    # Bit-shuffled zstd: times within a (segment, population) are sorted and small,
+    # senders are bounded by the population size, so most high bits are zero.
+    return [zarr.codecs.BloscCodec(cname="zstd", clevel=5, shuffle="bitshuffle")]
+
+
+def _json_safe(value):
+    """Attrs must be JSON; numpy scalars/arrays are converted."""
+    return json.loads(json.dumps(value, default=_json_default))
+
+
+def _json_default(obj):
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot store {type(obj).__name__} in Zarr attrs")
+
+
+# --------------------------------------------------------------------------------------
+# Opening groups
+# --------------------------------------------------------------------------------------
+
+def _open_group(path_or_group, mode: str) -> zarr.Group:
+    if isinstance(path_or_group, zarr.Group):
+        return path_or_group
+    path = Path(path_or_group)
+    if mode == "r" and not path.exists():
+        raise StoreError(invalid("store", str(path), "an existing Zarr store (path not found)"))
+    try:
+        return zarr.open_group(str(path), mode=mode, zarr_format=3)
+    except StoreError:
+        raise
+    except Exception as exc:  # zarr raises several types for unreadable metadata
+        raise StoreError(f"store={str(path)!r} is not a readable Zarr v3 group: {exc}") from exc
+
+
+def _store_and_path(group: zarr.Group) -> tuple[Any, str]:
+    return group.store, group.path
+
+
+# --------------------------------------------------------------------------------------
+# Structure persistence (issue 2, part 5)
+# --------------------------------------------------------------------------------------
+
+def _checksum(values: np.ndarray) -> str:
+    arr = np.ascontiguousarray(values)
+    if arr.dtype.kind in "OUT":
+        data = "\x1f".join(map(str, arr.ravel().tolist())).encode()
+    else:
+        data = arr.tobytes()
+    h = hashlib.sha256(data)
+    h.update(f"{arr.dtype.str if arr.dtype.kind not in 'OUT' else 'str'}{arr.shape}".encode())
+    return h.hexdigest()
+
+
+def save_structure(ds: xr.Dataset, path_or_group, *, overwrite: bool = True) -> None:
+    """Write a structure Dataset to Zarr losslessly (format ``mam_xr.structure/1``).
+
+    ``path_or_group`` is a directory path (the store root becomes the
+    structure group) or an open ``zarr.Group`` whose child ``structure`` is
+    written (that is how run stores embed it).  Dataset attrs are kept as JSON
+    (nested dicts allowed); every variable's SHA-256 is stored so that
+    :func:`load_structure` detects damage.
+    """
+    missing = [v for v in STRUCTURE_VARIABLES if v not in ds.variables]
+    if missing:
+        raise StoreError(invalid("ds", f"<Dataset without {missing}>",
+                                 "a structure Dataset with the variables of mam_xr.flat.STRUCTURE_VARIABLES"))
+    out = ds.copy()
+    # Object strings are written as Zarr's variable-length UTF-8 (fixed-width
+    # numpy unicode has no stable Zarr v3 encoding).
+    out = out.assign_coords({c: out[c].astype(object) for c in _COORDS if c in out.coords})
+    for name in out.variables:
+        out[name].encoding = {}
+    attrs_json = json.dumps(ds.attrs, default=_json_default, sort_keys=True)
+    out.attrs = {
+        "format": STRUCTURE_FORMAT,
+        "dataset_attrs": attrs_json,
+        "checksums": {name: _checksum(ds[name].values) for name in ds.variables},
+        "dtypes": {name: ds[name].dtype.str for name in ds.variables},
+    }
+    mode = "w" if overwrite else "w-"
+    if isinstance(path_or_group, zarr.Group):
+        store, base = _store_and_path(path_or_group)
+        group = f"{base}/structure" if base else "structure"
+        out.to_zarr(store, group=group, mode=mode, consolidated=False, zarr_format=3)
+    else:
+        out.to_zarr(str(path_or_group), mode=mode, consolidated=False, zarr_format=3)
+
+
+def load_structure(path_or_group) -> xr.Dataset:
+    """Read a structure Dataset written by :func:`save_structure`, checking its layout.
+
+    Raises :class:`StoreError` if the store is missing, from another format
+    version, lacks variables, or any variable's checksum differs (damage).
+    """
+    if isinstance(path_or_group, zarr.Group):
+        if "structure" not in path_or_group:
+            raise StoreError(f"store group {path_or_group.path!r} has no 'structure' group")
+        store, base = _store_and_path(path_or_group)
+        target, group, where = store, (f"{base}/structure" if base else "structure"), str(store)
+    else:
+        where = str(path_or_group)
+        if not Path(where).exists():
+            raise StoreError(invalid("store", where, "an existing structure store (path not found)"))
+        target, group = where, None
+    try:
+        raw = xr.open_zarr(target, group=group, consolidated=False, zarr_format=3)
+        attrs = dict(raw.attrs)
+    except Exception as exc:
+        raise StoreError(f"structure store {where!r} cannot be read as Zarr v3: {exc}") from exc
+    fmt = attrs.get("format")
+    if fmt != STRUCTURE_FORMAT:
+        raise StoreError(invalid("format", fmt, f"{STRUCTURE_FORMAT!r} (structure store {where!r} "
+                                 "was written by another version or is not a mam_xr structure)"))
+    missing = [v for v in STRUCTURE_VARIABLES if v not in raw.variables]
+    if missing:
+        raise StoreError(f"structure store {where!r} is damaged: variables {missing} are missing")
+    try:
+        ds = raw.load()
+    except Exception as exc:
+        raise StoreError(f"structure store {where!r} is damaged: {exc}") from exc
+    ds = ds.assign_coords({c: np.array(ds[c].values.tolist(), dtype=str) for c in _COORDS if c in ds.coords})
+    dtypes = attrs.get("dtypes", {})
+    for name, dt in dtypes.items():
+        if name in ds.variables and ds[name].dtype.str != dt and ds[name].dtype.kind not in "OUT":
+            ds[name] = ds[name].astype(dt)
+    bad = [name for name, digest in attrs.get("checksums", {}).items()
+           if name not in ds.variables or _checksum(ds[name].values) != digest]
+    if bad or not attrs.get("checksums"):
+        raise StoreError(f"structure store {where!r} is damaged: checksum mismatch in {bad or 'all (none stored)'}")
+    for name in ds.variables:
+        ds[name].encoding = {}
+    ds.attrs = json.loads(attrs["dataset_attrs"])
+    return ds
+
+
+# --------------------------------------------------------------------------------------
+# Run store: creation, spike writing, status
+# --------------------------------------------------------------------------------------
+
+def versions() -> dict[str, str]:
+    """Versions of mam_xr, NEST (if importable without side effects) and numpy."""
+    from . import __version__
+
+    out = {"mam_xr": __version__, "numpy": np.__version__, "zarr": zarr.__version__,
+           "xarray": xr.__version__}
+    try:
+        from importlib.metadata import version
+
+        out["nest"] = version("nest-simulator")
+    except Exception:  # noqa: BLE001 - NEST is optional for reading stores
+        out["nest"] = "not installed"
+    return out
+
+
+def check_writable(path) -> Path:
+    """Fail early (before NEST builds anything) if ``path`` cannot hold a run store."""
+    path = Path(path)
+    parent = path.parent if path.parent != Path("") else Path(".")
+    if not parent.exists():
+        raise StoreError(invalid("store", str(path), "a path whose parent directory exists"))
+    if not os.access(parent, os.W_OK):
+        raise StoreError(invalid("store", str(path), "a path in a writable directory"))
+    try:
+        free = shutil.disk_usage(parent).free
+    except OSError:
+        free = None
+    if free is not None and free < 16 * 2**20:
+        raise StoreError(invalid("store", str(path), f"a file system with free space (only {free} bytes free)"))
+    return path
+
+
+def create_run(path, *, structure: xr.Dataset | None, dt: float, t_sim: float,
+               n_segments_planned: int, params: dict | str | None = None, label: str = "",
+               seed: int | None = None, n_vp: int = 1, threads: int = 1, n_ranks: int = 1,
+               engine: str = "nest", overwrite: bool = False, extra_attrs: dict | None = None,
+               n_neurons: Iterable[int] | None = None) -> zarr.Group:
+    """Create a run store with status ``running`` and an empty ``spikes`` group.
+
+    ``n_neurons`` (254 ints) defaults to floor(structure.neurons).  Used by
+    :func:`mam_xr.simulation.simulate` and by importers of upstream spikes.
+    """
+    path = check_writable(path)
+    if path.exists():
+        if not overwrite:
+            raise StoreError(invalid("store", str(path), "a path that does not exist yet (or overwrite=True)"))
+        shutil.rmtree(path)
+    if n_neurons is None:
+        if structure is None:
+            raise StoreError("create_run needs structure= or n_neurons=")
+        from .flat import to_flat_vector
+
+        n_neurons = np.floor(to_flat_vector(structure["neurons"])).astype(np.int64)
+    n_neurons = [int(n) for n in n_neurons]
+    if len(n_neurons) != N_POPULATIONS:
+        raise StoreError(invalid("n_neurons", f"<{len(n_neurons)} values>", f"{N_POPULATIONS} values"))
+    if isinstance(params, str):
+        params_json = params
+    else:
+        params_json = json.dumps(params or {}, default=_json_default, sort_keys=True)
+    root = zarr.open_group(str(path), mode="w", zarr_format=3)
+    root.attrs.update(_json_safe({
+        "format": RUN_FORMAT, "status": "running", "last_segment": -1,
+        "n_segments_planned": int(n_segments_planned), "label": label, "params": params_json,
+        "versions": versions(), "timings": {}, "seed": seed, "n_vp": int(n_vp),
+        "threads": int(threads), "n_ranks": int(n_ranks), "engine": engine, "dt": float(dt),
+        "t_sim": float(t_sim), **(extra_attrs or {}),
+    }))
+    if structure is not None:
+        save_structure(structure, root)
+    spikes = root.create_group("spikes")
+    spikes.attrs.update({"dt": float(dt), "time_unit": "steps",
+                         "population_labels": population_labels(), "n_neurons": n_neurons,
+                         "n_ranks": int(n_ranks)})
+    return root
+
+
+def set_status(root: zarr.Group, status: str, *, error: str | None = None,
+               timings: dict | None = None, **attrs) -> None:
+    """Set the run's status (``running``, ``complete`` or ``failed``) and extra attrs."""
+    if status not in _STATUSES:
+        raise StoreError(invalid("status", status, f"one of {_STATUSES}"))
+    update: dict[str, Any] = {"status": status, **attrs}
+    if error is not None:
+        update["error"] = str(error)
+    if timings is not None:
+        update["timings"] = {**dict(root.attrs.get("timings", {})), **timings}
+    root.attrs.update(_json_safe(update))
+
+
+class SpikeWriter:
+    """Append spikes to a run store, one segment of simulated time at a time.
+
+    ``group`` is the run's root group (or its ``spikes`` group); each MPI rank
+    writes its own ``spikes/rank<rank>/`` so ranks never write the same array.
+    """
+
+    def __init__(self, group: zarr.Group, rank: int = 0):
+        if "spikes" in group and group.attrs.get("format") == RUN_FORMAT:
+            self.root: zarr.Group | None = group
+            spikes = group["spikes"]
+        else:
+            self.root = None
+            spikes = group
+        if spikes.attrs.get("time_unit") != "steps":
+            raise StoreError("SpikeWriter needs a run store's 'spikes' group (made by create_run)")
+        self.dt = float(spikes.attrs["dt"])
+        self.n_neurons = np.asarray(spikes.attrs["n_neurons"], dtype=np.int64)
+        self.rank = int(rank)
+        name = f"rank{self.rank}"
+        if name in spikes:
+            g = spikes[name]
+        else:
+            g = spikes.create_group(name)
+            g.attrs.update({"rank": self.rank, "last_segment": -1})
+            g.create_array("times", shape=(0,), dtype="int32", chunks=(SPIKE_CHUNK,),
+                           compressors=_compressors(), fill_value=0)
+            g.create_array("senders", shape=(0,), dtype="int32", chunks=(SPIKE_CHUNK,),
+                           compressors=_compressors(), fill_value=0)
+            g.create_array("offsets", shape=(0, N_POPULATIONS + 1), dtype="int64",
+                           chunks=(SEGMENT_CHUNK, N_POPULATIONS + 1), fill_value=0)
+            g.create_array("segment_bounds", shape=(0, 2), dtype="float64",
+                           chunks=(SEGMENT_CHUNK, 2), fill_value=0.0)
+        self.group = g
+        self._times, self._senders = g["times"], g["senders"]
+        self._offsets, self._bounds = g["offsets"], g["segment_bounds"]
+        # Committed state: arrays may be longer after a crash mid-append.
+        n_seg = min(self._offsets.shape[0], self._bounds.shape[0])
+        self.n_segments = n_seg
+        self.length = int(self._offsets[n_seg - 1, -1]) if n_seg else 0
+
+    def append_segment(self, times_steps, senders, pop_index, t_start: float, t_stop: float) -> int:
+        """Append one segment's spikes; returns the number written.
+
+        ``times_steps``: spike times in steps of dt (int); ``senders``: neuron
+        index within its population; ``pop_index``: flat population index
+        0..253 (order of :func:`mam_xr.flat.population_labels`);
+        ``t_start``, ``t_stop``: the simulated interval of the segment (ms).
+        NEST stamps a spike at the end of its step, so times lie in
+        (t_start, t_stop]; the writer accepts [t_start, t_stop].
+        """
+        times = np.asarray(times_steps)
+        senders = np.asarray(senders)
+        pops = np.asarray(pop_index)
+        if not (times.shape == senders.shape == pops.shape) or times.ndim != 1:
+            raise StoreError(invalid("times_steps/senders/pop_index",
+                                     f"shapes {times.shape}/{senders.shape}/{pops.shape}",
+                                     "three 1-D arrays of equal length"))
+        if not t_stop > t_start:
+            raise StoreError(invalid("t_stop", t_stop, f"> t_start={t_start}"))
+        if self.n_segments:
+            prev_stop = float(self._bounds[self.n_segments - 1, 1])
+            if t_start < prev_stop - 1e-9:
+                raise StoreError(invalid("t_start", t_start, f">= end of the previous segment ({prev_stop} ms)"))
+        if times.size:
+            if pops.min() < 0 or pops.max() >= N_POPULATIONS:
+                raise StoreError(invalid("pop_index", f"range [{pops.min()}, {pops.max()}]",
+                                         f"flat population indices in [0, {N_POPULATIONS})"))
+            if senders.min() < 0 or np.any(senders >= self.n_neurons[pops]):
+                raise StoreError(invalid("senders", "<out of range>",
+                                         "neuron indices in [0, n_neurons[pop])"))
+            lo, hi = round(t_start / self.dt), round(t_stop / self.dt)
+            if times.min() < lo or times.max() > hi:
+                raise StoreError(invalid("times_steps", f"range [{times.min()}, {times.max()}]",
+                                         f"steps within the segment [{lo}, {hi}]"))
+        order = np.lexsort((senders, times, pops))
+        pops_sorted = pops[order]
+        starts = np.searchsorted(pops_sorted, np.arange(N_POPULATIONS + 1), side="left")
+        base = self.length
+        n = int(times.size)
+        # Data first, the offsets row last: the row commits the segment.
+        for arr, data in ((self._times, times[order]), (self._senders, senders[order])):
+            if arr.shape[0] != base:
+                arr.resize((base,))  # drop a partial append left by a crash
+            if n:
+                arr.append(data.astype(np.int32, copy=False))
+        s = self.n_segments
+        for arr, row in ((self._bounds, np.array([[t_start, t_stop]], dtype=np.float64)),
+                         (self._offsets, (starts + base).astype(np.int64)[None, :])):
+            if arr.shape[0] != s:
+                arr.resize((s,) + arr.shape[1:])
+            arr.append(row)
+        self.n_segments += 1
+        self.length += n
+        self.group.attrs["last_segment"] = s
+        if self.root is not None:
+            self.root.attrs["last_segment"] = s
+        return n
+
+
+# --------------------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------------------
+
+@dataclass
+class Spikes:
+    """Spikes of a selection of populations, grouped by population.
+
+    ``times`` (ms, float64), ``steps`` (int, times in dt steps) and ``senders``
+    (neuron index within the population) are concatenated population by
+    population in ``populations`` order; population k's spikes are
+    ``slice(offsets[k], offsets[k+1])`` and are time-sorted (ties by sender).
+    """
+
+    populations: list[str]
+    offsets: np.ndarray
+    steps: np.ndarray
+    senders: np.ndarray
+    dt: float
+    n_neurons: np.ndarray
+    t_start: float | None = None
+    t_stop: float | None = None
+    segments: list[int] = field(default_factory=list)
+
+    @property
+    def times(self) -> np.ndarray:
+        """Spike times in ms (= steps x dt)."""
+        return self.steps.astype(np.float64) * self.dt
+
+    @property
+    def pop(self) -> np.ndarray:
+        """Index into ``populations`` of every spike."""
+        return np.repeat(np.arange(len(self.populations)), np.diff(self.offsets))
+
+    def __len__(self) -> int:
+        return int(self.steps.size)
+
+    def population(self, label: str) -> tuple[np.ndarray, np.ndarray]:
+        """(times ms, senders) of one population, e.g. ``"V1-23E"``."""
+        k = self.populations.index(label)
+        sl = slice(int(self.offsets[k]), int(self.offsets[k + 1]))
+        return self.steps[sl].astype(np.float64) * self.dt, self.senders[sl]
+
+    def counts(self) -> np.ndarray:
+        """Number of spikes per selected population."""
+        return np.diff(self.offsets)
+
+
+class RunStore:
+    """Read access to a run store; made by :func:`open_run`."""
+
+    def __init__(self, root: zarr.Group, path: str):
+        self.root = root
+        self.path = path
+
+    # -- metadata ------------------------------------------------------------------
+    @property
+    def attrs(self) -> dict:
+        return dict(self.root.attrs)
+
+    @property
+    def status(self) -> str:
+        return self.root.attrs.get("status")
+
+    @property
+    def params(self) -> dict:
+        return json.loads(self.root.attrs.get("params") or "{}")
+
+    @property
+    def dt(self) -> float:
+        return float(self.root["spikes"].attrs["dt"])
+
+    @property
+    def population_labels(self) -> list[str]:
+        return list(self.root["spikes"].attrs["population_labels"])
+
+    @property
+    def n_neurons(self) -> xr.DataArray:
+        """Neurons simulated per population (area, pop); 0 where absent."""
+        from .flat import from_flat_vector
+
+        da = from_flat_vector(np.asarray(self.root["spikes"].attrs["n_neurons"], dtype=np.int64),
+                              name="n_neurons", fill=0)
+        da.attrs.update(units="1", long_name="neurons simulated (floor of the structure's neurons)")
+        return da
+
+    @property
+    def ranks(self) -> list[str]:
+        return sorted((k for k in self.root["spikes"].group_keys() if k.startswith("rank")),
+                      key=lambda k: int(k[4:]))
+
+    def segments(self) -> np.ndarray:
+        """(n_segments, 2) [t_start, t_stop) ms of the segments committed by every rank."""
+        bounds = None
+        for r in self.ranks:
+            g = self.root["spikes"][r]
+            n = min(g["offsets"].shape[0], g["segment_bounds"].shape[0])
+            b = g["segment_bounds"][:n]
+            bounds = b if bounds is None or len(b) < len(bounds) else bounds
+        return np.zeros((0, 2)) if bounds is None else bounds
+
+    def structure(self) -> xr.Dataset:
+        return load_structure(self.root)
+
+    def __repr__(self) -> str:
+        a = self.attrs
+        return (f"<RunStore {self.path} status={a.get('status')} label={a.get('label')!r} "
+                f"segments={len(self.segments())}/{a.get('n_segments_planned')}>")
+
+    # -- spikes --------------------------------------------------------------------
+    def _pop_indices(self, area, pop) -> np.ndarray:
+        labels = self.population_labels
+        areas = [area] if isinstance(area, str) else (list(area) if area is not None else None)
+        pops = [pop] if isinstance(pop, str) else (list(pop) if pop is not None else None)
+        for a in areas or []:
+            if a not in AREAS:
+                raise StoreError(invalid("area", a, f"one of {AREAS}"))
+        for p in pops or []:
+            if p not in POPS:
+                raise StoreError(invalid("pop", p, f"one of {POPS}"))
+        idx = [i for i, lab in enumerate(labels)
+               if (areas is None or lab.split("-")[0] in areas)
+               and (pops is None or lab.split("-")[1] in pops)]
+        if areas is not None:  # keep the caller's area order
+            idx.sort(key=lambda i: (areas.index(labels[i].split("-")[0]), i))
+        return np.asarray(idx, dtype=np.int64)
+
+    def spikes(self, area=None, pop=None, t_start: float | None = None,
+               t_stop: float | None = None) -> Spikes:
+        """Spikes of the selected populations with t_start <= t < t_stop (ms).
+
+        ``area`` / ``pop``: a name, a list of names or None (all).  Reads the
+        offsets tables, then only the slices of the selected populations in the
+        segments that overlap the window.  Ranks are merged: the result does
+        not depend on how many ranks wrote the store.
+        """
+        dt = self.dt
+        sel = self._pop_indices(area, pop)
+        lo = -np.inf if t_start is None else int(np.ceil(float(t_start) / dt - 1e-6))
+        hi = np.inf if t_stop is None else int(np.ceil(float(t_stop) / dt - 1e-6))  # steps < hi
+        per_pop_steps: list[list[np.ndarray]] = [[] for _ in sel]
+        per_pop_senders: list[list[np.ndarray]] = [[] for _ in sel]
+        used_segments: set[int] = set()
+        for r in self.ranks:
+            g = self.root["spikes"][r]
+            n_seg = min(g["offsets"].shape[0], g["segment_bounds"].shape[0])
+            if n_seg == 0:
+                continue
+            offsets = g["offsets"][:n_seg]
+            bounds = g["segment_bounds"][:n_seg]
+            # spikes of segment s lie in (t_start_s, t_stop_s] (NEST stamps step ends)
+            seg_ok = np.ones(n_seg, dtype=bool)
+            if t_start is not None:
+                seg_ok &= bounds[:, 1] >= float(t_start) - 1e-9
+            if t_stop is not None:
+                seg_ok &= bounds[:, 0] < float(t_stop)
+            segs = np.flatnonzero(seg_ok)
+            if segs.size == 0:
+                continue
+            used_segments.update(segs.tolist())
+            a, b = offsets[segs][:, sel], offsets[segs][:, sel + 1]
+            s_lo, s_hi = int(a.min()), int(b.max())
+            if s_hi <= s_lo:
+                continue
+            # one contiguous read when the selection is dense, else per slice
+            n_wanted = int((b - a).sum())
+            if n_wanted > 0.25 * (s_hi - s_lo):
+                times_blk = g["times"][s_lo:s_hi]
+                senders_blk = g["senders"][s_lo:s_hi]
+                get = lambda x, y: (times_blk[x - s_lo:y - s_lo], senders_blk[x - s_lo:y - s_lo])  # noqa: E731
+            else:
+                get = lambda x, y: (g["times"][x:y], g["senders"][x:y])  # noqa: E731
+            for k in range(len(sel)):
+                for j in range(len(segs)):
+                    x, y = int(a[j, k]), int(b[j, k])
+                    if y > x:
+                        st, se = get(x, y)
+                        per_pop_steps[k].append(st)
+                        per_pop_senders[k].append(se)
+        steps_out, senders_out, counts = [], [], []
+        multi_rank = len(self.ranks) > 1
+        for k in range(len(sel)):
+            st = np.concatenate(per_pop_steps[k]) if per_pop_steps[k] else np.zeros(0, np.int32)
+            se = np.concatenate(per_pop_senders[k]) if per_pop_senders[k] else np.zeros(0, np.int32)
+            if multi_rank and st.size:
+                o = np.lexsort((se, st))
+                st, se = st[o], se[o]
+            if st.size and (t_start is not None or t_stop is not None):
+                i0 = 0 if t_start is None else np.searchsorted(st, lo, side="left")
+                i1 = st.size if t_stop is None else np.searchsorted(st, hi, side="left")
+                st, se = st[i0:i1], se[i0:i1]
+            steps_out.append(st)
+            senders_out.append(se)
+            counts.append(st.size)
+        labels = self.population_labels
+        all_n = np.asarray(self.root["spikes"].attrs["n_neurons"], dtype=np.int64)
+        return Spikes(
+            populations=[labels[i] for i in sel],
+            offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+            steps=np.concatenate(steps_out) if steps_out else np.zeros(0, np.int32),
+            senders=np.concatenate(senders_out) if senders_out else np.zeros(0, np.int32),
+            dt=dt, n_neurons=all_n[sel], t_start=t_start, t_stop=t_stop,
+            segments=sorted(used_segments),
+        )
+
+    def spike_arrays(self, rank: int = 0) -> dict[str, Any]:
+        """The raw arrays of one rank as Dask arrays (committed segments only)."""
+        import dask.array as da
+
+        g = self.root["spikes"][f"rank{rank}"]
+        n_seg = min(g["offsets"].shape[0], g["segment_bounds"].shape[0])
+        end = int(g["offsets"][n_seg - 1, -1]) if n_seg else 0
+        return {
+            "times": da.from_zarr(g["times"])[:end],
+            "senders": da.from_zarr(g["senders"])[:end],
+            "offsets": da.from_zarr(g["offsets"])[:n_seg],
+            "segment_bounds": da.from_zarr(g["segment_bounds"])[:n_seg],
+        }
+
+    def n_spikes(self) -> int:
+        """Total committed spikes over all ranks."""
+        total = 0
+        for r in self.ranks:
+            g = self.root["spikes"][r]
+            n = min(g["offsets"].shape[0], g["segment_bounds"].shape[0])
+            total += int(g["offsets"][n - 1, -1]) if n else 0
+        return total
+
+
+def open_run(path, allow_incomplete: bool = False) -> RunStore:
+    """Open a run store for reading and check its format and status.
+
+    A store whose status is not ``complete`` (a run still going, killed or
+    failed) raises :class:`StoreError` naming the committed segments, unless
+    ``allow_incomplete=True``.
+    """
+    root = _open_group(path, "r")
+    fmt = root.attrs.get("format")
+    if fmt != RUN_FORMAT:
+        raise StoreError(invalid("format", fmt, f"{RUN_FORMAT!r} (store {str(path)!r} was written by "
+                                 "another mam_xr version or is not a mam_xr run store)"))
+    for needed in ("spikes", "structure"):
+        if needed not in root:
+            raise StoreError(f"run store {str(path)!r} is damaged: group {needed!r} is missing")
+    spikes = root["spikes"]
+    for key in ("dt", "n_neurons", "population_labels"):
+        if key not in spikes.attrs:
+            raise StoreError(f"run store {str(path)!r} is damaged: spikes attr {key!r} is missing")
+    for r in (k for k in spikes.group_keys() if k.startswith("rank")):
+        for arr in ("times", "senders", "offsets", "segment_bounds"):
+            if arr not in spikes[r]:
+                raise StoreError(f"run store {str(path)!r} is damaged: spikes/{r}/{arr} is missing")
+    run = RunStore(root, str(path))
+    status = run.status
+    if status != "complete" and not allow_incomplete:
+        segs = run.segments()
+        have = (f"{len(segs)} of {root.attrs.get('n_segments_planned')} segments "
+                f"({segs[0, 0]:g}-{segs[-1, 1]:g} ms)" if len(segs) else "no segments")
+        why = f": {root.attrs.get('error')}" if status == "failed" else (
+            " (still running, or killed)" if status == "running" else "")
+        raise StoreError(f"run store {str(path)!r} is incomplete: status={status!r}{why}; it holds {have}. "
+                         "Pass allow_incomplete=True to read the committed segments.")
+    return run
