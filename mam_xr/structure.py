@@ -1,0 +1,546 @@
+"""Stages B and C: neuron numbers, indegrees, synapses, weights, scaling.
+
+``build(params)`` turns the processed anatomy of :mod:`mam_xr.anatomy` (stage A)
+into the structure Dataset of :func:`mam_xr.flat.structure_from_flat`
+(spec/construction.md §4, §5, §9, §10).  Upstream's quirks are reproduced on
+purpose (spec/decisions.md, construction.md §15): the ln(1+x) series for
+areas of at least 100 mm², the float cancellation in ln(1 - x) below, the
+``ss4(L2/3)`` synapse layer, the TH conversion factor summed over absent L4
+sources, the FLN normalisation including the non-visual share, the isclose
+zeroing of ``K_prime_original.npy`` and the unscaled weight SD.
+
+The computation runs on plain arrays in the labelled layout
+``[area, pop, source_area, source_pop]`` (32 x 8 x 32 x 8, absent TH L4
+populations hold 0) and switches to upstream's flat 254 x 255 form only for
+stage C and the assembly.  Nothing loops over projections.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from . import data as _data
+from .errors import ParameterError, invalid
+from .flat import AREAS, POPS, exists, structure_from_flat, to_flat_matrix, to_flat_vector
+
+__all__ = ["build", "stage_b", "binzegger_table", "local_template",
+           "mean_connection_probability", "psc_per_psp", "read_fullscale_rates"]
+
+LAYERS: tuple[str, ...] = ("1", "23", "4", "5", "6")
+#: soma layer (index into LAYERS) of each population
+_POP_LAYER = np.array([1, 1, 2, 2, 3, 3, 4, 4])
+_EXC = np.array([p.endswith("E") for p in POPS])
+_NA, _NP, _NL = len(AREAS), len(POPS), len(LAYERS)
+
+# Hard-coded constants of upstream's stage B (construction.md §4, §14).
+SIGMA_MM = 0.29653208289812366          # width of the Gaussian connection profile
+C0 = 0.1429914097112598                 # peak connection probability
+F_INT = 0.79                            # mean intrinsic FLN (Intrinsic_FLN_Data.csv)
+SUBCORTICAL = 0.013                     # subcortical share of synapses
+E_SPECIFICITY = 0.93                    # share of FB synapses onto E cells
+SLN_FB, SLN_FF = 0.35, 0.65             # hierarchy thresholds
+SERIES_AREA_MM2 = 100.0                 # switch to the (ln(1+x)) series, §4.2
+SERIES_TERMS = 20
+
+_R0 = np.sqrt(1.0 / np.pi)
+#: Mean PD14 connection probability over a 1 mm² disk around its centre (§4.2 step 1)
+CBAR_PD14 = (2 * C0 * SIGMA_MM ** 2 / _R0 ** 2) * (1 - np.exp(-_R0 ** 2 / (2 * SIGMA_MM ** 2)))
+
+# Termination patterns by hierarchy (§4.3.2), as 6-layer masks (layers 1..6)
+# and 5-layer masks (1, 23, 4, 5, 6).
+_HIER6 = {"C": np.array([1, 1, 1, 1, 1, 1], bool), "M": np.array([1, 1, 1, 0, 1, 1], bool),
+          "F": np.array([0, 0, 0, 1, 0, 0], bool)}
+_HIER5 = {"C": np.array([1, 1, 1, 1, 1], bool), "M": np.array([1, 1, 0, 1, 1], bool),
+          "F": np.array([0, 0, 1, 0, 0], bool)}
+
+
+# --- parameters ---------------------------------------------------------------
+
+def _network(params):
+    """The network part of a :class:`mam_xr.params.Params` (or the part itself)."""
+    if params is None:
+        from .params import Params
+
+        params = Params()
+    return getattr(params, "network", params)
+
+
+def _params_json(params) -> str:
+    for obj in (params, _network(params)):
+        if hasattr(obj, "model_dump_json"):
+            return obj.model_dump_json()
+    return json.dumps(params, default=str)
+
+
+# --- raw stage-B inputs (construction.md §2.3) -----------------------------------
+
+def _raw(name, data_dir):
+    return _data.fetch(_data.RAW + name, data_dir)
+
+
+def _rows(path: Path, skip: int = 2, delimiter: str = "\t") -> list[list[str]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f, delimiter=delimiter))
+    return rows[skip:]
+
+
+@functools.lru_cache(maxsize=4)
+def _pd14(data_dir) -> tuple[np.ndarray, np.ndarray]:
+    """PD14 neurons per mm² (8,) and connection probabilities [target, source] (8, 8)."""
+    n = {r[0]: float(r[1]) for r in _rows(_raw("Numbers_V1.csv", data_dir)) if r and r[0]}
+    rows = _rows(_raw("Intrinsic_Connectivity.csv", data_dir), skip=2)
+    header = [h for h in rows[0]]
+    table = {r[0]: r for r in rows[1:] if r and r[0]}
+    cols = [header.index(p) for p in POPS]
+    P = np.array([[float(table[t][c]) for c in cols] for t in POPS])
+    return np.array([n[p] for p in POPS]), P
+
+
+@functools.lru_cache(maxsize=4)
+def _intrinsic_fln_mean(data_dir) -> float:
+    rows = _rows(_raw("Intrinsic_FLN_Data.csv", data_dir))
+    return float({r[0]: r[1] for r in rows if r and r[0]}["mean"])
+
+
+def _digits(s: str) -> str:
+    return "".join(re.findall(r"\d", s))
+
+
+@functools.lru_cache(maxsize=4)
+def _binzegger_rows(data_dir) -> tuple:
+    """Parsed ``BinzeggerData.csv`` rows: (type, pop index, synapse layer index,
+    occurrence of the type, synapses per neuron, % corticocortical) (§4.3.3)."""
+    rows = _rows(_raw("BinzeggerData.csv", data_dir), skip=2)
+    header = rows[0]
+    cc_col = header.index("corticocortical")
+    occurrence: dict[str, float] = {}
+    out = []
+    for r in rows[1:38]:  # upstream reads 37 rows: cortical types + TCs, TCn, TIs
+        name = r[0]
+        if name and name not in occurrence:
+            occurrence[name] = float(r[2]) if r[2] else np.nan
+        soma = _digits(re.sub(r"\(.*?\)", "", name))
+        if soma in ("", "1"):   # thalamic, unnamed and layer-1 types carry no model pop
+            continue
+        # Synapse layer: the row's layer column, else the part of the name after
+        # the last '(' -- so ss4(L2/3) lands in L2/3 (construction.md §15 item 3).
+        layer = _digits(r[1]) if r[1] else _digits(name.rsplit("(", 1)[-1])
+        pop = soma + ("I" if "b" in name else "E")
+        out.append((name, POPS.index(pop), LAYERS.index(layer), occurrence[name],
+                    float(r[3]), float(r[cc_col])))
+    return tuple(out)
+
+
+def binzegger_table(shares_model: np.ndarray, data_dir=None) -> np.ndarray:
+    """P(target pop | synapse layer) of cortico-cortical synapses, (5 layers, 8 pops).
+
+    ``shares_model`` are the V1 population shares N_{V1,p}/N_{V1,total}; the
+    Binzegger occurrences are re-weighted to them (construction.md §4.3.3).
+    Rows sum to 1.
+    """
+    rows = _binzegger_rows(data_dir)
+    types = {}
+    for name, pop, _, occ, _, _ in rows:
+        types.setdefault(name, (pop, occ))
+    occ_pop = np.zeros(_NP)
+    for pop, occ in types.values():
+        occ_pop[pop] += occ
+    q_b = occ_pop / occ_pop.sum()
+    pop = np.array([r[1] for r in rows])
+    layer = np.array([r[2] for r in rows])
+    occ, nsyn, cc = (np.array([r[i] for r in rows]) for i in (3, 4, 5))
+    w = cc / 100 * nsyn * occ / 100 * shares_model[pop] / q_b[pop]
+    table = np.zeros((_NL, _NP))
+    np.add.at(table, (layer, pop), w)
+    return table / table.sum(axis=1, keepdims=True)
+
+
+# --- local connectivity (construction.md §4.2) ------------------------------------
+
+def mean_connection_probability(area_mm2: float) -> float:
+    """Mean of C0 exp(-d²/2σ²) over pairs of random points of a disk of ``area_mm2``."""
+    from scipy.integrate import quad
+
+    R = np.sqrt(area_mm2 / np.pi)
+    two_s2 = 2 * SIGMA_MM ** 2
+
+    def integrand(r):
+        theta = np.arctan(np.sqrt((2 * R - r) / (2 * R + r)))
+        return r * np.exp(-r * r / two_s2) * (4 * theta - np.sin(4 * theta))
+
+    # quad's default tolerances on [0, 2R], as upstream: the result is off by
+    # ~6e-11 relative (the sqrt end point), but the rounding in local_template
+    # needs upstream's exact value (0.04709082640747767 for 1 mm²).
+    value, _ = quad(integrand, 0.0, 2 * R)
+    return 2 * C0 / area_mm2 * value
+
+
+def _log_one_minus(x: np.ndarray, area_mm2: float) -> np.ndarray:
+    """Upstream's ln(1 - x): literal below 100 mm², else the 20-term series of
+    ln(1 + x) (sic, construction.md §4.2 step 3 and §15 item 4)."""
+    if area_mm2 < SERIES_AREA_MM2:
+        return np.log(1 - x)
+    out = np.zeros_like(x)
+    for k in range(1, SERIES_TERMS + 1):
+        out = out + (-1) ** (k + 1) * x ** k / k
+    return out
+
+
+def local_template(area_mm2: float, n: np.ndarray, P: np.ndarray,
+                   cbar: float | None = None) -> np.ndarray:
+    """PD14-like indegrees K'_ij(a) [target, source] (8, 8) for a disk of area a (mm²)."""
+    if cbar is None:
+        cbar = mean_connection_probability(area_mm2)
+    C = P * cbar / CBAR_PD14
+    x = 1.0 / (np.outer(n, n) * area_mm2 ** 2)
+    syn = np.round(_log_one_minus(C, area_mm2) / _log_one_minus(x, area_mm2))  # half-even
+    return syn / (n[:, None] * area_mm2) + 0.0   # + 0.0: no -0.0 entries
+
+
+# --- weights (construction.md §4.5) ------------------------------------------------
+
+def psc_per_psp(C_m: float, tau_m: float, tau_syn: float) -> float:
+    """PSC amplitude (pA) that gives a 1 mV peak PSP in ``iaf_psc_exp`` (1/f of §4.5)."""
+    r = tau_m / tau_syn
+    f = (1 / C_m) * tau_m * tau_syn / (tau_syn - tau_m) * (
+        r ** (-tau_m / (tau_m - tau_syn)) - r ** (-tau_syn / (tau_m - tau_syn)))
+    return 1.0 / f
+
+
+def _weights(net):
+    """Mean weights and SDs (pA) [area, pop, source_area, source_pop] and the
+    external weight (construction.md §4.5)."""
+    neu, con = net.neuron, net.connection
+    pe = psc_per_psp(neu.C_m, neu.tau_m, neu.tau_syn_ex)
+    pi = psc_per_psp(neu.C_m, neu.tau_m, neu.tau_syn_in)
+    w_src = np.where(_EXC, con.PSP_e * pe, con.g * con.PSP_e * pi)        # by source pop
+    both_e = _EXC[:, None] & _EXC[None, :]
+    rel = np.full((_NP, _NP), con.PSC_rel_sd_normal)
+    if con.lognormal_weights:
+        rel[both_e | (not con.lognormal_EE_only)] = con.PSC_rel_sd_lognormal
+    # intra-area block [pop, source_pop]
+    w_intra = np.broadcast_to(w_src, (_NP, _NP)).copy()
+    sd_intra = rel * np.abs(w_intra)
+    i23, i4 = POPS.index("23E"), POPS.index("4E")
+    w_intra[i23, i4] = con.PSP_e_23_4 * pe
+    sd_intra[i23, i4] = con.PSC_rel_sd_normal * w_intra[i23, i4]   # always the normal rule
+    # cortico-cortical block: chi for all, chi_I more onto inhibitory targets
+    fac = np.where(_EXC, con.chi, con.chi * con.chi_I)[:, None]
+    w_cc = fac * w_src[None, :]
+    sd_cc = fac * rel * np.abs(w_src)[None, :]
+    same = np.eye(_NA, dtype=bool)[:, None, :, None]
+    W = np.where(same, w_intra[None, :, None, :], w_cc[None, :, None, :])
+    W_sd = np.where(same, sd_intra[None, :, None, :], sd_cc[None, :, None, :])
+    return W, W_sd, con.PSP_ext * pe
+
+
+# --- stage B (construction.md §4) ----------------------------------------------------
+
+def _patterns(strings, source: bool) -> tuple[np.ndarray, np.ndarray]:
+    """CoCoMac pattern strings (area, source_area) -> (values (32, 32, 6), present)."""
+    s = np.asarray(strings, dtype="<U6")
+    present = np.char.str_len(s) == 6
+    chars = s.view("<U1").reshape(s.shape + (6,))
+    vals = np.zeros(chars.shape)
+    digit = np.isin(chars, list("0123456789"))
+    vals[digit] = chars[digit].astype(float)
+    vals[chars == "X"] = 2
+    unknown = chars == "?"
+    if source:  # '?' is 0 in layers 1 and 4, unknown elsewhere (§3.7 step 2)
+        vals[unknown] = np.where(np.isin(np.arange(6), [0, 3]), 0, -1)[
+            np.nonzero(unknown)[-1]]
+    else:
+        vals[unknown] = -1
+    return vals, present
+
+
+def _hierarchy(sln: np.ndarray, table: dict) -> np.ndarray:
+    """Termination-layer mask from SLN (FF > 0.65 'F', FB < 0.35 'M', else 'C';
+    exactly 0.35 matches nothing, as upstream)."""
+    s = np.nan_to_num(sln, nan=0.5)[..., None]
+    return np.where(s > SLN_FF, table["F"],
+                    np.where(s < SLN_FB, table["M"], np.where(s > SLN_FB, table["C"], False)))
+
+
+@functools.lru_cache(maxsize=2)
+def _anatomy(data_dir):
+    from . import anatomy
+
+    return anatomy.process(data_dir=data_dir)
+
+
+def stage_b(net, anat: xr.Dataset, data_dir=None) -> dict[str, np.ndarray]:
+    """Model neuron numbers and synapse numbers from the processed anatomy.
+
+    Returns plain arrays in the labelled layout (construction.md §4.6):
+    ``N``, ``N_full`` (32, 8); ``synapses`` (32, 8, 32, 8, model patch, after
+    E-specificity); ``synapses_ext`` (32, 8, incl. the fac_nu_ext factors);
+    ``rho_syn`` (per mm²·µm), ``F_int_patch`` and ``c`` (32,), ``E`` (32,).
+    """
+    con = net.connection
+    s = float(net.surface)
+    S = anat["surface"].values                                  # mm²
+    D = anat["total_thickness"].values                          # µm
+    d = anat["laminar_thickness"].transpose("area", "layer").sel(layer=list(LAYERS)).values  # mm
+    N_full = anat["neurons_full"].transpose("area", "pop").sel(pop=list(POPS)).values
+    N = N_full * s / S[:, None]
+    has = N_full > 0
+    v1 = AREAS.index("V1")
+
+    # §4.1 synapse volume density, the same for all areas
+    rho_syn = con.av_indegree_V1 * N_full[v1].sum() / (S[v1] * D[v1])
+
+    # §4.2 local connectivity
+    n, P = _pd14(data_dir)
+    f_int = _intrinsic_fln_mean(data_dir)
+    K_micro = local_template(s, n, P)
+    K_full = np.stack([local_template(a, n, P) for a in S])      # (32, 8, 8)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(K_full > 0, K_micro / K_full, 0.0)
+    F_patch = f_int * ratio.sum(axis=(1, 2)) / (K_full > 0).sum(axis=(1, 2))
+    # TH: the sum includes its absent L4 sources (construction.md §15 item 5)
+    c = F_patch * rho_syn * s * D / (K_micro[None] * N[:, :, None]).sum(axis=(1, 2))
+    K_local = c[:, None, None] * K_micro[None] * (has[:, :, None] & has[:, None, :])
+
+    # §4.3.1 FLN normalisation, including the non-visual share
+    fln = anat["FLN"].transpose("area", "source_area").values
+    fln_total = fln.sum(axis=1) + anat["FLN_external"].values
+    with np.errstate(divide="ignore", invalid="ignore"):
+        F = np.where(fln_total[:, None] > 0,
+                     (1 - f_int - SUBCORTICAL) * fln / fln_total[:, None], 0.0)
+    connected = anat["cocomac_connected"].transpose("area", "source_area").values.astype(bool)
+    connected &= ~np.eye(_NA, dtype=bool)
+    sln = anat["SLN"].transpose("area", "source_area").values
+
+    # §4.3.3 P(target pop | layer), per area (TH without L4)
+    P_v = np.broadcast_to(binzegger_table(N[v1] / N[v1].sum(), data_dir),
+                          (_NA, _NL, _NP)).copy()
+    for a in np.nonzero(~has[:, POPS.index("4E")])[0]:
+        keep = [LAYERS.index(v) for v in ("23", "5", "6")]
+        share = d[a, keep] / d[a, keep].sum()
+        for p4, targets in (("4E", ("23E", "5E", "6E")), ("4I", ("23I", "5I", "6I"))):
+            idx = [POPS.index(t) for t in targets]
+            P_v[a, :, idx] += share[:, None] * P_v[a, :, POPS.index(p4)][None, :]
+            P_v[a, :, POPS.index(p4)] = 0.0
+
+    # §4.3.4 source side: X * Y per source population (23E, 5E, 6E only)
+    sp, has_sp = _patterns(anat["source_pattern"].transpose("area", "source_area").values, True)
+    sigma = np.nan_to_num(sln, nan=0.0)
+    supra = (sp[..., 0:3] != 0).any(-1)
+    infra = (sp[..., 4:6] != 0).any(-1)
+    sig_star = np.where(~supra, 0.0, np.where(~infra, 1.0, sigma))
+    XY = np.zeros((_NA, _NA, _NP))
+    w56 = np.where(sp[..., 4:6] != 0, 10.0 ** sp[..., 4:6], 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        y56_sp = np.where(infra[..., None], w56 / w56.sum(-1, keepdims=True), 0.0)
+    n56 = N_full[:, [POPS.index("5E"), POPS.index("6E")]]
+    y56_data = (n56 / n56.sum(-1, keepdims=True))[None, :, :]    # of the source area
+    i23, i5, i6 = POPS.index("23E"), POPS.index("5E"), POPS.index("6E")
+    XY[..., i23] = np.where(has_sp, np.where(supra, sig_star, 0.0), sigma)
+    for k, ip in enumerate((i5, i6)):
+        XY[..., ip] = np.where(has_sp, (1 - sig_star) * y56_sp[..., k],
+                               (1 - sigma) * y56_data[..., k])
+
+    # §4.3.4 target side: layer shares Z (32, 32, 5)
+    tp, has_tp = _patterns(anat["target_pattern"].transpose("area", "source_area").values, False)
+    tp = np.where((tp == -1) & _hierarchy(sln, _HIER6), 2.0, tp)
+    w6 = np.where(tp > 0, 10.0 ** tp, 0.0)
+    p6 = w6.sum(-1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z6 = np.where(p6 > 0, w6 / p6, 0.0)
+    Z_tp = np.stack([z6[..., 0], z6[..., 1] + z6[..., 2], z6[..., 3], z6[..., 4], z6[..., 5]], -1)
+    hier = _hierarchy(sln, _HIER5)
+    dT = np.where(hier, d[:, None, :], 0.0)
+    dT[..., 0] = 0.0
+    pT = dT.sum(-1, keepdims=True)
+    l1 = hier[..., :1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        Z_hier = np.where(pT > 0, np.where(l1, 0.5, 1.0) * dT / pT, 0.0)
+    Z_hier[..., 0] = np.where(hier[..., 0], 0.5, 0.0)
+    Z = np.where(has_tp[..., None], Z_tp, Z_hier)
+
+    # Full-area CC synapse numbers, then the model patch (S = N s / S_T)
+    syn_full_T = rho_syn * S * D
+    onto = np.einsum("tbv,tvi->tib", Z, P_v)                     # (T, i, B)
+    amount = (syn_full_T[:, None] * F * connected)[:, None, :] * onto
+    N_cc_full = amount[..., None] * XY[:, None, :, :]            # (T, i, B, j)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        to_model = np.where(has, N / N_full, 0.0)
+    S_cc = N_cc_full * to_model[:, :, None, None]
+
+    # §4.3.5 E-specificity of feedback projections
+    fb = connected & (sln < SLN_FB)
+    sum_e = S_cc[:, _EXC].sum(axis=(1, 3))
+    sum_i = S_cc[:, ~_EXC].sum(axis=(1, 3))
+    total = sum_e + sum_i
+    ok = fb & (sum_e > 0) & (sum_i > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        fac_e = np.where(ok, E_SPECIFICITY / (sum_e / total), 1.0)
+        fac_i = np.where(ok, (1 - E_SPECIFICITY) / (sum_i / total), 1.0)
+    S_cc *= np.where(_EXC[None, :, None], fac_e[:, None, :], fac_i[:, None, :])[..., None]
+
+    # §4.4 external input: the synapses not modelled explicitly, equal indegree
+    syn_patch = rho_syn * s * D
+    E = syn_patch * (1 - F_patch) - S_cc.sum(axis=(1, 2, 3))
+    K_ext = E / np.where(has, N, 0.0).sum(axis=1)
+    S_ext = K_ext[:, None] * N * has
+    S_ext[:, i5] *= con.fac_nu_ext_5E
+    S_ext[:, i6] *= con.fac_nu_ext_6E
+    th = AREAS.index("TH")
+    S_ext[th, [i23, i5]] *= con.fac_nu_ext_TH
+
+    synapses = S_cc
+    idx = np.arange(_NA)
+    synapses[idx, :, idx, :] = K_local * N[:, :, None]
+    return {"N": N, "N_full": N_full, "synapses": synapses, "synapses_ext": S_ext,
+            "rho_syn": rho_syn, "F_int_patch": F_patch, "c": c, "E": E,
+            "K_micro": K_micro, "P_v": P_v}
+
+
+# --- stage C (construction.md §5, §9, §10) ---------------------------------------------
+
+def read_fullscale_rates(source, data_dir=None) -> np.ndarray:
+    """Full-scale rates (spikes/s) as a (32, 8) array (NaN for absent pops).
+
+    ``source`` is "upstream" (the pinned ``tests/fullscale_rates.json``) or a
+    path to a JSON ``{area: {pop: rate}}``; a list value counts by its first
+    element, as upstream.
+    """
+    path = _data.fetch("tests/fullscale_rates.json", data_dir) if source == "upstream" \
+        else Path(os.fspath(source))
+    if not path.is_file():
+        raise ParameterError(invalid("fullscale_rates", str(source),
+                                     '"upstream", None or the path of a rates JSON file'))
+    raw = json.loads(path.read_text())
+    out = np.full((_NA, _NP), np.nan)
+    for a, area in enumerate(AREAS):
+        for p, pop in enumerate(POPS):
+            v = raw.get(area, {}).get(pop)
+            if isinstance(v, list):
+                v = v[0]
+            if v is not None:
+                out[a, p] = float(v)
+    missing = exists().values & np.isnan(out)
+    if missing.any():
+        a, p = np.argwhere(missing)[0]
+        raise ParameterError(invalid("fullscale_rates", str(source),
+                                     f"a rate for every population (missing {AREAS[a]} {POPS[p]})"))
+    return out
+
+
+def _k_stable(source, data_dir) -> np.ndarray:
+    if source == "K_prime_original":
+        path = _data.fetch("figures/SchueckerSchmidt2017/K_prime_original.npy", data_dir)
+    elif isinstance(source, (str, os.PathLike)) and Path(source).is_file():
+        path = Path(source)
+    else:
+        raise ParameterError(invalid("K_stable", source,
+                                     '"K_prime_original", None or the path of a 254 x 254 .npy file'))
+    K = np.load(path)
+    if K.shape != (len(to_flat_vector(exists())),) * 2:
+        raise ParameterError(invalid("K_stable", str(source), "a 254 x 254 indegree matrix"))
+    return np.where(np.isclose(K, 0.0), 0.0, K)   # upstream's matrix_to_dict zeroing
+
+
+def build(params=None, data_dir=None, anatomy: xr.Dataset | None = None) -> xr.Dataset:
+    """The model's structure Dataset (construction.md §4–§10).
+
+    Parameters
+    ----------
+    params
+        :class:`mam_xr.params.Params` or its ``.network`` part; default ``Params()``.
+    data_dir
+        Directory of upstream's data files (see :func:`mam_xr.data.fetch`).
+    anatomy
+        Stage-A Dataset of :func:`mam_xr.anatomy.process`, if already computed.
+
+    Returns the Dataset of :func:`mam_xr.flat.structure_from_flat` plus
+    ``neurons_full`` (full-area neuron numbers), ``indegree_data`` (the
+    data-derived indegrees before ``K_stable`` and scaling), ``intrinsic_fln``
+    and ``external_synapses_area`` (per area, model patch).
+    """
+    net = _network(params)
+    con = net.connection
+    scale = float(net.scale)
+    if not (np.isfinite(scale) and scale > 0):
+        raise ParameterError(invalid("scale", scale, "a number > 0"))
+    rates = None
+    if scale != 1.0:
+        if net.fullscale_rates is None:
+            raise ParameterError(invalid("fullscale_rates", None,
+                                         '"upstream" or a rates file: down-scaling '
+                                         f"(scale={scale}) needs full-scale rates"))
+        rates = read_fullscale_rates(net.fullscale_rates, data_dir)
+    if anatomy is None:
+        anatomy = _anatomy(None if data_dir is None else os.fspath(data_dir))
+
+    b = stage_b(net, anatomy, data_dir)
+    N4, syn4 = b["N"], b["synapses"]
+    W4, W_sd4, w_ext = _weights(net)
+
+    # flat view: N (254,), matrices (254, 255)
+    ex = exists()
+    N = to_flat_vector(xr.DataArray(N4, dims=("area", "pop")))
+    lab = ("area", "pop", "source_area", "source_pop")
+    syn = to_flat_matrix(xr.DataArray(syn4, dims=lab),
+                         xr.DataArray(b["synapses_ext"], dims=("area", "pop")))
+    K_data = syn / N[:, None]
+    W = to_flat_matrix(xr.DataArray(W4, dims=lab))
+    W = np.concatenate([W, np.full((len(N), 1), w_ext)], axis=1)
+    W_sd = np.concatenate([to_flat_matrix(xr.DataArray(W_sd4, dims=lab)),
+                           np.full((len(N), 1), np.nan)], axis=1)
+
+    # §5 step 4: stabilised internal indegrees; the external column stays
+    K = K_data.copy()
+    if con.K_stable is not None:
+        K[:, :-1] = _k_stable(con.K_stable, data_dir)
+        syn = K * N[:, None]
+    J = W * net.neuron.tau_syn_ex / net.neuron.C_m
+    dc = np.zeros(len(N))
+
+    # §9 down-scaling with mean and variance of the input preserved
+    if scale != 1.0:
+        kappa = eta = scale
+        tau_m, C_m = net.neuron.tau_m, net.neuron.C_m
+        nu = to_flat_vector(xr.DataArray(rates, dims=("area", "pop")))
+        x = 1e-3 * tau_m * (J[:, :-1] * K[:, :-1] * nu[None, :]).sum(axis=1)
+        x_ext = 1e-3 * tau_m * J[:, -1] * K[:, -1] * net.input.rate_ext
+        dc = C_m / tau_m * (1 - np.sqrt(kappa)) * (x + x_ext)
+        N = eta * N
+        J = J / np.sqrt(kappa)
+        W = W / np.sqrt(kappa)                 # W_sd stays unscaled (§15 item 14)
+        K = kappa * K
+        syn = kappa * eta * syn
+
+    ds = structure_from_flat(
+        N=N, K=K, synapses=syn, W=W, W_sd=W_sd, J=J, add_DC_drive=dc,
+        distances=anatomy["distance"].transpose("area", "source_area").values,
+        delay_e=net.delay.delay_e, delay_i=net.delay.delay_i,
+        delay_rel=net.delay.delay_rel, interarea_speed=net.delay.interarea_speed,
+        attrs={"params": _params_json(params), "scale": scale,
+               "data_provenance": json.dumps(_data.provenance()),
+               "synapse_density": b["rho_syn"],
+               "synapse_density_units": "synapses per (mm² · µm of cortical depth)",
+               "surface_mm2": float(net.surface)},
+    )
+    ds["neurons_full"] = xr.DataArray(np.where(ex.values, b["N_full"], np.nan),
+                                      dims=("area", "pop"),
+                                      attrs={"units": "1", "long_name":
+                                             "neurons of the whole area (realistic, full surface)"})
+    ds["indegree_data"] = xr.DataArray(
+        np.where(ex.values[:, :, None, None] & ex.values[None, None],
+                 syn4 / np.where(N4 > 0, N4, 1.0)[:, :, None, None], np.nan), dims=lab,
+        attrs={"units": "1", "long_name": "data-derived indegree before K_stable and scaling"})
+    ds["intrinsic_fln"] = xr.DataArray(b["F_int_patch"], dims=("area",), attrs={
+        "units": "1", "long_name": "fraction of an area's synapses that are local to the model patch"})
+    ds["external_synapses_area"] = xr.DataArray(b["E"], dims=("area",), attrs={
+        "units": "1", "long_name": "synapses of the patch not modelled explicitly (before fac_nu_ext)"})
+    return ds
