@@ -9,9 +9,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+def _find_shared() -> Path:
+    """../shared next to the checkout (CI and sessions), or MAM_XR_SHARED."""
+    candidates = [os.environ.get("MAM_XR_SHARED"),
+                  Path(__file__).resolve().parents[1].parent / "shared", "/work/shared"]
+    for c in candidates:
+        if c and (Path(c) / "reference").is_dir():
+            return Path(c)
+    return Path(__file__).resolve().parents[1].parent / "shared"
+
+
+SHARED = _find_shared()
 REFERENCE = SHARED / "reference"
-DATA_DIR = Path(os.environ.get("MAM_XR_DATA_DIR", SHARED / "upstream-data"))
+DATA_DIR = Path(os.environ.get("MAM_XR_DATA_DIR") or SHARED / "upstream-data")
+if not (DATA_DIR / "MANIFEST.tsv").is_file():
+    DATA_DIR = SHARED / "upstream-data"
 
 
 @pytest.fixture(scope="session", autouse=True)
