@@ -73,11 +73,13 @@ def _network(params):
     return getattr(params, "network", params)
 
 
-def _params_json(params) -> str:
-    for obj in (params, _network(params)):
-        if hasattr(obj, "model_dump_json"):
-            return obj.model_dump_json()
-    return json.dumps(params, default=str)
+def _identity(params) -> dict:
+    """Dataset attrs naming the parameters: the full JSON and the network label."""
+    if hasattr(params, "to_json"):
+        return {"params": params.to_json(), "network_label": params.network_label()}
+    net = _network(params)
+    return {"params": json.dumps({"network": net.model_dump(mode="json")}, sort_keys=True,
+                                 separators=(",", ":"))}
 
 
 # --- raw stage-B inputs (construction.md §2.3) -----------------------------------
@@ -271,10 +273,16 @@ def _hierarchy(sln: np.ndarray, table: dict) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=2)
-def _anatomy(data_dir):
+def _anatomy_cached(data_dir, env_data_dir):
     from . import anatomy
 
     return anatomy.process(data_dir=data_dir)
+
+
+def _anatomy(data_dir) -> xr.Dataset:
+    """Stage A, computed once per data location (treat the result as read-only)."""
+    data_dir = None if data_dir is None else os.fspath(data_dir)
+    return _anatomy_cached(data_dir, os.environ.get("MAM_XR_DATA_DIR"))
 
 
 def stage_b(net, anat: xr.Dataset, data_dir=None) -> dict[str, np.ndarray]:
@@ -480,7 +488,7 @@ def build(params=None, data_dir=None, anatomy: xr.Dataset | None = None) -> xr.D
                                          f"(scale={scale}) needs full-scale rates"))
         rates = read_fullscale_rates(net.fullscale_rates, data_dir)
     if anatomy is None:
-        anatomy = _anatomy(None if data_dir is None else os.fspath(data_dir))
+        anatomy = _anatomy(data_dir)
 
     b = stage_b(net, anatomy, data_dir)
     N4, syn4 = b["N"], b["synapses"]
@@ -525,8 +533,8 @@ def build(params=None, data_dir=None, anatomy: xr.Dataset | None = None) -> xr.D
         distances=anatomy["distance"].transpose("area", "source_area").values,
         delay_e=net.delay.delay_e, delay_i=net.delay.delay_i,
         delay_rel=net.delay.delay_rel, interarea_speed=net.delay.interarea_speed,
-        attrs={"params": _params_json(params), "scale": scale,
-               "data_provenance": json.dumps(_data.provenance()),
+        attrs={**_identity(params), "scale": scale,
+               "data_provenance": _data.provenance(data_dir),
                "synapse_density": b["rho_syn"],
                "synapse_density_units": "synapses per (mm² · µm of cortical depth)",
                "surface_mm2": float(net.surface)},
