@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from datetime import datetime, timezone
 
 import numpy as np
 import pandas as pd
@@ -39,6 +40,7 @@ __all__ = [
     "read_csv_skip_header",
     "read_json",
     "read_median_distances",
+    "sln_fit",
 ]
 
 PathLike = str | os.PathLike | None
@@ -437,7 +439,6 @@ class _StageA:
     edr_points: int
     sln_data: pd.DataFrame
     sln_completed: pd.DataFrame        # rows target, source, SLN, measured
-    extra: dict = field(default_factory=dict)
 
 
 def _compute(data_dir: PathLike) -> _StageA:
@@ -469,8 +470,7 @@ def _compute(data_dir: PathLike) -> _StageA:
 def _matrix(rows: pd.DataFrame, value: str, fill) -> np.ndarray:
     """(area, source_area) array from target/source rows of model areas."""
     sub = rows[rows.target.isin(AREAS) & rows.source.isin(AREAS)]
-    out = np.full((len(AREAS), len(AREAS)), fill, dtype=np.asarray(sub[value]).dtype
-                  if len(sub) else float)
+    out = np.full((len(AREAS), len(AREAS)), fill, dtype=object if isinstance(fill, str) else type(fill))
     idx = pd.Index(AREAS)
     out[idx.get_indexer(sub.target), idx.get_indexer(sub.source)] = sub[value].to_numpy()
     return out
@@ -545,7 +545,26 @@ def process(data_dir: PathLike = None) -> xr.Dataset:
         Dataset attrs hold the fitted constants: ``neun_to_nissl_slope``/``_intercept``
         (a, b), ``thickness_fit_slope``/``_intercept`` (g, c; µm), ``l4_fit_slope``/
         ``_intercept`` (g4, c4), ``edr_intercept``/``edr_slope`` (λ0, λ1 in 1/mm),
-        ``edr_points``, ``sln_fit_intercept``/``_slope`` (a0, a1).
+        ``edr_points``, ``sln_fit_intercept``/``_slope`` (a0, a1); ``history`` and
+        ``source`` name the function and the pinned upstream data.
+
+    Raises
+    ------
+    DataError
+        A raw file is missing or corrupt (from :func:`mam_xr.data.fetch`), or the data
+        are inconsistent (an M132 source without overlap entry, an SLN pair without FLN).
+
+    Notes
+    -----
+    Stage A takes about 0.1-0.2 s (benchmarks/bench_anatomy.py); it is recomputed on
+    every call.  Upstream's quirks are reproduced (construction.md §15 items 2, 6, 7, 8,
+    23; docs/anatomy.md).
+
+    Examples
+    --------
+    >>> ds = process()  # doctest: +SKIP
+    >>> float(ds["FLN"].sel(area="V1", source_area="V2"))  # doctest: +SKIP
+    0.5977...
     """
     st = _compute(data_dir)
     areas = list(AREAS)
@@ -588,8 +607,14 @@ def process(data_dir: PathLike = None) -> xr.Dataset:
     g, c = st.thickness_fit
     g4, c4 = st.thickness.l4_fit
     lam0, lam1 = st.edr_fit
+    from . import __version__
+    from .data import COMMIT, LICENCE, REPOSITORY
+
     ds.attrs.update(
         title="mam_xr processed anatomy (stage A, construction.md §3)",
+        source=f"{REPOSITORY}@{COMMIT[:7]} raw data ({LICENCE})",
+        history=(f"{datetime.now(timezone.utc).isoformat(timespec='seconds')} "
+                 f"mam_xr.anatomy.process - mam_xr version {__version__}"),
         neun_to_nissl_slope=a, neun_to_nissl_intercept=b,
         thickness_fit_slope=g, thickness_fit_intercept=c,
         l4_fit_slope=g4, l4_fit_intercept=c4,
@@ -658,6 +683,7 @@ def process_as_upstream_dict(data_dir: PathLike = None) -> dict:
 
 
 def _floats(obj):
+    """Nested dict with every leaf a Python float (as upstream's JSON)."""
     if isinstance(obj, dict):
-        return {(k if isinstance(k, str) else k): _floats(v) for k, v in obj.items()}
+        return {k: _floats(v) for k, v in obj.items()}
     return float(obj)
