@@ -35,15 +35,12 @@ __all__ = ["build", "stage_b", "binzegger_table", "local_template",
            "mean_connection_probability", "psc_per_psp", "read_fullscale_rates"]
 
 LAYERS: tuple[str, ...] = ("1", "23", "4", "5", "6")
-#: soma layer (index into LAYERS) of each population
-_POP_LAYER = np.array([1, 1, 2, 2, 3, 3, 4, 4])
 _EXC = np.array([p.endswith("E") for p in POPS])
 _NA, _NP, _NL = len(AREAS), len(POPS), len(LAYERS)
 
 # Hard-coded constants of upstream's stage B (construction.md §4, §14).
 SIGMA_MM = 0.29653208289812366          # width of the Gaussian connection profile
 C0 = 0.1429914097112598                 # peak connection probability
-F_INT = 0.79                            # mean intrinsic FLN (Intrinsic_FLN_Data.csv)
 SUBCORTICAL = 0.013                     # subcortical share of synapses
 E_SPECIFICITY = 0.93                    # share of FB synapses onto E cells
 SLN_FB, SLN_FF = 0.35, 0.65             # hierarchy thresholds
@@ -248,7 +245,7 @@ def _weights(net):
 
 def _patterns(strings, source: bool) -> tuple[np.ndarray, np.ndarray]:
     """CoCoMac pattern strings (area, source_area) -> (values (32, 32, 6), present)."""
-    s = np.asarray(strings, dtype="<U6")
+    s = np.ascontiguousarray(strings, dtype="<U6")
     present = np.char.str_len(s) == 6
     chars = s.view("<U1").reshape(s.shape + (6,))
     vals = np.zeros(chars.shape)

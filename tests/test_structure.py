@@ -283,3 +283,21 @@ def test_incomplete_rates_file(tmp_path):
         structure.read_fullscale_rates(path)
     path.write_text(json.dumps({a: {p: [2.0, 5.0] for p in POPS} for a in AREAS}))
     assert np.all(structure.read_fullscale_rates(path)[:-1] == 2.0)
+
+
+def test_lognormal_weight_sd(anatomy):
+    """§4.5: the lognormal relative SD (3.0) replaces 0.1, except intra-area 23E <- 4E."""
+    labels = population_labels()
+    exc = np.array([label.endswith("E") for label in labels])
+    i23, i4 = labels.index("V1-23E"), labels.index("V1-4E")
+    for ee_only in (False, True):
+        f = flat(structure.build(Params().update(lognormal_weights=True,
+                                                 lognormal_EE_only=ee_only), anatomy=anatomy))
+        rel = f["W_sd"][:, :-1] / np.abs(f["W"][:, :-1])
+        expected = np.full(rel.shape, 3.0)
+        if ee_only:
+            expected[~(exc[:, None] & exc[None, :])] = 0.1
+        pop = np.array([label.split("-")[1] for label in labels])
+        expected[SAME_AREA & (pop[:, None] == "23E") & (pop[None, :] == "4E")] = 0.1
+        np.testing.assert_allclose(rel, expected, rtol=1e-14)
+        assert rel[i23, i4] == pytest.approx(0.1)
