@@ -335,7 +335,10 @@ def _fln(overlap: pd.DataFrame, data_dir) -> _FLN:
 # --- §3.7 CoCoMac ------------------------------------------------------------------------
 
 def _cocomac(fln_mapped: pd.DataFrame, data_dir) -> pd.DataFrame:
-    """cocomac_completed as rows: target, source, source_pattern, target_pattern (str or None)."""
+    """cocomac_completed as rows: target, source, source_pattern, target_pattern.
+
+    Patterns are upstream's lists of 6 one-character strings (layers 1-6) or None.
+    """
     cocomac = read_json("CoCoMac_complete_81.json", data_dir)
     studies = read_json("cocomac_confirmative_studies.json", data_dir)
     rows = []
@@ -406,6 +409,9 @@ def _sln_data(fln: _FLN, overlap: pd.DataFrame, data_dir) -> pd.DataFrame:
     joined = joined.assign(S=joined.weight * joined.SLN * joined.FLN,
                            I=joined.weight * (1.0 - joined.SLN) * joined.FLN)
     sums = joined.groupby(["target", "fv91"], sort=False)[["S", "I"]].sum().reset_index()
+    if ((sums.S + sums.I) == 0).any():  # upstream would divide by zero here
+        bad = sums.loc[(sums.S + sums.I) == 0, ["target", "fv91"]].values.tolist()
+        raise DataError(f"SLN_Data.csv: SLN undefined (no labelled neurons) for {bad}")
     return pd.DataFrame({"target": sums.target, "source": sums.fv91,
                          "SLN": sums.S / (sums.S + sums.I)})
 
