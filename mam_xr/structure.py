@@ -22,6 +22,7 @@ import functools
 import json
 import os
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -396,6 +397,12 @@ def stage_b(net, anat: xr.Dataset, data_dir=None) -> dict[str, np.ndarray]:
     syn_patch = rho_syn * s * D
     E = syn_patch * (1 - F_patch) - S_cc.sum(axis=(1, 2, 3))
     K_ext = E / np.where(has, N, 0.0).sum(axis=1)
+    if (K_ext < 0).any():  # e.g. large surfaces: more CC synapses than the non-local budget
+        bad = [AREAS[a] for a in np.nonzero(K_ext < 0)[0]]
+        warnings.warn(f"surface={s} gives a negative external indegree in {', '.join(bad)}: "
+                      "the explicit cortico-cortical synapses exceed the non-local synapses "
+                      "(construction.md §4.4); upstream computes the same numbers",
+                      RuntimeWarning, stacklevel=3)
     S_ext = K_ext[:, None] * N * has
     S_ext[:, i5] *= con.fac_nu_ext_5E
     S_ext[:, i6] *= con.fac_nu_ext_6E

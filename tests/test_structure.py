@@ -301,3 +301,11 @@ def test_lognormal_weight_sd(anatomy):
         expected[SAME_AREA & (pop[:, None] == "23E") & (pop[None, :] == "4E")] = 0.1
         np.testing.assert_allclose(rel, expected, rtol=1e-14)
         assert rel[i23, i4] == pytest.approx(0.1)
+
+
+def test_large_surface_warns_about_negative_external_input(anatomy):
+    """surface >= 100 mm² takes upstream's series branch; V4t and MSTl end up with more
+    cortico-cortical synapses than non-local ones, which upstream does not report."""
+    with pytest.warns(RuntimeWarning, match="negative external indegree in V4t, MSTl"):
+        ds = structure.build(Params().update(surface=100.0, K_stable=None), anatomy=anatomy)
+    assert float(ds["external_indegree"].sel(area="V4t", pop="23E")) < 0
