@@ -502,6 +502,10 @@ def simulate(params, store=None, structure: xr.Dataset | None = None, progress: 
         finally:
             if pbar is not None:
                 pbar.close()
+        if isinstance(exc, Exception) and not isinstance(exc, (SimulationError, StoreError)):
+            # NEST's own errors (and anything unexpected) surface as SimulationError.
+            raise SimulationError(f"simulation of run store {str(store_path)!r} failed: "
+                                  f"{type(exc).__name__}: {exc}") from exc
         raise
     if pbar is not None:
         pbar.close()
