@@ -1,0 +1,1323 @@
+"""Parameter sweeps: many points of the model on a Dask cluster, resumable, in one Dataset.
+
+A sweep is described by a :class:`SweepSpec` (validated like all parameters):
+the swept parameters with their values (a grid, or zipped lists), coupled
+parameters (e.g. ``chi_I = 1 if chi == 1 else 2``), the base configuration (a
+preset plus overrides) and what to run per point (``theory``, ``simulate``,
+``analyse``).  :func:`run_sweep` runs it into a directory::
+
+    <directory>/
+      sweep.json        the spec and the execution settings (threads per point)
+      manifest.json     every point: coordinates, label, status, error, timings
+      points/<name>/    one directory per point (named by its coordinates and label):
+        task.json         the point's parameters and steps
+        point.json        status running | complete | failed, error, timings
+        run.zarr          the point's run store (simulate)
+        result.zarr       the point's results (theory rates, statistics)
+        log.txt           output of the point's process
+      sweep.zarr        all points combined along the sweep dimension(s)
+
+Points are identified by their parameter label (:meth:`Params.label`), so a
+re-run of the same directory skips the points whose results are complete and
+re-runs the failed or incomplete ones; extending a value list re-uses the points
+already done.  Each simulating point runs in a fresh Python process (NEST's
+kernel is process-global), started by a single-threaded Dask worker; the
+process uses ``simulation.threads`` NEST threads, chosen so that workers times
+threads does not exceed the cores.  See docs/sweeps.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field
+from itertools import product
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import numpy as np
+import xarray as xr
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import MamXrError, ParameterError, SimulationError, StoreError, invalid
+
+__all__ = ["Case", "Coupling", "BaseConfig", "SweepSpec", "Point", "plan", "run_sweep",
+           "open_sweep", "sweep_status", "combine", "load_spec", "run_point", "main"]
+
+SWEEP_FORMAT = "mam_xr.sweep/1"
+STEPS = ("theory", "simulate", "analyse")
+CLUSTERS = ("auto", "local", "serial", "slurm", "mpi")
+
+Scalar = Union[bool, int, float, str]
+
+
+# --------------------------------------------------------------------------------------
+# Specification
+# --------------------------------------------------------------------------------------
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+_OPS = {"eq": lambda a, b: _equal(a, b), "ne": lambda a, b: not _equal(a, b),
+        "lt": lambda a, b: a < b, "le": lambda a, b: a < b or _equal(a, b),
+        "gt": lambda a, b: a > b, "ge": lambda a, b: a > b or _equal(a, b),
+        "in": lambda a, b: any(_equal(a, x) for x in b)}
+
+
+def _equal(a, b) -> bool:
+    # Sweep values are written by hand (1.0 vs 1): compare numbers numerically.
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) \
+            and not isinstance(a, bool) and not isinstance(b, bool):
+        return math.isclose(a, b, rel_tol=1e-12, abs_tol=1e-15)
+    return a == b
+
+
+class Case(_Model):
+    """One rule of a coupling: ``value`` applies when every condition in ``when`` holds.
+
+    ``when`` maps a swept (or earlier coupled) parameter to a value (equality)
+    or to ``{op: value}`` with op in eq, ne, lt, le, gt, ge, in.  An empty
+    ``when`` always holds (the "otherwise" case).
+    """
+
+    when: dict[str, Union[Scalar, dict[str, Union[Scalar, list[Scalar]]]]] = Field(default_factory=dict)
+    value: Scalar
+
+    @field_validator("when")
+    @classmethod
+    def _ops(cls, when):
+        for name, cond in when.items():
+            if isinstance(cond, dict):
+                for op in cond:
+                    if op not in _OPS:
+                        raise ValueError(invalid(f"when.{name}", cond, f"an operator among {sorted(_OPS)}"))
+        return when
+
+    def holds(self, values: dict[str, Any]) -> bool:
+        for name, cond in self.when.items():
+            v = values[name]
+            if isinstance(cond, dict):
+                if not all(_OPS[op](v, ref) for op, ref in cond.items()):
+                    return False
+            elif not _equal(v, cond):
+                return False
+        return True
+
+
+class Coupling(_Model):
+    """A parameter set from the swept ones: the first case that holds gives its value.
+
+    Example: chi_I = 1 at chi = 1, else 2::
+
+        Coupling(parameter="chi_I", cases=[Case(when={"chi": 1.0}, value=1.0), Case(value=2.0)])
+    """
+
+    parameter: str
+    cases: tuple[Case, ...] = Field(min_length=1)
+
+
+class BaseConfig(_Model):
+    """The configuration every point starts from: a preset and overrides.
+
+    ``preset`` is ``"tutorial"`` (:meth:`Params.tutorial`), ``"default"``
+    (upstream's defaults, :class:`Params`) or the path of a parameters JSON
+    file; ``overrides`` is a (nested or shorthand) dict applied on it.
+    """
+
+    preset: str = "tutorial"
+    overrides: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("overrides")
+    @classmethod
+    def _json(cls, value):
+        try:
+            json.dumps(value)
+        except TypeError as exc:
+            raise ValueError(invalid("overrides", value, f"JSON-serialisable values ({exc})")) from None
+        return value
+
+    def params(self, values: dict | None = None):
+        """Validated :class:`Params` of the preset, the overrides and ``values``."""
+        from .params import Params, _deep_merge, _expand
+
+        merged = _deep_merge(_expand(_nested(self.overrides)), _expand(_nested(values or {})))
+        if self.preset == "tutorial":
+            return Params.tutorial(merged)
+        if self.preset == "default":
+            return Params.from_dict(merged)
+        path = Path(self.preset)
+        if not path.is_file():
+            raise ParameterError(invalid("base.preset", self.preset,
+                                         "'tutorial', 'default' or the path of a parameters JSON file"))
+        return Params.from_json(path.read_text()).update(merged)
+
+
+def _nested(values: dict) -> dict:
+    """Expand dotted keys (``network.connection.chi``) into nested dicts; keep the others."""
+    from .params import _deep_merge
+
+    out: dict = {}
+    for key, value in values.items():
+        if isinstance(key, str) and "." in key:
+            parts = key.split(".")
+            nested: Any = value
+            for part in reversed(parts):
+                nested = {part: nested}
+            out = _deep_merge(out, nested)
+        else:
+            out = _deep_merge(out, {key: value})
+    return out
+
+
+def _parameter_path(name: str) -> tuple[str, ...]:
+    """The nested path of a parameter given by shorthand (``chi``) or dotted path."""
+    from .params import Params, _shorthand_index
+
+    if "." in name:
+        parts = tuple(name.split("."))
+        model = Params
+        for i, part in enumerate(parts):
+            fields = getattr(model, "model_fields", {})
+            if part not in fields:
+                known = ", ".join(sorted(fields)) if fields else "none (not a section)"
+                raise ParameterError(invalid("parameter", name, f"a known parameter; "
+                                             f"'{'.'.join(parts[:i]) or 'Params'}' has {known}"))
+            model = fields[part].annotation
+        return parts
+    index = _shorthand_index()
+    if name not in index:
+        import difflib
+
+        close = difflib.get_close_matches(name, sorted(index), n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise ParameterError(invalid("parameter", name, f"a known parameter name or dotted path{hint}"))
+    return index[name]
+
+
+class SweepSpec(_Model):
+    """What a sweep varies and what it runs per point.
+
+    Parameters
+    ----------
+    parameters : dict of str to list
+        Swept parameters (shorthand such as ``chi`` or a dotted path such as
+        ``theory.seed``) and their values.  Each becomes a dimension of the
+        result (named after the parameter's field: ``chi``), or, with
+        ``mode="zip"``, all share one dimension named after the first.
+    mode : {"grid", "zip"}, default: "grid"
+        Cartesian product of the value lists, or the lists taken together
+        (equal lengths).
+    coupled : tuple of Coupling
+        Parameters set from the swept ones (in order; a coupling may refer to
+        an earlier one).
+    base : BaseConfig
+        Preset and overrides shared by all points.
+    run : tuple of {"theory", "simulate", "analyse"}, default: ("theory",)
+        What each point computes; also accepts ``"simulate+analyse"``.
+    theory_options, analysis_options : dict
+        Keyword arguments of :func:`mam_xr.theory.integrate` and
+        :func:`mam_xr.analysis.analyze`.
+    name : str
+        A name for messages and the result's attrs.
+    """
+
+    parameters: dict[str, tuple[Scalar, ...]]
+    mode: Literal["grid", "zip"] = "grid"
+    coupled: tuple[Coupling, ...] = ()
+    base: BaseConfig = BaseConfig()
+    run: tuple[Literal["theory", "simulate", "analyse"], ...] = ("theory",)
+    theory_options: dict[str, Any] = Field(default_factory=dict)
+    analysis_options: dict[str, Any] = Field(default_factory=dict)
+    name: str = "sweep"
+
+    @field_validator("parameters", mode="before")
+    @classmethod
+    def _values(cls, value):
+        if not isinstance(value, dict) or not value:
+            raise ValueError(invalid("parameters", value, "a non-empty dict {parameter: [values]}"))
+        out = {}
+        for name, values in value.items():
+            if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+                values = [values]
+            values = [v.item() if isinstance(v, np.generic) else v for v in values]
+            if not values:
+                raise ValueError(invalid(f"parameters.{name}", values, "at least one value"))
+            if len({json.dumps(v) for v in values}) != len(values):
+                raise ValueError(invalid(f"parameters.{name}", values, "distinct values"))
+            out[name] = tuple(values)
+        return out
+
+    @field_validator("run", mode="before")
+    @classmethod
+    def _steps(cls, value):
+        if isinstance(value, str):
+            value = value.replace(",", "+").split("+")
+        value = [{"analyze": "analyse", "analysis": "analyse", "simulation": "simulate"}.get(v.strip(), v.strip())
+                 for v in value]
+        if not value:
+            raise ValueError(invalid("run", value, f"one or more of {STEPS}"))
+        unknown = [v for v in value if v not in STEPS]
+        if unknown:
+            raise ValueError(invalid("run", unknown[0], f"one or more of {STEPS}, e.g. 'simulate+analyse'"))
+        if "analyse" in value and "simulate" not in value:
+            raise ValueError(invalid("run", "+".join(value), "'simulate' together with 'analyse'"))
+        return tuple(s for s in STEPS if s in value)
+
+    @field_validator("theory_options", "analysis_options")
+    @classmethod
+    def _json_options(cls, value):
+        try:
+            json.dumps(value)
+        except TypeError as exc:
+            raise ValueError(f"options={value!r} is invalid: expected JSON-serialisable values ({exc})") from None
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.mode == "zip":
+            lengths = {k: len(v) for k, v in self.parameters.items()}
+            if len(set(lengths.values())) > 1:
+                raise ValueError(invalid("parameters", lengths, "lists of equal length with mode='zip'"))
+        paths = {}
+        for name in self.parameters:
+            paths[name] = _parameter_path(name)
+        known = set(self.parameters) | {p[-1] for p in paths.values()}
+        for c in self.coupled:
+            path = _parameter_path(c.parameter)
+            if path in paths.values():
+                raise ValueError(invalid("coupled.parameter", c.parameter, "a parameter that is not swept"))
+            for case in c.cases:
+                for name in case.when:
+                    if name not in known:
+                        raise ValueError(invalid(f"coupled[{c.parameter}].when", name,
+                                                 f"a swept or earlier coupled parameter among {sorted(known)}"))
+            paths[c.parameter] = path
+            known |= {c.parameter, path[-1]}
+        if len(set(paths.values())) != len(paths):
+            raise ValueError(invalid("parameters", list(paths), "each parameter once"))
+        return self
+
+    # -- derived -----------------------------------------------------------------------
+    @property
+    def dims(self) -> tuple[str, ...]:
+        """Names of the result's sweep dimensions."""
+        names = _dim_names(self.parameters)
+        return (names[0],) if self.mode == "zip" else tuple(names)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        lengths = [len(v) for v in self.parameters.values()]
+        return (lengths[0],) if self.mode == "zip" else tuple(lengths)
+
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> "SweepSpec":
+        return _validate_spec(json.loads(text))
+
+    @classmethod
+    def chi(cls, values=(1.0, 1.4, 1.5, 1.6, 1.7, 1.75, 1.8, 1.9, 2.0, 2.1, 2.5), *,
+            chi_I: float | None = None, preset: str = "tutorial", overrides: dict | None = None,
+            run="theory", **kwargs) -> "SweepSpec":
+        """The χ study of Schmidt et al. (2018): χ_I = 1 at χ = 1, else 2 (or ``chi_I``).
+
+        ``values`` defaults to the paper's eleven χ; ``run`` is ``"theory"`` or
+        ``"simulate+analyse"`` (or both).
+        """
+        coupled = ((Coupling(parameter="chi_I", cases=(Case(when={"chi": 1.0}, value=1.0),
+                                                       Case(value=2.0))),)
+                   if chi_I is None else ())
+        over = dict(overrides or {})
+        if chi_I is not None:
+            over["chi_I"] = chi_I
+        return _validate_spec(dict(parameters={"chi": list(values)}, coupled=coupled,
+                                   base={"preset": preset, "overrides": over}, run=run, **kwargs))
+
+
+def _validate_spec(values) -> SweepSpec:
+    if isinstance(values, SweepSpec):
+        return values
+    try:
+        return SweepSpec.model_validate(values)
+    except ValidationError as exc:
+        from .params import _format
+
+        raise ParameterError(_format(exc)) from None
+
+
+def load_spec(path) -> SweepSpec:
+    """A :class:`SweepSpec` from a JSON or TOML file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParameterError(invalid("spec", str(path), "an existing JSON or TOML file"))
+    text = path.read_text()
+    if path.suffix == ".toml":
+        import tomllib
+
+        return _validate_spec(tomllib.loads(text))
+    try:
+        return _validate_spec(json.loads(text))
+    except json.JSONDecodeError as exc:
+        raise ParameterError(invalid("spec", str(path), f"valid JSON ({exc})")) from None
+
+
+def _dim_names(parameters) -> list[str]:
+    paths = [_parameter_path(n) for n in parameters]
+    names = [p[-1] for p in paths]
+    # Two swept fields of the same name (simulation.seed, theory.seed): keep their section.
+    return [("_".join(p[-2:]) if names.count(p[-1]) > 1 else p[-1]) for p in paths]
+
+
+# --------------------------------------------------------------------------------------
+# Plan: the points of a sweep
+# --------------------------------------------------------------------------------------
+
+@dataclass
+class Point:
+    """One point of a sweep: its position, coordinates, parameters or the reason it is invalid."""
+
+    index: tuple[int, ...]
+    coords: dict[str, Any]
+    values: dict[str, Any]
+    params: Any = None
+    error: Optional[str] = None
+    label: str = ""
+
+    @property
+    def name(self) -> str:
+        """Directory name: the coordinates, then the start of the label."""
+        text = "_".join(f"{k}={_fmt(v)}" for k, v in self.coords.items())
+        safe = "".join(c if c.isalnum() or c in "=._-" else "-" for c in text)[:80]
+        return f"{safe}_{self.label[:12]}" if self.label else safe
+
+    @property
+    def valid(self) -> bool:
+        return self.error is None
+
+
+def _fmt(v) -> str:
+    return repr(v) if isinstance(v, float) else str(v)
+
+
+def plan(spec: SweepSpec, *, threads: int | None = None) -> list[Point]:
+    """The points of ``spec`` in result order, each with validated Params or its error.
+
+    A point whose parameters are invalid is returned with ``error`` (the
+    ParameterError message) instead of raising: it fails alone.  ``threads``
+    sets ``simulation.threads`` unless the spec sets it.
+    """
+    spec = _validate_spec(spec)
+    names = list(spec.parameters)
+    dims = _dim_names(spec.parameters)
+    lists = [spec.parameters[n] for n in names]
+    if spec.mode == "zip":
+        combos = [(tuple([i]), tuple(vals)) for i, vals in enumerate(zip(*lists))]
+    else:
+        combos = [(idx, tuple(lists[k][i] for k, i in enumerate(idx)))
+                  for idx in product(*(range(len(v)) for v in lists))]
+    sets_threads = ("threads" in _flat_keys(spec.base.overrides) or "threads" in dims
+                    or any(c.parameter.endswith("threads") for c in spec.coupled))
+    points = []
+    for idx, vals in combos:
+        values = dict(zip(names, vals))
+        refer = {**values, **dict(zip(dims, vals))}
+        coords = dict(zip(dims, vals))
+        error = None
+        for c in spec.coupled:
+            case = next((k for k in c.cases if k.holds(refer)), None)
+            if case is None:
+                error = invalid(c.parameter, None, f"a case of the coupling that holds at {refer}")
+                break
+            values[c.parameter] = case.value
+            refer[c.parameter] = refer[_parameter_path(c.parameter)[-1]] = case.value
+        if threads is not None and "simulate" in spec.run and not sets_threads:
+            values.setdefault("simulation.threads", int(threads))
+        params, label = None, ""
+        if error is None:
+            try:
+                params = spec.base.params(values)
+                label = params.label()
+            except ParameterError as exc:
+                error = str(exc)
+        if spec.mode == "zip":
+            coords = {dims[0]: vals[0]}
+        points.append(Point(index=idx, coords=coords, values=values, params=params,
+                            error=error, label=label))
+    return points
+
+
+def _flat_keys(d: dict) -> set[str]:
+    out = set()
+    for k, v in d.items():
+        out.add(str(k).split(".")[-1])
+        if isinstance(v, dict):
+            out |= _flat_keys(v)
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# One point
+# --------------------------------------------------------------------------------------
+
+def _atomic_write_json(path: Path, obj) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True, default=str))
+    os.replace(tmp, path)
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+#: Dims shared by all results; any other dim of a statistic is prefixed with its name.
+_SHARED_DIMS = ("area", "pop", "source_area", "source_pop", "draw")
+
+
+def _prefixed(ds: xr.Dataset, prefix: str) -> xr.Dataset:
+    """``<prefix>_<var>`` names (unless the name already starts with it) and prefixed private dims.
+
+    Statistics reuse names (``rate`` is a variable of ``rates`` and a dim of
+    ``rate_distribution``; several have a ``time`` dim of their own), so in the
+    one flat result Dataset every non-shared dim becomes ``<prefix>_<dim>``.
+    """
+    names = {}
+    for v in ds.data_vars:
+        names[v] = v if str(v).startswith(prefix) else f"{prefix}_{v}"
+    dims = {d: f"{prefix}_{d}" for d in ds.dims if d not in _SHARED_DIMS}
+    coords = {c: f"{prefix}_{c}" for c in ds.coords if c not in ds.dims and c not in ("exists",)
+              and c not in names}
+    out = ds.rename_vars({**names, **{c: n for c, n in coords.items()}})
+    for d, n in dims.items():
+        out = out.rename({d: n}) if d in out.coords else out.rename_dims({d: n})
+    return out
+
+
+def _theory_dataset(params, options: dict) -> xr.Dataset:
+    """Theory rates of one point: :func:`mam_xr.theory.integrate` without the trajectory.
+
+    ``options`` are keyword arguments of ``integrate``; ``{"trajectory": True}``
+    keeps the rate trajectory (area, pop, time) in the result.
+    """
+    from . import theory
+    from .structure import build
+
+    options = dict(options)
+    keep_trajectory = bool(options.pop("trajectory", False))
+    th = theory.integrate(build(params), params, warn=False, **options)
+    if not keep_trajectory:
+        th = th.drop_vars("trajectory", errors="ignore").drop_dims("time", errors="ignore")
+    out = _prefixed(th, "theory")
+    out.attrs = {"theory": json.dumps(th.attrs, default=str)}
+    return out
+
+
+def _analysis_dataset(run, options: dict) -> xr.Dataset:
+    """All statistics of one run (:func:`mam_xr.analysis.analyze`) as one flat Dataset.
+
+    Variables are named ``<statistic>_<variable>`` (``rates_rate``,
+    ``irregularity_lvr``, ``correlation_corrcoef``; a variable already named
+    after its statistic, such as ``synchrony``, keeps its name).  Each
+    statistic's definition attrs are kept in ``attrs["statistics"]`` (JSON).
+    """
+    from .analysis import analyze
+
+    out = analyze(run, **options)
+    if isinstance(out, xr.Dataset):
+        out = {"analysis": out}
+    parts, definitions = [], {}
+    for stat, ds in out.items():
+        if isinstance(ds, xr.DataArray):
+            ds = ds.to_dataset(name=ds.name or stat)
+        definitions[stat] = ds.attrs
+        parts.append(_prefixed(ds, stat).drop_attrs(deep=False))
+    merged = xr.merge(parts, compat="override", join="outer", combine_attrs="drop")
+    merged.attrs = {"statistics": json.dumps(definitions, default=str)}
+    return merged
+
+
+def run_point(point_dir) -> dict:
+    """Run one point from its ``task.json`` (normally in its own process) and write ``result.zarr``.
+
+    Writes ``point.json`` with status ``running``, then ``complete`` or
+    ``failed`` (with the error).  The result store is written under a
+    temporary name and renamed, so ``result.zarr`` exists only when complete.
+    """
+    from .params import Params
+
+    point_dir = Path(point_dir)
+    task = json.loads((point_dir / "task.json").read_text())
+    info = {"status": "running", "label": task["label"], "coords": task["coords"],
+            "started": time.time(), "pid": os.getpid(), "host": os.uname().nodename}
+    _atomic_write_json(point_dir / "point.json", info)
+    timings: dict[str, float] = {}
+    try:
+        params = Params.from_json(task["params"])
+        steps = task["run"]
+        import dask
+
+        # Dask inside a point (analysis) uses the point's share of the cores only.
+        dask.config.set(num_workers=params.simulation.threads)
+        parts = []
+        if "theory" in steps:
+            t0 = time.perf_counter()
+            parts.append(_theory_dataset(params, task.get("theory_options", {})))
+            timings["theory"] = time.perf_counter() - t0
+        if "simulate" in steps:
+            from .simulation import simulate
+
+            t0 = time.perf_counter()
+            run = simulate(params, store=point_dir / "run.zarr", overwrite=True)
+            timings["simulate"] = time.perf_counter() - t0
+            if "analyse" in steps:
+                t0 = time.perf_counter()
+                parts.append(_analysis_dataset(run, task.get("analysis_options", {})))
+                timings["analyse"] = time.perf_counter() - t0
+        attrs = {}
+        for part in parts:
+            attrs.update(part.attrs)
+        result = xr.merge([q.drop_attrs(deep=False) for q in parts], compat="override", join="outer",
+                          combine_attrs="drop") if parts else xr.Dataset()
+        result.attrs.update(attrs)
+        result.attrs.update({"label": task["label"], "params": task["params"],
+                             "coords": json.dumps(task["coords"]), "run": "+".join(steps)})
+        t0 = time.perf_counter()
+        _write_result(result, point_dir / "result.zarr")
+        timings["write"] = time.perf_counter() - t0
+    except BaseException as exc:  # noqa: BLE001 - any failure of the point is its result
+        info.update(status="failed", error=f"{type(exc).__name__}: {exc}", finished=time.time(),
+                    timings=timings)
+        _atomic_write_json(point_dir / "point.json", info)
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
+        return info
+    info.update(status="complete", finished=time.time(), timings=timings)
+    _atomic_write_json(point_dir / "point.json", info)
+    return info
+
+
+def _zarr_ready(ds: xr.Dataset) -> xr.Dataset:
+    """Strings as object (Zarr v3 has no stable fixed-width unicode), attrs as JSON."""
+    out = ds.copy()
+    for name, var in list(out.variables.items()):
+        if var.dtype.kind == "U":
+            out[name] = var.astype(object)
+    for name in out.variables:
+        out[name].encoding = {}
+    out.attrs = {k: (v if isinstance(v, (str, int, float, bool)) else json.dumps(v, default=str))
+                 for k, v in out.attrs.items()}
+    return out
+
+
+def _write_result(ds: xr.Dataset, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification.*")
+        _zarr_ready(ds).to_zarr(str(tmp), mode="w", consolidated=False, zarr_format=3)
+    if path.exists():
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+
+
+def _watch_parent() -> None:
+    """Exit when the process that started us dies (a killed sweep leaves no orphans)."""
+    parent = os.getppid()
+
+    def watch():
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os._exit(3)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _point_main(point_dir: str) -> int:
+    _watch_parent()
+    info = run_point(point_dir)
+    return 0 if info["status"] == "complete" else 1
+
+
+def _execute(point_dir: str, threads: int, subprocess_: bool = True) -> dict:
+    """Run a point in a fresh Python process (or in this one) and return its point.json."""
+    point_dir_p = Path(point_dir)
+    t0 = time.time()
+    if not subprocess_:
+        return run_point(point_dir_p)
+    env = dict(os.environ)
+    # NEST uses its own threads; keep BLAS/OpenMP of numpy from adding more.
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[var] = str(threads)
+    code = "import sys; from mam_xr.sweep import _point_main; sys.exit(_point_main(sys.argv[1]))"
+    with open(point_dir_p / "log.txt", "ab") as log:
+        proc = subprocess.run([sys.executable, "-c", code, str(point_dir_p)], stdout=log,
+                              stderr=subprocess.STDOUT, env=env, cwd=str(point_dir_p))
+    info = _read_json(point_dir_p / "point.json") or {}
+    if proc.returncode != 0 and info.get("status") != "failed":
+        tail = (point_dir_p / "log.txt").read_text(errors="replace").strip().splitlines()[-5:]
+        info.update(status="failed", finished=time.time(), started=info.get("started", t0),
+                    error=f"point process exited with code {proc.returncode}: " + " | ".join(tail))
+        _atomic_write_json(point_dir_p / "point.json", info)
+    return info
+
+
+# --------------------------------------------------------------------------------------
+# Cluster
+# --------------------------------------------------------------------------------------
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _available_memory() -> float:
+    try:
+        import psutil
+
+        return float(psutil.virtual_memory().available)
+    except Exception:  # noqa: BLE001
+        return float("inf")
+
+
+def point_memory(params) -> float:
+    """Rough peak memory (bytes) of one simulating point, for sizing workers.
+
+    NEST needs about 60 bytes per synapse plus ~0.5 GB for the interpreter, the
+    kernel and the structure (reference/README.md §4: 1.26 GB at the tutorial's
+    scale 0.005 with all 32 areas).
+    """
+    from .structure import build
+
+    net = build(params)
+    areas = list(params.simulation.areas_simulated)
+    synapses = float(net["synapses"].sel(area=areas, source_area=areas).sum())
+    return 0.5e9 + 60.0 * synapses
+
+
+@dataclass
+class _Cluster:
+    client: Any
+    n_slots: int
+    close: Any
+
+
+def _start_cluster(kind, *, n_workers: int, threads: int, memory: float | None,
+                   options: dict) -> _Cluster:
+    from distributed import Client
+
+    if not isinstance(kind, str):  # an existing Client
+        return _Cluster(kind, max(1, sum(w.get("nthreads", 1) for w in
+                                           kind.scheduler_info()["workers"].values())), lambda: None)
+    if kind.startswith(("tcp://", "tls://", "ucx://", "inproc://")):
+        client = Client(kind)
+        n = sum(w.get("nthreads", 1) for w in client.scheduler_info()["workers"].values())
+        return _Cluster(client, max(1, n), client.close)
+    if kind == "local":
+        from distributed import LocalCluster
+
+        kw = dict(n_workers=n_workers, threads_per_worker=1, processes=True,
+                  dashboard_address=None, silence_logs=40)
+        if memory:
+            kw["memory_limit"] = int(memory)
+        kw.update(options)
+        cluster = LocalCluster(**kw)
+        client = Client(cluster)
+
+        def close():
+            client.close()
+            cluster.close()
+
+        return _Cluster(client, n_workers, close)
+    if kind == "slurm":
+        try:
+            from dask_jobqueue import SLURMCluster
+        except ImportError as exc:
+            raise ParameterError(invalid("cluster", kind, "dask-jobqueue to be installed "
+                                         "(pip install dask-jobqueue)")) from exc
+        mem_gb = max(1, math.ceil((memory or 4e9) / 1e9))
+        # One Dask thread per job (one point at a time) but `threads` CPUs for NEST.
+        kw = dict(cores=1, processes=1, job_cpu=threads, memory=f"{mem_gb}GB", walltime="04:00:00")
+        kw.update(options)
+        cluster = SLURMCluster(**kw)
+        cluster.scale(jobs=n_workers)
+        client = Client(cluster)
+
+        def close():
+            client.close()
+            cluster.close()
+
+        return _Cluster(client, n_workers, close)
+    if kind == "mpi":
+        try:
+            import dask_mpi
+        except ImportError as exc:
+            raise ParameterError(invalid("cluster", kind, "dask-mpi and mpi4py to be installed "
+                                         "(pip install dask-mpi mpi4py; needs an MPI library)")) from exc
+        # rank 0: scheduler, rank 1: this code, ranks >= 2: one single-threaded worker each
+        kw = dict(nthreads=1, dashboard=False)
+        kw.update(options)
+        dask_mpi.initialize(**kw)
+        client = Client()
+        client.wait_for_workers(1, timeout=300)
+        n = len(client.scheduler_info()["workers"])
+        return _Cluster(client, n, client.close)
+    raise ParameterError(invalid("cluster", kind, f"one of {CLUSTERS}, a scheduler address or a Client"))
+
+
+# --------------------------------------------------------------------------------------
+# Running a sweep
+# --------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def _lock(directory: Path):
+    import fcntl
+
+    path = directory / ".lock"
+    f = open(path, "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        owner = f.read().strip()
+        f.close()
+        raise StoreError(invalid("directory", str(directory), "a sweep directory no other process is "
+                                 f"running (locked by {owner or 'another process'})")) from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"pid {os.getpid()} on {os.uname().nodename}")
+    f.flush()
+    try:
+        yield
+    finally:
+        fcntl.flock(f, fcntl.LOCK_UN)
+        f.close()
+
+
+def _resolve_threads(directory: Path, cluster, n_workers, threads, n_points) -> int:
+    """NEST threads per point: given, else as at the sweep's first run, else sized to the cores."""
+    if threads is not None:
+        return int(threads)
+    stored = (_read_json(directory / "sweep.json") or {}).get("execution", {}).get("threads")
+    if stored is not None:
+        return int(stored)
+    if cluster == "serial":
+        return _cores()
+    if cluster == "local":
+        slots = n_workers or min(max(1, n_points), _cores())
+        return max(1, _cores() // slots)
+    return 1  # remote clusters: set threads= to the cores of one job/rank
+
+
+def _resolve_workers(cluster, n_workers, threads, n_todo) -> int:
+    if n_workers is not None:
+        return int(n_workers)
+    if cluster == "local":
+        return max(1, min(n_todo, _cores() // threads))
+    return max(1, n_todo)
+
+
+class _Progress:
+    """tqdm bar of points with done / running / failed and an ETA."""
+
+    def __init__(self, total: int, done: int, enabled: bool, name: str):
+        self.total, self.done, self.failed, self.running = total, done, 0, 0
+        self.bar = None
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, initial=done, desc=name, unit="point", dynamic_ncols=True)
+            self._post()
+
+    def _post(self):
+        if self.bar is not None:
+            self.bar.set_postfix(done=self.done, running=self.running, failed=self.failed, refresh=True)
+
+    def update(self, *, done=0, failed=0, running=None):
+        self.done += done
+        self.failed += failed
+        if running is not None:
+            self.running = running
+        if self.bar is not None:
+            if done or failed:
+                self.bar.update(done + failed)
+            self._post()
+
+    def write(self, msg: str):
+        if self.bar is not None:
+            self.bar.write(msg)
+        else:
+            print(msg, file=sys.stderr)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _manifest(spec, points, states, execution) -> dict:
+    entries = []
+    for p in points:
+        st = states.get(p.label, {}) if p.valid else {}
+        entries.append({
+            "index": list(p.index), "coords": p.coords, "values": p.values, "label": p.label,
+            "name": p.name if p.valid else None,
+            "status": "failed" if not p.valid else st.get("status", "pending"),
+            "error": p.error if not p.valid else st.get("error"),
+            "attempts": st.get("attempts", 0), "started": st.get("started"),
+            "finished": st.get("finished"),
+            "seconds": (st["finished"] - st["started"]) if st.get("finished") and st.get("started") else None,
+            "timings": st.get("timings", {}),
+        })
+    counts = {s: sum(e["status"] == s for e in entries) for s in ("complete", "failed", "running", "pending")}
+    return {"format": SWEEP_FORMAT, "name": spec.name, "dims": list(spec.dims), "shape": list(spec.shape),
+            "run": list(spec.run), "execution": execution, "counts": counts, "points": entries,
+            "updated": time.time()}
+
+
+def run_sweep(spec, directory, *, cluster="auto", n_workers: int | None = None,
+              threads: int | None = None, cluster_options: dict | None = None,
+              rerun_failed: bool = True, progress: bool = True, combine_results: bool = True,
+              strict: bool = False) -> xr.Dataset:
+    """Run (or resume) a sweep in ``directory`` and return the combined Dataset.
+
+    Parameters
+    ----------
+    spec : SweepSpec or dict or path
+        The sweep; a dict is validated, a path (JSON/TOML) is read.
+    directory : path
+        Sweep directory (created).  Running again skips complete points.
+    cluster : {"auto", "local", "serial", "slurm", "mpi"} or str or distributed.Client, default: "auto"
+        ``local``: a ``distributed.LocalCluster`` of single-threaded worker
+        processes; ``slurm``: ``dask_jobqueue.SLURMCluster``, one job per
+        worker; ``mpi``: ``dask_mpi.initialize()`` (launch with mpirun; rank 0
+        scheduler, rank 1 this code, the others workers); ``serial``: one point
+        after another from this process; a scheduler address or a Client uses
+        that cluster.  ``auto``: ``serial`` for theory-only sweeps (each point
+        takes well under a second), else ``local``.
+    n_workers : int, optional
+        Workers (points at a time).  Default: as many as fit the cores with
+        ``threads`` each (local), or one per pending point (slurm).
+    threads : int, optional
+        NEST threads per point (``simulation.threads``) unless the spec sets
+        it.  Default: cores // n_workers, fixed at the sweep's first run so a
+        resumed sweep keeps the same parameters.
+    cluster_options : dict, optional
+        Keyword arguments for the cluster class (e.g. ``queue``, ``account``,
+        ``walltime`` for SLURM).
+    rerun_failed : bool, default: True
+        Re-run points that failed before (False: keep them failed).
+    progress : bool, default: True
+        Show a tqdm bar with points done / running / failed and an ETA.
+    combine_results : bool, default: True
+        Write ``sweep.zarr`` and return it; else return ``None``.
+    strict : bool, default: False
+        Raise :class:`ParameterError` before running anything if any point's
+        parameters are invalid (default: those points fail alone).
+
+    Returns
+    -------
+    xr.Dataset
+        Lazily opened ``sweep.zarr``: every point's result variables with the
+        sweep dimension(s) added (NaN at failed points), the swept and coupled
+        parameters as coordinates, ``point_complete`` (sweep dims) and the
+        manifest in attrs.  See :func:`combine`.
+
+    Raises
+    ------
+    ParameterError
+        The spec is invalid (or, with ``strict``, a point is).
+    StoreError
+        Another process is running a sweep in ``directory``.
+    """
+    if isinstance(spec, (str, Path)):
+        spec = load_spec(spec)
+    spec = _validate_spec(spec)
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "points").mkdir(exist_ok=True)
+    if cluster == "auto":
+        cluster = "local" if "simulate" in spec.run else "serial"
+    if isinstance(cluster, str) and cluster not in CLUSTERS and "://" not in cluster:
+        raise ParameterError(invalid("cluster", cluster, f"one of {CLUSTERS}, a scheduler address or a Client"))
+    with _lock(directory):
+        n_points = sum(p.valid for p in plan(spec))
+        threads = _resolve_threads(directory, cluster, n_workers, threads, n_points)
+        points = plan(spec, threads=threads)
+        bad = [p for p in points if not p.valid]
+        if strict and bad:
+            raise ParameterError("; ".join(f"point {p.coords}: {p.error}" for p in bad))
+        execution = {"cluster": cluster if isinstance(cluster, str) else "client", "n_workers": n_workers,
+                     "threads": threads, "cores": _cores()}
+        _atomic_write_json(directory / "sweep.json", {"format": SWEEP_FORMAT,
+                                                      "spec": json.loads(spec.to_json()),
+                                                      "execution": execution})
+        states: dict[str, dict] = {}
+        todo: dict[str, Point] = {}
+        for p in (p for p in points if p.valid):
+            pdir = directory / "points" / p.name
+            info = _read_json(pdir / "point.json") or {}
+            attempts = int(info.get("attempts", 0))
+            done = info.get("status") == "complete" and (pdir / "result.zarr").exists() \
+                and info.get("label") == p.label
+            if done or (info.get("status") == "failed" and not rerun_failed):
+                states[p.label] = info
+                continue
+            states[p.label] = {"status": "pending", "attempts": attempts}
+            todo.setdefault(p.label, p)
+        for p in bad:
+            warnings.warn(f"sweep {spec.name}: point {p.coords} is invalid and is skipped: {p.error}",
+                          stacklevel=2)
+
+        def write_manifest():
+            _atomic_write_json(directory / "manifest.json", _manifest(spec, points, states, execution))
+
+        write_manifest()
+        n_workers = _resolve_workers(cluster, n_workers, threads, len(todo))
+        execution["n_workers"] = n_workers
+        n_complete = sum(1 for s in states.values() if s.get("status") == "complete")
+        bar = _Progress(total=n_complete + len(todo), done=n_complete, enabled=progress, name=spec.name)
+        try:
+            if todo:
+                _run_points(spec, directory, todo, states, cluster, n_workers, threads,
+                            cluster_options or {}, bar, write_manifest)
+        finally:
+            bar.close()
+            write_manifest()
+        failed = {lab: s.get("error") for lab, s in states.items() if s.get("status") == "failed"}
+        for lab, err in failed.items():
+            p = next(q for q in points if q.label == lab)
+            warnings.warn(f"sweep {spec.name}: point {p.coords} failed: {err} "
+                          f"(log: {directory / 'points' / p.name / 'log.txt'})", stacklevel=2)
+        if not combine_results:
+            return None
+        return combine(directory)
+
+
+def _prepare_point(spec: SweepSpec, directory: Path, p: Point, attempts: int) -> Path:
+    pdir = directory / "points" / p.name
+    if pdir.exists():  # incomplete or failed before: start clean, keep the old log
+        old_log = (pdir / "log.txt").read_bytes() if (pdir / "log.txt").exists() else b""
+        shutil.rmtree(pdir)
+        pdir.mkdir(parents=True)
+        if old_log:
+            (pdir / "log.txt").write_bytes(old_log[-100_000:])
+    else:
+        pdir.mkdir(parents=True)
+    task = {"label": p.label, "coords": p.coords, "values": p.values, "params": p.params.to_json(),
+            "run": list(spec.run), "theory_options": spec.theory_options,
+            "analysis_options": spec.analysis_options, "attempt": attempts}
+    _atomic_write_json(pdir / "task.json", task)
+    return pdir
+
+
+def _run_points(spec, directory, todo, states, cluster, n_workers, threads, options, bar, write_manifest):
+    simulate_ = "simulate" in spec.run
+    prepared = {}
+    for label, p in todo.items():
+        attempts = int(states[label].get("attempts", 0)) + 1
+        prepared[label] = (_prepare_point(spec, directory, p, attempts), attempts)
+
+    def record(label, info):
+        pdir, attempts = prepared[label]
+        info = dict(info)
+        info["attempts"] = attempts
+        _atomic_write_json(pdir / "point.json", info)
+        states[label] = info
+        ok = info.get("status") == "complete"
+        if not ok:
+            bar.write(f"point {todo[label].coords} failed: {info.get('error')}")
+        bar.update(done=int(ok), failed=int(not ok))
+        write_manifest()
+
+    if cluster == "serial":
+        for label, (pdir, attempts) in prepared.items():
+            states[label] = {"status": "running", "started": time.time(), "attempts": attempts}
+            bar.update(running=1)
+            write_manifest()
+            info = _execute(str(pdir), threads, subprocess_=simulate_)
+            bar.update(running=0)
+            record(label, info)
+        return
+
+    from distributed import wait
+
+    memory = None
+    if cluster == "local" and simulate_:
+        est = max(point_memory(p.params) for p in todo.values())
+        fit = max(1, int(_available_memory() // est))
+        if fit < n_workers:
+            bar.write(f"memory: {fit} of {n_workers} workers fit ({est / 1e9:.1f} GB per point); using {fit}")
+            n_workers = fit
+        memory = est
+    c = _start_cluster(cluster, n_workers=n_workers, threads=threads, memory=memory, options=options)
+    try:
+        futures = {}
+        for label, (pdir, attempts) in prepared.items():
+            fut = c.client.submit(_execute, str(pdir), threads, simulate_, pure=False,
+                                  key=f"mam_xr-point-{label}-{attempts}")
+            futures[fut] = label
+            states[label] = {"status": "pending", "attempts": attempts}
+        pending = set(futures)
+        while pending:
+            finished, pending = wait(pending, timeout=2.0, return_when="FIRST_COMPLETED")
+            running = _count_running(c.client, {f.key for f in pending})
+            for label in (futures[f] for f in pending):
+                st = _read_json(prepared[label][0] / "point.json") or {}
+                if st.get("status") == "running" and states[label].get("status") != "running":
+                    states[label] = {**states[label], "status": "running", "started": st.get("started")}
+            for fut in finished:
+                label = futures[fut]
+                try:
+                    info = fut.result()
+                except Exception as exc:  # noqa: BLE001 - a lost worker fails the point only
+                    info = {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "label": label,
+                            "finished": time.time()}
+                record(label, info)
+            bar.update(running=running)
+            if not finished:
+                write_manifest()
+    finally:
+        c.close()
+
+
+def _count_running(client, keys: set) -> int:
+    try:
+        processing = client.processing()
+    except Exception:  # noqa: BLE001
+        return 0
+    return sum(1 for ks in processing.values() for k in ks if k in keys)
+
+
+# --------------------------------------------------------------------------------------
+# Results
+# --------------------------------------------------------------------------------------
+
+def sweep_status(directory) -> dict:
+    """The manifest of a sweep directory (points, status, errors, timings), refreshed from the points."""
+    directory = Path(directory)
+    manifest = _read_json(directory / "manifest.json")
+    if manifest is None:
+        raise StoreError(invalid("directory", str(directory), "a sweep directory with a manifest.json"))
+    for e in manifest["points"]:
+        if e.get("name"):
+            info = _read_json(directory / "points" / e["name"] / "point.json") or {}
+            if info.get("label") == e["label"]:
+                for k in ("status", "error", "started", "finished", "timings"):
+                    if k in info:
+                        e[k] = info[k]
+                if info.get("status") == "complete" and not (directory / "points" / e["name"] /
+                                                             "result.zarr").exists():
+                    e["status"] = "failed"
+                    e["error"] = "result.zarr is missing"
+    manifest["counts"] = {s: sum(e["status"] == s for e in manifest["points"])
+                          for s in ("complete", "failed", "running", "pending")}
+    return manifest
+
+
+def _nan_like(template: xr.Dataset) -> xr.Dataset:
+    out = template.copy()
+    for name, var in template.data_vars.items():
+        if var.dtype.kind == "f":
+            out[name] = xr.full_like(var, np.nan)
+        elif var.dtype.kind == "b":
+            out[name] = xr.full_like(var, False)
+        elif var.dtype.kind in "iu":
+            out[name] = xr.full_like(var, np.nan, dtype=float)
+        else:
+            out[name] = xr.full_like(var, "", dtype=object) if var.dtype.kind == "O" else var
+    return out
+
+
+def combine(directory, *, write: bool = True) -> xr.Dataset:
+    """Combine the points of a sweep directory into one Dataset with the sweep dimension(s).
+
+    Each complete point's ``result.zarr`` is opened lazily and placed at its
+    coordinates; failed or pending points hold NaN (False for flags).  The
+    swept parameters are dimension coordinates; other parameters that vary
+    between points (coupled ones such as ``chi_I``) are coordinates on the sweep
+    dims.  ``point_complete`` (bool, sweep dims) marks the points with results.
+    With ``write`` (default) the result is saved to ``sweep.zarr`` next to the
+    points and returned lazily opened from there.
+    """
+    directory = Path(directory)
+    manifest = sweep_status(directory)
+    spec = SweepSpec.model_validate((_read_json(directory / "sweep.json") or {})["spec"])
+    dims, shape = list(manifest["dims"]), tuple(manifest["shape"])
+    entries = manifest["points"]
+    datasets: dict[tuple, xr.Dataset] = {}
+    for e in entries:
+        if e["status"] == "complete":
+            ds = xr.open_zarr(str(directory / "points" / e["name"] / "result.zarr"), consolidated=False,
+                              zarr_format=3)
+            datasets[tuple(e["index"])] = ds
+    template = next(iter(datasets.values()), xr.Dataset())
+    empty = _nan_like(template)
+    varying = _varying_params(entries, spec)
+    flat = []
+    for e in entries:
+        ds = datasets.get(tuple(e["index"]), empty)
+        ds = ds.drop_attrs(deep=False)
+        flat.append(ds)
+    nested = np.empty(shape, dtype=object)
+    for e, ds in zip(entries, flat):
+        nested[tuple(e["index"])] = ds
+    combined = xr.combine_nested(nested.tolist(), concat_dim=dims, combine_attrs="drop",
+                                 data_vars="all", coords="minimal", compat="override", join="outer")
+    names = list(spec.parameters)
+    for k, dim in enumerate(dims):
+        if spec.mode == "zip":
+            combined = combined.assign_coords({dim: list(spec.parameters[names[0]])})
+            for other, dname in zip(names[1:], _dim_names(spec.parameters)[1:]):
+                combined = combined.assign_coords({dname: (dim, list(spec.parameters[other]))})
+        else:
+            combined = combined.assign_coords({dim: list(spec.parameters[names[k]])})
+    for cname, values in varying.items():
+        arr = np.empty(shape, dtype=object)
+        for e in entries:
+            arr[tuple(e["index"])] = values[tuple(e["index"])]
+        arr = _homogeneous(arr)
+        combined = combined.assign_coords({cname: (dims, arr)})
+    complete = np.zeros(shape, dtype=bool)
+    for e in entries:
+        complete[tuple(e["index"])] = e["status"] == "complete"
+    combined = combined.transpose(*dims, ...)
+    combined["point_complete"] = (dims, complete, {"long_name": "the point has results", "units": "1"})
+    for dim in dims:
+        combined[dim].attrs.update(long_name=f"swept parameter {dim}")
+    combined.attrs = {
+        "format": SWEEP_FORMAT, "name": spec.name, "run": "+".join(spec.run),
+        "spec": spec.to_json(),
+        "errors": json.dumps({json.dumps(e["coords"]): e["error"] for e in entries if e["status"] == "failed"}),
+        "labels": json.dumps({json.dumps(e["coords"]): e["label"] for e in entries}),
+    }
+    if not write:
+        return combined
+    path = directory / "sweep.zarr"
+    _write_result(combined, path)
+    return open_sweep(directory)
+
+
+def _homogeneous(arr: np.ndarray) -> np.ndarray:
+    vals = [v for v in arr.ravel() if v is not None]
+    if vals and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
+        return np.array([np.nan if v is None else v for v in arr.ravel()], dtype=float).reshape(arr.shape)
+    if vals and all(isinstance(v, bool) for v in vals):
+        return arr.astype(bool)
+    return np.array(["" if v is None else str(v) for v in arr.ravel()], dtype=object).reshape(arr.shape)
+
+
+def _varying_params(entries, spec) -> dict[str, dict]:
+    """Leaf parameters (other than the swept ones) that differ between points -> {index: value}."""
+    flat_by_point = {}
+    for e in entries:
+        if e.get("label"):
+            try:
+                p = spec.base.params(e["values"])
+            except ParameterError:
+                continue
+            flat_by_point[tuple(e["index"])] = _leaves(p.model_dump(mode="json"))
+    if not flat_by_point:
+        return {}
+    swept = {_parameter_path(n) for n in spec.parameters}
+    keys = set().union(*(f.keys() for f in flat_by_point.values()))
+    out = {}
+    for key in sorted(keys):
+        if key in swept or key[-1] == "threads":
+            continue
+        vals = [f.get(key) for f in flat_by_point.values()]
+        if any(json.dumps(v) != json.dumps(vals[0]) for v in vals):
+            name = key[-1] if key[-1] not in out else "_".join(key[-2:])
+            out[name] = {idx: f.get(key) for idx, f in flat_by_point.items()}
+            for e in entries:
+                out[name].setdefault(tuple(e["index"]), None)
+    return out
+
+
+def _leaves(d: dict, prefix=()) -> dict[tuple, Any]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_leaves(v, prefix + (k,)))
+        else:
+            out[prefix + (k,)] = v
+    return out
+
+
+def open_sweep(directory) -> xr.Dataset:
+    """The combined Dataset of a sweep directory, lazily opened from ``sweep.zarr``."""
+    path = Path(directory) / "sweep.zarr"
+    if not path.exists():
+        raise StoreError(invalid("directory", str(directory), "a sweep directory with sweep.zarr "
+                                 "(run the sweep, or call mam_xr.sweep.combine)"))
+    ds = xr.open_zarr(str(path), consolidated=False, zarr_format=3)
+    # Small things eagerly: string coords as plain numpy str (as in every mam_xr
+    # Dataset), the non-index coords (coupled parameters) and the completion flags.
+    fixes = {}
+    for name, var in ds.coords.items():
+        if var.dtype.kind in "OT":
+            fixes[name] = (var.dims, np.array(var.values.tolist(), dtype=str), var.attrs)
+        elif name not in ds.indexes:
+            fixes[name] = var.load()
+    ds = ds.assign_coords(fixes)
+    if "point_complete" in ds:
+        ds["point_complete"] = ds["point_complete"].load()
+    return ds
+
+
+# --------------------------------------------------------------------------------------
+# Command line (used by runners/)
+# --------------------------------------------------------------------------------------
+
+def main(argv=None) -> int:
+    """``python -m mam_xr.sweep SPEC DIRECTORY [options]``: run or resume a sweep."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="mam_xr.sweep", description=main.__doc__)
+    ap.add_argument("spec", help="sweep spec (JSON or TOML)")
+    ap.add_argument("directory", help="sweep directory (created; re-run to resume)")
+    ap.add_argument("--cluster", default="auto", help=f"one of {CLUSTERS} or a scheduler address")
+    ap.add_argument("--workers", type=int, default=None, help="points at a time")
+    ap.add_argument("--threads", type=int, default=None, help="NEST threads per point")
+    ap.add_argument("--option", action="append", default=[], metavar="KEY=JSON",
+                    help="cluster option, e.g. queue='\"normal\"' (repeatable)")
+    ap.add_argument("--no-rerun-failed", action="store_true", help="keep failed points failed")
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+    options = {}
+    for item in args.option:
+        key, _, value = item.partition("=")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    try:
+        ds = run_sweep(args.spec, args.directory, cluster=args.cluster, n_workers=args.workers,
+                       threads=args.threads, cluster_options=options,
+                       rerun_failed=not args.no_rerun_failed, progress=not args.no_progress)
+    except MamXrError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    st = sweep_status(args.directory)
+    print(f"sweep {st['name']}: {st['counts']['complete']} complete, {st['counts']['failed']} failed; "
+          f"results in {Path(args.directory) / 'sweep.zarr'}")
+    del ds
+    return 0 if st["counts"]["failed"] == 0 else 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
