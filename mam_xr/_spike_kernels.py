@@ -74,6 +74,11 @@ def _to_ms(steps: np.ndarray, w: StepWindows) -> np.ndarray:
     return steps / w.steps_per_ms if w.integral_ms else steps * (1.0 / w.steps_per_ms)
 
 
+def _wsum(idx, weights, minlength):
+    """Weighted bincount that stays float64 for empty input."""
+    return np.bincount(idx, weights=weights, minlength=minlength).astype(np.float64, copy=False)
+
+
 def _bin_index(steps: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """Bin of each step for ascending edges, last bin closed; -1 outside
     (like ``np.histogram``)."""
@@ -142,14 +147,14 @@ def group_statistics(pop: np.ndarray, sender: np.ndarray, steps: np.ndarray,
     owner = gi[1:][same]
     n_isi = np.bincount(owner, minlength=n_tot)
     has = n_isi > 0
-    mean = np.bincount(owner, weights=isi, minlength=n_tot)
+    mean = _wsum(owner, isi, minlength=n_tot)
     mean[has] /= n_isi[has]
-    var = np.bincount(owner, weights=(isi - mean[owner]) ** 2, minlength=n_tot)
+    var = _wsum(owner, (isi - mean[owner]) ** 2, minlength=n_tot)
     var[has] /= n_isi[has]
     cv = np.zeros(n_tot)
     cv[has] = np.sqrt(var[has]) / mean[has]
     n_cv = np.bincount(nrn_pop[has], minlength=P)
-    cv_sum = np.bincount(nrn_pop[has], weights=cv[has], minlength=P)
+    cv_sum = _wsum(nrn_pop[has], cv[has], minlength=P)
     with np.errstate(invalid="ignore", divide="ignore"):
         out["cv_isi"] = np.where(n_cv > 0, cv_sum / np.maximum(n_cv, 1), 0.0)
     out["n_cv_neurons"] = n_cv
@@ -165,9 +170,9 @@ def group_statistics(pop: np.ndarray, sender: np.ndarray, steps: np.ndarray,
     term = (1.0 - 4.0 * i1 * i2 / tot ** 2) * (1.0 + 4.0 * R_ms / tot)
     owner = gl[2:][pair]
     n_iv = np.bincount(gl[1:][same], minlength=n_tot)
-    lsum = np.bincount(owner, weights=term, minlength=n_tot)
+    lsum = _wsum(owner, term, minlength=n_tot)
     lv = np.where(n_iv >= 2, 3.0 * lsum / np.maximum(n_iv - 1, 1), 0.0)
-    out["lvr_sum"] = np.bincount(nrn_pop, weights=lv, minlength=P)
+    out["lvr_sum"] = _wsum(nrn_pop, lv, minlength=P)
     out["n_lvr_neurons"] = np.bincount(nrn_pop[n_iv >= 2], minlength=P)
 
     # --- mean pairwise correlation coefficient (dynamics.md §C.7)
@@ -202,8 +207,8 @@ def _corrcoef(g, s, nrn_pop, base, n_neurons, edges, *, max_neurons, id_span):
     c = np.diff(np.concatenate([starts, [len(key)]])).astype(np.int64)   # count per (neuron, bin)
     kn = key[starts] // B if len(key) else key
     kb = key[starts] - kn * B if len(key) else key
-    S1 = np.bincount(kn, weights=c, minlength=n_tot)
-    S2 = np.bincount(kn, weights=c * c, minlength=n_tot)
+    S1 = _wsum(kn, c, minlength=n_tot)
+    S2 = _wsum(kn, c * c, minlength=n_tot)
     # integer test for a non-constant train: B·Σc² − (Σc)² > 0
     S1i, S2i = np.rint(S1).astype(np.int64), np.rint(S2).astype(np.int64)
     active = B * S2i - S1i * S1i > 0
@@ -216,9 +221,9 @@ def _corrcoef(g, s, nrn_pop, base, n_neurons, edges, *, max_neurons, id_span):
     inv = np.zeros(n_tot)
     inv[use] = 1.0 / np.sqrt(ss[use])
     sel = use[kn]
-    zsum = np.bincount(nrn_pop[kn[sel]] * B + kb[sel], weights=c[sel] * inv[kn[sel]],
+    zsum = _wsum(nrn_pop[kn[sel]] * B + kb[sel], c[sel] * inv[kn[sel]],
                        minlength=P * B).reshape(P, B)
-    zsum -= (np.bincount(nrn_pop, weights=S1 / B * inv, minlength=P))[:, None]
+    zsum -= (_wsum(nrn_pop, S1 / B * inv, minlength=P))[:, None]
     sq = np.einsum("pb,pb->p", zsum, zsum)
     with np.errstate(invalid="ignore", divide="ignore"):
         cc = np.where(n_use >= 2, (sq - n_use) / (n_use * (n_use - 1.0)), np.nan)
