@@ -280,3 +280,26 @@ def test_dask_view_of_raw_arrays(tmp_path, structure):
     assert arrays["offsets"].shape == (2, N_POPULATIONS + 1)
     assert int(arrays["times"].shape[0]) == sum(s[0].size for s in segs)
     assert int(arrays["times"].max().compute()) <= 1000
+
+
+def test_layouts_match_the_json_schemas(tmp_path, structure):
+    jsonschema = pytest.importorskip("jsonschema")
+    schemas = Path(__file__).resolve().parents[1] / "schemas"
+    run_schema = json.loads((schemas / "run_store.json").read_text())
+    struct_schema = json.loads((schemas / "structure.json").read_text())
+    root = store.create_run(tmp_path / "run.zarr", structure=structure, dt=0.1, t_sim=100,
+                            n_segments_planned=1, params={"a": 1}, label="x", seed=1)
+    store.SpikeWriter(root).append_segment([5], [0], [0], 0.0, 100.0)
+    store.set_status(root, "complete", timings={"simulate": 1.0})
+    jsonschema.validate(dict(zarr.open_group(str(tmp_path / "run.zarr")).attrs), run_schema)
+    jsonschema.validate(dict(zarr.open_group(str(tmp_path / "run.zarr/structure")).attrs), struct_schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**dict(root.attrs), "status": "done"}, run_schema)
+    from mam_xr.flat import STRUCTURE_VARIABLES
+
+    assert set(struct_schema["x-layout"]["variables"]) == set(STRUCTURE_VARIABLES) | {"exists"}
+    rank = run_schema["x-layout"]["spikes/"]["rank<r>/"]
+    g = root["spikes"]["rank0"]
+    for name in ("times", "senders", "offsets", "segment_bounds"):
+        assert str(g[name].dtype) == rank[name]["dtype"], name
+        assert list(g[name].chunks) == rank[name]["chunks"], name
