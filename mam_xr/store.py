@@ -64,6 +64,12 @@ def _compressors():
     return [zarr.codecs.BloscCodec(cname="zstd", clevel=5, shuffle="bitshuffle")]
 
 
+def _now() -> float:
+    import time
+
+    return time.time()
+
+
 def _json_safe(value):
     """Attrs must be JSON; numpy scalars/arrays are converted."""
     return json.loads(json.dumps(value, default=_json_default))
@@ -276,6 +282,9 @@ def create_run(path, *, structure: xr.Dataset | None, dt: float, t_sim: float,
     spikes.attrs.update({"dt": float(dt), "time_unit": "steps",
                          "population_labels": population_labels(), "n_neurons": n_neurons,
                          "n_ranks": int(n_ranks)})
+    # ranks/rank<r>: attrs-only groups, each written by its own MPI rank only
+    # (status, host, error, ...); see set_rank_status and docs/cluster.md.
+    root.create_group("ranks").attrs.update({"n_ranks": int(n_ranks)})
     return root
 
 
@@ -290,6 +299,26 @@ def set_status(root: zarr.Group, status: str, *, error: str | None = None,
     if timings is not None:
         update["timings"] = {**dict(root.attrs.get("timings", {})), **timings}
     root.attrs.update(_json_safe(update))
+
+
+def set_rank_status(root: zarr.Group, rank: int, status: str, **attrs) -> None:
+    """Record one MPI rank's own state in ``ranks/rank<rank>`` (attrs only).
+
+    Only rank ``rank`` writes this group, so ranks never rewrite each other's
+    metadata (the root attrs belong to rank 0).  ``status``: ``running``,
+    ``complete`` or ``failed``; extra attrs (host, pid, error, n_spikes,
+    timings) are merged.
+    """
+    import time
+
+    if status not in _STATUSES:
+        raise StoreError(invalid("status", status, f"one of {_STATUSES}"))
+    if "ranks" not in root:  # stores written before the ranks/ group existed
+        raise StoreError(f"run store {root.store!s} has no 'ranks' group (made by create_run)")
+    ranks = root["ranks"]
+    name = f"rank{int(rank)}"
+    g = ranks[name] if name in ranks else ranks.create_group(name)
+    g.attrs.update(_json_safe({"rank": int(rank), "status": status, "updated": time.time(), **attrs}))
 
 
 class SpikeWriter:
@@ -386,8 +415,8 @@ class SpikeWriter:
             arr.append(row)
         self.n_segments += 1
         self.length += n
-        self.group.attrs["last_segment"] = s
-        if self.root is not None:
+        self.group.attrs.update({"last_segment": s, "updated": _now()})  # heartbeat per rank
+        if self.root is not None and self.rank == 0:  # root attrs belong to rank 0 (MPI)
             self.root.attrs["last_segment"] = s
         return n
 
@@ -483,15 +512,82 @@ class RunStore:
         return sorted((k for k in self.root["spikes"].group_keys() if k.startswith("rank")),
                       key=lambda k: int(k[4:]))
 
+    @property
+    def n_ranks(self) -> int:
+        """MPI ranks that wrote (or were to write) the run: the larger of the
+        recorded ``n_ranks`` and the rank groups present."""
+        return max(int(self.root.attrs.get("n_ranks", 1) or 1), len(self.ranks))
+
+    def _committed(self, rank_key: str) -> int:
+        g = self.root["spikes"][rank_key]
+        return min(g["offsets"].shape[0], g["segment_bounds"].shape[0])
+
+    def _n_common(self) -> int:
+        """Segments committed by every rank (0 if a rank wrote none or is missing).
+
+        A segment is only whole when every rank has committed it (each rank
+        holds the spikes of its own neurons), so reads stop there."""
+        present = self.ranks
+        if not present or len(present) < self.n_ranks:
+            return 0
+        return min(self._committed(r) for r in present)
+
+    def rank_report(self) -> list[dict]:
+        """One dict per expected MPI rank: ``rank``, ``status`` (from ``ranks/``;
+        ``unknown`` for stores without it, ``missing`` for a rank that left no
+        trace), ``segments`` committed, ``host``, ``error``, ``updated`` (Unix time
+        of its last status or segment)."""
+        status_groups = self.root["ranks"] if "ranks" in self.root else None
+        present = set(self.ranks)
+        out = []
+        for r in range(self.n_ranks):
+            key = f"rank{r}"
+            info: dict[str, Any] = {"rank": r, "status": "unknown", "segments": 0,
+                                    "host": None, "error": None, "updated": None}
+            if status_groups is not None and key in status_groups:
+                a = dict(status_groups[key].attrs)
+                info.update({k: a.get(k, info[k]) for k in ("status", "host", "error", "updated")})
+            elif status_groups is not None and key not in present:
+                info["status"] = "missing"
+            if key in present:
+                info["segments"] = self._committed(key)
+                up = self.root["spikes"][key].attrs.get("updated")
+                if up is not None and (info["updated"] is None or up > info["updated"]):
+                    info["updated"] = up
+            out.append(info)
+        return out
+
+    def describe_missing(self) -> str:
+        """What an incomplete run lacks: missing segments and, with several
+        ranks, each rank's state (used in the errors of :func:`open_run`)."""
+        planned = self.root.attrs.get("n_segments_planned")
+        n = self._n_common()
+        parts = []
+        if planned is not None and n < int(planned):
+            segs = self.segments()
+            t0 = float(segs[-1, 1]) if len(segs) else 0.0
+            t_sim = self.root.attrs.get("t_sim")
+            span = f" ({t0:g}-{float(t_sim):g} ms)" if t_sim is not None else ""
+            which = f"segment {n}" if n == int(planned) - 1 else f"segments {n}-{int(planned) - 1}"
+            parts.append(f"missing {which}{span}")
+        if self.n_ranks > 1 or any(i["status"] in ("failed", "missing") for i in self.rank_report()):
+            per = []
+            for i in self.rank_report():
+                txt = f"rank {i['rank']}: {i['status']}, {i['segments']}/{planned} segments"
+                if i["host"]:
+                    txt += f" on {i['host']}"
+                if i["error"]:
+                    txt += f" ({i['error']})"
+                per.append(txt)
+            parts.append("; ".join(per))
+        return "; ".join(parts)
+
     def segments(self) -> np.ndarray:
         """(n_segments, 2) [t_start, t_stop) ms of the segments committed by every rank."""
-        bounds = None
-        for r in self.ranks:
-            g = self.root["spikes"][r]
-            n = min(g["offsets"].shape[0], g["segment_bounds"].shape[0])
-            b = g["segment_bounds"][:n]
-            bounds = b if bounds is None or len(b) < len(bounds) else bounds
-        return np.zeros((0, 2)) if bounds is None else bounds
+        n = self._n_common()
+        if n == 0:
+            return np.zeros((0, 2))
+        return self.root["spikes"][self.ranks[0]]["segment_bounds"][:n]
 
     def structure(self) -> xr.Dataset:
         return load_structure(self.root)
@@ -535,9 +631,10 @@ class RunStore:
         per_pop_steps: list[list[np.ndarray]] = [[] for _ in sel]
         per_pop_senders: list[list[np.ndarray]] = [[] for _ in sel]
         used_segments: set[int] = set()
+        n_common = self._n_common()
         for r in self.ranks:
             g = self.root["spikes"][r]
-            n_seg = min(g["offsets"].shape[0], g["segment_bounds"].shape[0])
+            n_seg = n_common  # only segments every rank has committed are whole
             if n_seg == 0:
                 continue
             offsets = g["offsets"][:n_seg]
@@ -612,11 +709,11 @@ class RunStore:
         }
 
     def n_spikes(self) -> int:
-        """Total committed spikes over all ranks."""
+        """Total spikes over all ranks in the segments every rank committed."""
         total = 0
+        n = self._n_common()
         for r in self.ranks:
             g = self.root["spikes"][r]
-            n = min(g["offsets"].shape[0], g["segment_bounds"].shape[0])
             total += int(g["offsets"][n - 1, -1]) if n else 0
         return total
 
@@ -646,12 +743,19 @@ def open_run(path, allow_incomplete: bool = False) -> RunStore:
                 raise StoreError(f"run store {str(path)!r} is damaged: spikes/{r}/{arr} is missing")
     run = RunStore(root, str(path))
     status = run.status
-    if status != "complete" and not allow_incomplete:
+    planned = root.attrs.get("n_segments_planned")
+    if status == "complete" and planned is not None and run._n_common() < int(planned):
+        raise StoreError(f"run store {str(path)!r} is damaged: marked complete but {run.describe_missing()}")
+    if status != "complete":
         segs = run.segments()
-        have = (f"{len(segs)} of {root.attrs.get('n_segments_planned')} segments "
+        have = (f"{len(segs)} of {planned} segments "
                 f"({segs[0, 0]:g}-{segs[-1, 1]:g} ms)" if len(segs) else "no segments")
         why = f": {root.attrs.get('error')}" if status == "failed" else (
             " (still running, or killed)" if status == "running" else "")
-        raise StoreError(f"run store {str(path)!r} is incomplete: status={status!r}{why}; it holds {have}. "
-                         "Pass allow_incomplete=True to read the committed segments.")
+        missing = run.describe_missing()
+        msg = (f"run store {str(path)!r} is incomplete: status={status!r}{why}; it holds {have}"
+               + (f"; {missing}" if missing else "") + ".")
+        if not allow_incomplete:
+            raise StoreError(msg + " Pass allow_incomplete=True to read the committed segments.")
+        warnings.warn(msg + " Reading the segments every rank committed.", stacklevel=2)
     return run
