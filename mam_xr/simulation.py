@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from . import parallel as _parallel
 from . import store as _store
 from .errors import ParameterError, SimulationError, StoreError, invalid
 from .flat import AREAS, N_POPULATIONS, POPS, is_excitatory, population_labels, to_flat_matrix, to_flat_vector
@@ -399,7 +400,8 @@ def simulate(params, store=None, structure: xr.Dataset | None = None, progress: 
         raise ParameterError(invalid("params", type(params).__name__, "a mam_xr.Params"))
     _validate(params, store)
     store_path = _store.check_writable(store)
-    if store_path.exists() and not overwrite:
+    # Under MPI only rank 0 checks: it creates the store, possibly before another rank gets here.
+    if store_path.exists() and not overwrite and _parallel.launcher_rank() == 0:
         raise StoreError(invalid("store", str(store_path), "a path that does not exist yet (or overwrite=True)"))
     t_wall0 = time.perf_counter()
     timings: dict[str, float] = {}
@@ -413,7 +415,7 @@ def simulate(params, store=None, structure: xr.Dataset | None = None, progress: 
     plan = _Plan(params, structure)  # validates rates sources etc.
 
     nest = _import_nest()
-    rank, n_ranks = int(nest.Rank()), int(nest.NumProcesses())
+    rank, n_ranks = _parallel.ranks(nest)  # refuses mpirun with a NEST without MPI
     seg_steps = int(round(sim.segment / sim.dt))
     total_steps = int(round(sim.t_sim / sim.dt))
     bounds = [(s * sim.dt, min(s + seg_steps, total_steps) * sim.dt)
@@ -430,13 +432,13 @@ def simulate(params, store=None, structure: xr.Dataset | None = None, progress: 
             n_segments_planned=len(bounds), params=params.to_json(), label=params.label(),
             seed=sim.seed, n_vp=n_vp, threads=sim.threads, n_ranks=n_ranks, engine="nest",
             overwrite=overwrite, extra_attrs=extra, n_neurons=n_sim)
-    if n_ranks > 1:
-        nest.SyncProcesses()
+    _parallel.barrier(nest, n_ranks)
     if rank != 0:
         import zarr
 
         root = zarr.open_group(str(store_path), mode="r+", zarr_format=3)
     root_attrs_writer = root if rank == 0 else None
+    _parallel.register(root, rank, sim.threads)
 
     pbar = None
     try:
@@ -455,7 +457,7 @@ def simulate(params, store=None, structure: xr.Dataset | None = None, progress: 
             recorder = net["recorder"]
             first_id = net["first_id"]
             gid_edges = first_id + plan.first  # neuron ids of population p: [edges[p], edges[p+1])
-            if progress:
+            if progress and rank == 0:
                 from tqdm.auto import tqdm
 
                 pbar = tqdm(total=sim.t_sim, unit="ms", desc="simulating", file=sys.stderr,
@@ -475,6 +477,7 @@ def simulate(params, store=None, structure: xr.Dataset | None = None, progress: 
                 writer.append_segment(steps, gids - gid_edges[pop], pop, a, b)
                 t_write += time.perf_counter() - t0
                 n_spikes_total += gids.size
+                _parallel.test_hook(rank, s)
                 if pbar is not None:
                     wall = time.perf_counter() - t_wall0
                     rate = n_spikes_total / max(plan.n_neurons, 1) / (b * 1e-3)
@@ -488,17 +491,14 @@ def simulate(params, store=None, structure: xr.Dataset | None = None, progress: 
             timings["write"] = t_write
             timings["total"] = time.perf_counter() - t_wall0
             usage = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux
-            if n_ranks > 1:
-                nest.SyncProcesses()  # complete only when every rank finished
-            if root_attrs_writer is not None:
-                _store.set_status(root, "complete", timings=timings,
-                                  n_spikes=int(n_spikes_total) if n_ranks == 1 else None,
-                                  peak_rss_kB=int(usage),
-                                  nest_memory_after_simulate_kB=_nest_memory_kb(nest))
+            # complete only when every rank finished (barriers; rank 0 decides)
+            _parallel.finish(nest, root, rank=rank, n_ranks=n_ranks, n_spikes=n_spikes_total,
+                             timings=timings, peak_rss_kB=int(usage),
+                             nest_memory_after_simulate_kB=_nest_memory_kb(nest))
     except BaseException as exc:
         try:
             timings["total"] = time.perf_counter() - t_wall0
-            _store.set_status(root, "failed", error=f"{type(exc).__name__}: {exc}", timings=timings)
+            _parallel.fail(root, rank, f"{type(exc).__name__}: {exc}", timings)
         finally:
             if pbar is not None:
                 pbar.close()
