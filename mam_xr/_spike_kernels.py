@@ -15,6 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 
 
+#: The parts of the kernel; ``parts=`` selects a subset.
+PARTS = frozenset({"counts", "time_series", "cv_isi", "lvr", "corrcoef"})
+
+
 @dataclass(frozen=True)
 class StepWindows:
     """The analysis windows of one run in integer steps (half-open ``[lo, hi)``).
@@ -94,7 +98,8 @@ def _bin_index(steps: np.ndarray, edges: np.ndarray) -> np.ndarray:
 
 def group_statistics(pop: np.ndarray, sender: np.ndarray, steps: np.ndarray,
                      n_neurons: np.ndarray, w: StepWindows, *, R_ms: float,
-                     cc_max_neurons: int, cc_id_span: int) -> dict[str, np.ndarray]:
+                     cc_max_neurons: int, cc_id_span: int,
+                     parts: frozenset[str] = PARTS) -> dict[str, np.ndarray]:
     """All per-population statistics of one group of populations.
 
     Parameters
@@ -131,53 +136,58 @@ def group_statistics(pop: np.ndarray, sender: np.ndarray, steps: np.ndarray,
 
     # --- counts in the rate window (t_min, t_max): rates, rate distribution
     in_rate = (s >= w.rate_lo) & (s < w.rate_hi)
-    out["neuron_counts"] = np.bincount(g[in_rate], minlength=n_tot)
-    out["n_rate_window"] = np.bincount(p_of[in_rate], minlength=P)
+    if "counts" in parts:
+        out["neuron_counts"] = np.bincount(g[in_rate], minlength=n_tot)
+        out["n_rate_window"] = np.bincount(p_of[in_rate], minlength=P)
 
     # --- binned population counts (time series, synchrony)
-    n_ts = len(w.ts_edges) - 1
-    b = _bin_index(s, w.ts_edges)
-    ok = b >= 0
-    out["ts_counts"] = np.bincount(p_of[ok] * n_ts + b[ok], minlength=P * n_ts).reshape(P, n_ts)
+    if "time_series" in parts:
+        n_ts = len(w.ts_edges) - 1
+        b = _bin_index(s, w.ts_edges)
+        ok = b >= 0
+        out["ts_counts"] = np.bincount(p_of[ok] * n_ts + b[ok], minlength=P * n_ts).reshape(P, n_ts)
 
     # --- CV of ISIs in (t_min, t_max): mean over neurons with >= 1 ISI
-    gi, ti = g[in_rate], _to_ms(s[in_rate], w)
-    same = gi[1:] == gi[:-1]
-    isi = np.diff(ti)[same]
-    owner = gi[1:][same]
-    n_isi = np.bincount(owner, minlength=n_tot)
-    has = n_isi > 0
-    mean = _wsum(owner, isi, minlength=n_tot)
-    mean[has] /= n_isi[has]
-    var = _wsum(owner, (isi - mean[owner]) ** 2, minlength=n_tot)
-    var[has] /= n_isi[has]
-    cv = np.zeros(n_tot)
-    cv[has] = np.sqrt(var[has]) / mean[has]
-    n_cv = np.bincount(nrn_pop[has], minlength=P)
-    cv_sum = _wsum(nrn_pop[has], cv[has], minlength=P)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out["cv_isi"] = np.where(n_cv > 0, cv_sum / np.maximum(n_cv, 1), 0.0)
-    out["n_cv_neurons"] = n_cv
+    if "cv_isi" in parts:
+        gi, ti = g[in_rate], _to_ms(s[in_rate], w)
+        same = gi[1:] == gi[:-1]
+        isi = np.diff(ti)[same]
+        owner = gi[1:][same]
+        n_isi = np.bincount(owner, minlength=n_tot)
+        has = n_isi > 0
+        mean = _wsum(owner, isi, minlength=n_tot)
+        mean[has] /= n_isi[has]
+        var = _wsum(owner, (isi - mean[owner]) ** 2, minlength=n_tot)
+        var[has] /= n_isi[has]
+        cv = np.zeros(n_tot)
+        cv[has] = np.sqrt(var[has]) / mean[has]
+        n_cv = np.bincount(nrn_pop[has], minlength=P)
+        cv_sum = _wsum(nrn_pop[has], cv[has], minlength=P)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out["cv_isi"] = np.where(n_cv > 0, cv_sum / np.maximum(n_cv, 1), 0.0)
+        out["n_cv_neurons"] = n_cv
 
     # --- LvR in [t_min, t_max) (Shinomoto et al. 2009), < 2 ISIs -> 0
-    in_lvr = (s >= w.lvr_lo) & (s < w.lvr_hi)
-    gl, tl = g[in_lvr], _to_ms(s[in_lvr], w)
-    same = gl[1:] == gl[:-1]
-    iv = np.diff(tl)
-    pair = same[:-1] & same[1:]          # ISIs k, k+1 of one neuron
-    i1, i2 = iv[:-1][pair], iv[1:][pair]
-    tot = i1 + i2
-    term = (1.0 - 4.0 * i1 * i2 / tot ** 2) * (1.0 + 4.0 * R_ms / tot)
-    owner = gl[2:][pair]
-    n_iv = np.bincount(gl[1:][same], minlength=n_tot)
-    lsum = _wsum(owner, term, minlength=n_tot)
-    lv = np.where(n_iv >= 2, 3.0 * lsum / np.maximum(n_iv - 1, 1), 0.0)
-    out["lvr_sum"] = _wsum(nrn_pop, lv, minlength=P)
-    out["n_lvr_neurons"] = np.bincount(nrn_pop[n_iv >= 2], minlength=P)
+    if "lvr" in parts:
+        in_lvr = (s >= w.lvr_lo) & (s < w.lvr_hi)
+        gl, tl = g[in_lvr], _to_ms(s[in_lvr], w)
+        same = gl[1:] == gl[:-1]
+        iv = np.diff(tl)
+        pair = same[:-1] & same[1:]          # ISIs k, k+1 of one neuron
+        i1, i2 = iv[:-1][pair], iv[1:][pair]
+        tot = i1 + i2
+        term = (1.0 - 4.0 * i1 * i2 / tot ** 2) * (1.0 + 4.0 * R_ms / tot)
+        owner = gl[2:][pair]
+        n_iv = np.bincount(gl[1:][same], minlength=n_tot)
+        lsum = _wsum(owner, term, minlength=n_tot)
+        lv = np.where(n_iv >= 2, 3.0 * lsum / np.maximum(n_iv - 1, 1), 0.0)
+        out["lvr_sum"] = _wsum(nrn_pop, lv, minlength=P)
+        out["n_lvr_neurons"] = np.bincount(nrn_pop[n_iv >= 2], minlength=P)
 
     # --- mean pairwise correlation coefficient (dynamics.md §C.7)
-    out.update(_corrcoef(g, s, nrn_pop, base, n_neurons, w.cc_edges,
-                         max_neurons=cc_max_neurons, id_span=cc_id_span))
+    if "corrcoef" in parts:
+        out.update(_corrcoef(g, s, nrn_pop, base, n_neurons, w.cc_edges,
+                             max_neurons=cc_max_neurons, id_span=cc_id_span))
     return out
 
 

@@ -279,7 +279,17 @@ def _group_flat_indices(areas: list[str], pops: list[str] | None) -> np.ndarray:
                      if lab.split("-")[0] in areas and (pops is None or lab.split("-")[1] in pops)])
 
 
-def _run_group(path: str, areas: list[str], pops: list[str] | None, d: dict, allow_incomplete: bool):
+#: Kernel parts each statistic needs.
+_PARTS: dict[str, tuple[str, ...]] = {
+    "rates": ("counts",), "rate_distribution": ("counts",), "rate_time_series": ("time_series",),
+    "smoothed_rate": ("time_series",), "synchrony": ("time_series",),
+    "functional_connectivity": ("time_series",), "irregularity": ("cv_isi", "lvr"),
+    "correlation": ("corrcoef",),
+}
+
+
+def _run_group(path: str, areas: list[str], pops: list[str] | None, d: dict, allow_incomplete: bool,
+               parts: frozenset = _k.PARTS):
     """One Dask task: read a group's spikes and compute all its per-population statistics."""
     from .store import open_run
 
@@ -292,7 +302,8 @@ def _run_group(path: str, areas: list[str], pops: list[str] | None, d: dict, all
     steps = sp.steps.astype(np.int64)
     senders = sp.senders.astype(np.int64)
     out = _k.group_statistics(pop, senders, steps, np.asarray(sp.n_neurons), w, R_ms=d["R_ms"],
-                              cc_max_neurons=d["cc_max_neurons"], cc_id_span=d["cc_id_span"])
+                              cc_max_neurons=d["cc_max_neurons"], cc_id_span=d["cc_id_span"],
+                              parts=parts)
     labels = population_labels()
     out["flat_index"] = np.array([labels.index(p) for p in sp.populations])
     return out
@@ -311,6 +322,8 @@ def _merge_groups(parts: list[dict], n_neurons: np.ndarray) -> dict[str, np.ndar
         arr = np.empty_like(vals)
         arr[order] = vals
         merged[key] = arr
+    if "neuron_counts" not in parts[0]:
+        return merged
     # neuron counts: reorder population blocks to flat order
     blocks = {}
     for p in parts:
@@ -820,10 +833,11 @@ def analyze(runs, statistics: Iterable[str] | str | None = None, *, recompute: b
 
         n_workers = 1 if scheduler in ("sync", "synchronous", "single-threaded") else _n_workers()
         tasks = []
-        for (_, run, d, _, _) in pending:
+        for (_, run, d, _, todo) in pending:
             counts = _pop_counts(run)
             groups = plan_groups(counts, int(chunk_spikes), min_groups=n_workers)
-            tasks.append([delayed(_run_group, pure=False)(run.path, a, p, d, allow_incomplete)
+            parts = frozenset(x for n in todo for x in _PARTS[n])
+            tasks.append([delayed(_run_group, pure=False)(run.path, a, p, d, allow_incomplete, parts)
                           for a, p in groups])
         computed = dask.compute(*tasks, scheduler=scheduler) if scheduler else dask.compute(*tasks)
         for (i, run, d, defs, todo), parts in zip(pending, computed):
