@@ -708,6 +708,14 @@ class RunStore:
             "segment_bounds": da.from_zarr(g["segment_bounds"])[:n_seg],
         }
 
+    def mean_rate(self) -> float:
+        """Mean rate over all simulated neurons and the committed time (spikes/s)."""
+        segs = self.segments()
+        if not len(segs):
+            return float("nan")
+        n = float(np.sum(self.root["spikes"].attrs["n_neurons"]))
+        return self.n_spikes() / n / ((segs[-1, 1] - segs[0, 0]) * 1e-3)
+
     def n_spikes(self) -> int:
         """Total spikes over all ranks in the segments every rank committed."""
         total = 0
