@@ -1,0 +1,1246 @@
+"""Mean-field theory: Siegert rates, fixed points, stability and parameter sweeps.
+
+Every population is a rate unit whose stationary rate is the LIF transfer
+function with exponentially filtered synaptic input (Siegert formula with the
+colored-noise shift of Fourcaud & Brunel 2002), spec/dynamics.md §B.3.  The
+input mean μ and standard deviation σ of each population follow from the
+indegrees K, couplings J, the rates of all populations, the external Poisson
+drive and the DC drive (§B.2).  Public functions:
+
+* :func:`transfer`, :func:`transfer_derivatives` -- Φ(μ, σ) and its partial
+  derivatives, vectorised, numerically stable for any argument;
+* :func:`input_statistics` -- μ and σ of every population for given rates;
+* :func:`integrate` -- the pseudo-dynamics τ dν/dt = −ν + Φ(ν) with
+  upstream's settings (§B.4), with a convergence diagnostic;
+* :func:`fixed_point` -- SciPy root finding started from an integration,
+  with the residual, the gain matrix and its leading eigenvalue (§B.6);
+* :func:`sweep` -- fixed points along a parameter (χ first) by continuation;
+* :func:`rescale_cc` -- the fast path of a χ / χ_I sweep: rescales the
+  cortico-cortical couplings of a built structure without rebuilding it.
+
+Every result is an :class:`xarray.Dataset` on the dims ``area``, ``pop``
+(plus ``time``, ``draw``, ``source_area``, ``source_pop`` or the sweep dim)
+whose attrs are JSON-able, so ``ds.to_zarr(store, group="theory")`` works.
+Internally the theory works on the flat 254-population view
+(:mod:`mam_xr.flat`); the populations of non-simulated areas are removed from
+the dynamic system and enter as fixed sources (see :func:`integrate`).
+
+Units: rates in spikes/s, μ, σ, J, θ in mV, times in ms, currents in pA.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import warnings
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable, Literal, Sequence
+
+import numpy as np
+import xarray as xr
+from scipy import optimize
+from scipy.special import dawsn, erfcx
+
+from . import __version__
+from .errors import ParameterError, invalid
+from .flat import (AREAS, N_POPULATIONS, POPS, exists, from_flat_matrix, from_flat_vector,
+                   is_excitatory, population_labels, structure_to_flat)
+
+__all__ = [
+    "ConvergenceWarning", "transfer", "transfer_derivatives", "input_statistics", "integrate",
+    "fixed_point", "gain_matrix", "sweep", "rescale_cc", "replacement_rates",
+]
+
+#: α = √2 |ζ(1/2)|, the colored-noise constant of Fourcaud & Brunel (2002),
+#: spec/dynamics.md §B.3.
+ALPHA = math.sqrt(2.0) * 1.4603545088095868
+
+#: NEST 3's siegert_neuron returns 0 when θ − μ > 6 σ (unshifted θ), §B.3 step 1.
+CUTOFF_SIGMAS = 6.0
+
+#: Time constant of the rate pseudo-dynamics (ms), upstream's siegert_neuron ``tau``.
+TAU_RATE_MS = 1.0
+
+#: Replacement modes the theory handles (stationary Poisson sources).
+_STATIONARY_MODES = ("hom_poisson_stat", "het_poisson_stat")
+
+
+class ConvergenceWarning(UserWarning):
+    """The mean-field integration or root finding did not reach a fixed point."""
+
+
+# --- the transfer function ----------------------------------------------------
+
+# ∫_a^b erfcx(s) ds for 0 <= a, b: Gauss-Legendre below _X0 (erfcx is entire and
+# smooth there) and the integrated asymptotic series
+# erfcx(s) ~ 1/(s√π) Σ (-1)^n (2n-1)!!/(2s²)^n above _X0 (its smallest term at
+# s = 7 is ~1e-21).  The number of nodes grows with the interval length so that
+# the relative error stays below ~1e-15 (checked against adaptive quadrature:
+# 6 nodes up to length 0.5, 8 up to 1, 10 up to 2, 14 up to 3.5, 20 up to 7).
+_X0 = 7.0
+_GL_RULES = [(length, *np.polynomial.legendre.leggauss(n))
+             for length, n in ((0.5, 6), (1.0, 8), (2.0, 10), (3.5, 14), (np.inf, 20))]
+
+
+def _asymptotic_coefficients(n_terms: int = 25) -> np.ndarray:
+    coeffs, double_factorial = [], 1.0
+    for n in range(1, n_terms + 1):
+        double_factorial *= 2 * n - 1
+        # ∫ s^(-2n-1) ds = -s^(-2n) / (2n)
+        coeffs.append((-1) ** n * double_factorial / 2.0 ** n / (-2.0 * n))
+    return np.array(coeffs)
+
+
+_ASYMPTOTIC = _asymptotic_coefficients()
+
+
+def _asymptotic_tail(x: np.ndarray) -> np.ndarray:
+    """Σ_n c_n x^(-2n) of the integrated asymptotic series (without the log term)."""
+    z = 1.0 / (x * x)
+    acc = np.zeros_like(x)
+    for c in _ASYMPTOTIC[::-1]:
+        acc = (acc + c) * z
+    return acc
+
+
+def _integral_erfcx(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """∫_a^b erfcx(s) ds for arrays with a, b >= 0 (signed if b < a)."""
+    lo, hi = np.minimum(a, b), np.maximum(a, b)
+    top, bottom = np.minimum(hi, _X0), np.minimum(lo, _X0)
+    half, mid = 0.5 * (top - bottom), 0.5 * (top + bottom)
+    out = np.empty_like(half)
+    todo = np.ones(half.shape, bool)
+    for length, x, w in _GL_RULES:
+        sel = todo & (half <= 0.5 * length)
+        if sel.any():
+            h = half[sel]
+            out[sel] = h * (erfcx(mid[sel][:, None] + h[:, None] * x) @ w)
+            todo &= ~sel
+    far = hi > _X0
+    if far.any():
+        h, l = hi[far], np.maximum(lo[far], _X0)
+        out[far] += (np.log(h / l) + _asymptotic_tail(h) - _asymptotic_tail(l)) / math.sqrt(math.pi)
+    return np.where(b >= a, out, -out)
+
+
+@dataclass(frozen=True)
+class _Neuron:
+    """Neuron constants of the theory, relative to rest (spec/dynamics.md §B.1)."""
+
+    tau_m: float = 10.0    # ms
+    tau_s: float = 0.5     # ms
+    t_ref: float = 2.0     # ms
+    theta: float = 15.0    # mV, V_th - E_L
+    V_r: float = 0.0       # mV, V_reset - E_L
+    C_m: float = 250.0     # pF (DC drive only)
+    cutoff: bool = True    # NEST 3's θ - μ > 6σ -> 0
+
+    @property
+    def shift(self) -> float:
+        """Colored-noise shift of both boundaries in units of σ: (α/2)√(τ_s/τ_m)."""
+        return 0.5 * ALPHA * math.sqrt(self.tau_s / self.tau_m)
+
+
+def _siegert(mu, sigma, nrn: _Neuron, derivatives: bool = False,
+             held_shift: bool = False):
+    """Φ (spikes/s) and optionally ∂Φ/∂μ (1/(s mV)) and ∂Φ/∂σ (1/(s mV)).
+
+    Works on broadcastable float arrays.  The integral of e^{u²}(1 + erf u)
+    over [y_r, y_θ] is evaluated in one of three forms chosen by the signs of
+    the boundaries (§B.3 steps 2-4) with erfcx and Dawson's function, scaled
+    by E = exp(-y_θ²) when y_θ > 0 so that nothing overflows.
+    """
+    mu, sigma = np.broadcast_arrays(np.asarray(mu, float), np.asarray(sigma, float))
+    shape = mu.shape
+    mu, sigma = mu.ravel(), sigma.ravel()
+    phi = np.zeros(mu.shape)
+    dmu = np.zeros(mu.shape)
+    dsig = np.zeros(mu.shape)
+    sqrt_pi = math.sqrt(math.pi)
+
+    zero = sigma <= 0.0
+    active = ~zero
+    if nrn.cutoff:
+        active &= ~(nrn.theta - mu > CUTOFF_SIGMAS * sigma)
+    else:
+        active &= np.isfinite(mu)
+    # σ = 0: deterministic LIF (the σ -> 0 limit of the Siegert formula).
+    det = zero & (mu > nrn.theta)
+    if det.any():
+        m = mu[det]
+        period = nrn.t_ref + nrn.tau_m * np.log((m - nrn.V_r) / (m - nrn.theta))
+        phi[det] = 1e3 / period
+        if derivatives:
+            dperiod = nrn.tau_m * (1.0 / (m - nrn.V_r) - 1.0 / (m - nrn.theta))
+            dmu[det] = -1e3 * dperiod / period ** 2
+
+    idx = np.flatnonzero(active)
+    if idx.size:
+        m, s = mu[idx], sigma[idx]
+        c = nrn.shift
+        y_th = (nrn.theta - m) / s + c
+        y_r = (nrn.V_r - m) / s + c
+        neg = y_th < 0                 # both boundaries negative (§B.3 step 2)
+        both = y_r > 0                 # both boundaries positive (step 3); else step 4
+        lower = np.where(neg, -y_th, np.where(both, y_r, y_th))
+        upper = np.where(neg, -y_r, np.where(both, y_th, -y_r))
+        I = _integral_erfcx(lower, upper)
+        E = np.where(neg, 1.0, np.exp(-y_th * y_th))     # exp(-y_th²) where y_th > 0
+        d_th = 2.0 * dawsn(y_th)
+        # E · ∫_{y_r}^{y_th} e^{u²}(1 + erf u) du in the three forms:
+        integral = np.where(neg, I, np.where(
+            both, d_th - 2.0 * np.exp(np.minimum(y_r * y_r - y_th * y_th, 0.0)) * dawsn(y_r) - E * I,
+            d_th + E * I))
+        psi = 1.0 / (E * nrn.t_ref + nrn.tau_m * sqrt_pi * integral)   # Φ/E in 1/ms
+        rate = E * psi                                                  # 1/ms
+        phi[idx] = 1e3 * rate
+
+        if derivatives:
+            # E·f(y) with f(y) = e^{y²}(1 + erf y) = erfcx(-y), without overflow.
+            Ef_th = np.where(neg, erfcx(np.abs(y_th)), 2.0 - E * erfcx(np.abs(y_th)))
+            Ef_r = np.where(
+                y_r <= 0, E * erfcx(np.abs(y_r)),
+                2.0 * np.exp(np.minimum(y_r ** 2 - y_th ** 2, 0.0)) - E * erfcx(np.abs(y_r)))
+            pref = 1e3 * rate * psi * nrn.tau_m * sqrt_pi
+            dmu[idx] = pref * (Ef_th - Ef_r) / s
+            # dy/dσ = -(boundary - μ)/σ²; upstream's finite difference keeps the
+            # shift σ·c fixed in mV, i.e. dy/dσ = -(boundary - μ + σc)/σ² (§B.6, G.16).
+            extra = c * s if held_shift else 0.0
+            dsig[idx] = pref * (Ef_th * (nrn.theta - m + extra)
+                                - Ef_r * (nrn.V_r - m + extra)) / s ** 2
+    if derivatives:
+        return phi.reshape(shape), dmu.reshape(shape), dsig.reshape(shape)
+    return phi.reshape(shape)
+
+
+def _neuron(params=None, **overrides) -> _Neuron:
+    """Neuron constants from ``params.network.neuron`` (or upstream defaults)."""
+    n = _params(params).network.neuron
+    values = dict(tau_m=n.tau_m, tau_s=n.tau_syn_ex, t_ref=n.t_ref, theta=n.V_th - n.E_L,
+                  V_r=n.V_reset - n.E_L, C_m=n.C_m)
+    for key, value in overrides.items():
+        if value is not None:
+            values[key] = float(value)
+    return _Neuron(**values)
+
+
+def transfer(mu, sigma, *, tau_m: float = 10.0, tau_s: float = 0.5, t_ref: float = 2.0,
+             theta: float = 15.0, V_r: float = 0.0, cutoff: bool = True):
+    """Stationary firing rate Φ(μ, σ) of a LIF neuron with exponential synapses.
+
+    Siegert formula with the colored-noise shift (spec/dynamics.md §B.3),
+    evaluated as NEST 3's ``siegert_neuron`` does (erfcx/Dawson forms), but
+    with a fixed-order quadrature plus an asymptotic series instead of
+    adaptive quadrature; stable for large |μ|, large or tiny σ (σ = 0 gives
+    the deterministic LIF rate).
+
+    Parameters
+    ----------
+    mu, sigma : array_like
+        Mean and standard deviation of the input (mV, relative to rest);
+        broadcast against each other.  A DataArray keeps its dims.
+    tau_m, tau_s, t_ref : float
+        Membrane and synaptic time constants and refractory period (ms).
+    theta, V_r : float
+        Threshold and reset relative to rest (mV).
+    cutoff : bool, default: True
+        Return 0 where θ − μ > 6σ, as NEST 3 does.
+
+    Returns
+    -------
+    ndarray or DataArray
+        Φ in spikes/s, the broadcast shape of ``mu`` and ``sigma``.
+
+    Examples
+    --------
+    >>> float(transfer(10.0, 5.0))  # doctest: +ELLIPSIS
+    11.657...
+    """
+    nrn = _Neuron(tau_m=tau_m, tau_s=tau_s, t_ref=t_ref, theta=theta, V_r=V_r, cutoff=cutoff)
+    _check_neuron(nrn)
+    if isinstance(mu, xr.DataArray) or isinstance(sigma, xr.DataArray):
+        out = xr.apply_ufunc(lambda m, s: _siegert(m, s, nrn), mu, sigma)
+        out.attrs = {"units": "spikes/s", "long_name": "stationary rate Φ(μ, σ)"}
+        return out
+    return _siegert(mu, sigma, nrn)
+
+
+def transfer_derivatives(mu, sigma, *, tau_m: float = 10.0, tau_s: float = 0.5,
+                         t_ref: float = 2.0, theta: float = 15.0, V_r: float = 0.0,
+                         cutoff: bool = True, held_shift: bool = False):
+    """Φ and its exact partial derivatives ∂Φ/∂μ and ∂Φ/∂(σ²).
+
+    Parameters are those of :func:`transfer`.  ``held_shift=True`` keeps
+    the colored-noise shift σ·(α/2)√(τ_s/τ_m) fixed in mV when σ varies,
+    which is what upstream's finite difference computes (spec §B.6, G.16).
+
+    Returns
+    -------
+    tuple of ndarray
+        Φ (spikes/s), ∂Φ/∂μ (spikes/s per mV), ∂Φ/∂σ² (spikes/s per mV²).
+    """
+    nrn = _Neuron(tau_m=tau_m, tau_s=tau_s, t_ref=t_ref, theta=theta, V_r=V_r, cutoff=cutoff)
+    _check_neuron(nrn)
+    phi, dmu, dsig = _siegert(mu, sigma, nrn, derivatives=True, held_shift=held_shift)
+    sigma = np.asarray(sigma, float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        dvar = np.where(sigma > 0, dsig / (2.0 * sigma), 0.0)
+    return phi, dmu, dvar
+
+
+def _check_neuron(nrn: _Neuron) -> None:
+    for name in ("tau_m", "tau_s"):
+        value = getattr(nrn, name)
+        if not value > 0:
+            raise ParameterError(invalid(name, value, "a time constant > 0 ms"))
+    if not nrn.t_ref >= 0:
+        raise ParameterError(invalid("t_ref", nrn.t_ref, "a refractory period >= 0 ms"))
+    if not nrn.theta > nrn.V_r:
+        raise ParameterError(invalid("theta", nrn.theta, f"a threshold above V_r={nrn.V_r} mV"))
+
+
+# --- the model as flat arrays ---------------------------------------------------
+
+@dataclass(frozen=True)
+class _System:
+    """The dynamic mean-field system on the flat population view.
+
+    ``dyn`` indexes the populations (of the 254) whose rates are computed;
+    ``A = 1e-3 τ_m K J`` and ``B = 1e-3 τ_m K J²`` (dyn x dyn) give μ and σ²
+    from their rates; ``mu0`` and ``var0`` hold the external drive, the DC
+    drive and the fixed sources (replaced areas).  ``fixed_rates`` (254) are
+    the rates of the replaced populations (NaN where dynamic).
+    """
+
+    A: np.ndarray
+    B: np.ndarray
+    mu0: np.ndarray
+    var0: np.ndarray
+    dyn: np.ndarray
+    fixed_rates: np.ndarray
+    nrn: _Neuron
+
+    def mu_sigma(self, rates: np.ndarray):
+        mu = rates @ self.A.T + self.mu0
+        var = rates @ self.B.T + self.var0
+        return mu, np.sqrt(np.maximum(var, 0.0))
+
+    def phi(self, rates: np.ndarray) -> np.ndarray:
+        mu, sigma = self.mu_sigma(rates)
+        return _siegert(mu, sigma, self.nrn)
+
+    def gain(self, rates: np.ndarray, held_shift: bool = False):
+        """Φ(ν) and G_ij = ∂Φ_i/∂ν_j = S_i A_ij + T_i B_ij (§B.6)."""
+        mu, sigma = self.mu_sigma(rates)
+        phi, dmu, dsig = _siegert(mu, sigma, self.nrn, derivatives=True, held_shift=held_shift)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            dvar = np.where(sigma > 0, dsig / (2.0 * sigma), 0.0)
+        return phi, dmu[:, None] * self.A + dvar[:, None] * self.B
+
+    def full(self, rates_dyn: np.ndarray) -> np.ndarray:
+        """Dynamic rates (..., n_dyn) -> all 254 (fixed rates for replaced pops)."""
+        out = np.broadcast_to(self.fixed_rates, rates_dyn.shape[:-1] + (N_POPULATIONS,)).copy()
+        out[..., self.dyn] = rates_dyn
+        return out
+
+
+def _params(params):
+    from .params import Params
+
+    if params is None:
+        return Params()
+    if not isinstance(params, Params):
+        raise ParameterError(invalid("params", type(params).__name__, "a mam_xr.params.Params or None"))
+    return params
+
+
+def _rates_vector(rates, name: str) -> np.ndarray:
+    """254-vector of rates from a DataArray (area, pop), a 254 array, a rates-JSON
+    mapping {area: {pop: rate}} (list values: first element) or a JSON path."""
+    if isinstance(rates, (str, Path)):
+        path = Path(rates).expanduser()
+        if path.suffix == ".zarr" or path.is_dir():
+            raise ParameterError(invalid(
+                name, str(rates), "a rates JSON file {area: {pop: rate}}, a (area, pop) DataArray "
+                "or a 254-vector; read the rates of a run store with mam_xr.store and pass them"))
+        try:
+            rates = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ParameterError(invalid(name, str(rates), f"a readable rates JSON file ({exc})")) from None
+    if isinstance(rates, dict):
+        out = []
+        for label in population_labels():
+            area, pop = label.split("-")
+            try:
+                value = rates[area][pop]
+            except (KeyError, TypeError):
+                raise ParameterError(invalid(name, f"<mapping without {area}/{pop}>",
+                                             "a rate for every population {area: {pop: rate}}")) from None
+            out.append(float(value[0] if isinstance(value, (list, tuple)) else value))
+        return np.array(out)
+    if isinstance(rates, xr.DataArray):
+        from .flat import to_flat_vector
+
+        if set(("area", "pop")) - set(rates.dims) or rates.ndim != 2:
+            raise ParameterError(invalid(name, f"DataArray with dims {rates.dims}",
+                                         "dims ('area', 'pop')"))
+        rates = to_flat_vector(rates.reindex(area=list(AREAS), pop=list(POPS)))
+    arr = np.asarray(rates, dtype=float)
+    if arr.shape != (N_POPULATIONS,):
+        raise ParameterError(invalid(name, f"<array of shape {arr.shape}>",
+                                     f"{N_POPULATIONS} rates in spikes/s in mam_xr.flat order"))
+    if not np.all(np.isfinite(arr)) or np.any(arr < 0):
+        raise ParameterError(invalid(name, "<array with negative or non-finite rates>",
+                                     "finite rates >= 0 spikes/s"))
+    return arr
+
+
+def replacement_rates(params=None, source=None) -> np.ndarray:
+    """Rates (254, spikes/s) that replace non-simulated areas (spec §A.11, §B.5).
+
+    ``hom_poisson_stat``: every source fires at ``rate_ext``;
+    ``het_poisson_stat``: ``source`` (a rates JSON path, mapping, DataArray
+    or 254-vector), default ``params.simulation.replace_cc_input_source``,
+    and if that is None the pinned upstream ``fullscale_rates.json``.
+    """
+    p = _params(params)
+    mode = p.simulation.replace_non_simulated_areas
+    if mode == "hom_poisson_stat":
+        return np.full(N_POPULATIONS, p.network.input.rate_ext)
+    if source is None:
+        source = p.simulation.replace_cc_input_source
+    if source is None:
+        from .data import fetch
+
+        source = fetch("fullscale_rates.json")
+    return _rates_vector(source, "replace_cc_input_source")
+
+
+def _flat_model(structure: xr.Dataset) -> dict:
+    """K, J (254 x 255, external last, NaN -> 0) and the DC drive (254, pA)."""
+    _check_structure(structure)
+    flat = structure_to_flat(structure)
+    return {"K": np.nan_to_num(flat["K"]), "J": np.nan_to_num(flat["J"]),
+            "dc": np.nan_to_num(flat["add_DC_drive"])}
+
+
+def _system(structure: xr.Dataset, params=None, *, neuron: _Neuron | None = None,
+            rate_ext: float | None = None, areas_simulated: Sequence[str] | None = None,
+            replace: str | None = None, replacement=None) -> _System:
+    """Flat mean-field system of a structure Dataset (spec/dynamics.md §B.2)."""
+    return _assemble(_flat_model(structure), params, neuron=neuron, rate_ext=rate_ext,
+                     areas_simulated=areas_simulated, replace=replace, replacement=replacement)
+
+
+def _assemble(model: dict, params=None, *, neuron: _Neuron | None = None,
+              rate_ext: float | None = None, areas_simulated: Sequence[str] | None = None,
+              replace: str | None = None, replacement=None) -> _System:
+    p = _params(params)
+    nrn = neuron if neuron is not None else _neuron(p)
+    rate_ext = p.network.input.rate_ext if rate_ext is None else float(rate_ext)
+    K, J, dc = model["K"], model["J"], model["dc"]
+    tau_m_s = 1e-3 * nrn.tau_m            # τ_m in s multiplies rates in spikes/s
+    KJ = K[:, :-1] * J[:, :-1]
+    KJ2 = KJ * J[:, :-1]
+    mu0 = tau_m_s * K[:, -1] * J[:, -1] * rate_ext + nrn.tau_m / nrn.C_m * dc
+    var0 = tau_m_s * K[:, -1] * J[:, -1] ** 2 * rate_ext
+
+    areas = AREAS if areas_simulated is None else tuple(areas_simulated)
+    unknown = [a for a in areas if a not in AREAS]
+    if unknown:
+        raise ParameterError(invalid("areas_simulated", unknown, "names among mam_xr.flat.AREAS"))
+    sim = np.isin(_POP_AREA, areas)
+    fixed = np.full(N_POPULATIONS, np.nan)
+    if sim.all():
+        return _System(A=tau_m_s * KJ, B=tau_m_s * KJ2, mu0=mu0, var0=var0,
+                       dyn=np.arange(N_POPULATIONS), fixed_rates=fixed, nrn=nrn)
+    if replace not in _STATIONARY_MODES:
+        raise ParameterError(invalid(
+            "replace_non_simulated_areas", replace,
+            f"one of {', '.join(_STATIONARY_MODES)} for the theory of a subset of areas "
+            "(het_current_nonstat has no stationary mean-field counterpart)"))
+    nu = replacement
+    if nu is None:
+        nu = np.full(N_POPULATIONS, rate_ext) if replace == "hom_poisson_stat" \
+            else replacement_rates(p.update({"simulation": {"replace_non_simulated_areas": replace}}))
+    nu = np.asarray(nu, float)
+    # Replaced sources: Poisson input of fixed rate, same K and mean J (§A.11, §B.5).
+    mu0 = mu0 + tau_m_s * KJ[:, ~sim] @ nu[~sim]
+    var0 = var0 + tau_m_s * KJ2[:, ~sim] @ nu[~sim]
+    fixed[~sim] = nu[~sim]
+    dyn = np.flatnonzero(sim)
+    return _System(A=tau_m_s * KJ[np.ix_(dyn, dyn)], B=tau_m_s * KJ2[np.ix_(dyn, dyn)],
+                   mu0=mu0[dyn], var0=var0[dyn], dyn=dyn, fixed_rates=fixed, nrn=nrn)
+
+
+_POP_AREA = np.array([label.split("-")[0] for label in population_labels()])
+
+
+def _check_structure(structure) -> None:
+    if not isinstance(structure, xr.Dataset):
+        raise ParameterError(invalid("structure", type(structure).__name__,
+                                     "a structure xarray.Dataset (mam_xr.flat layout)"))
+    missing = [v for v in ("indegree", "J", "external_indegree", "external_J", "dc_drive")
+               if v not in structure]
+    if missing:
+        raise ParameterError(invalid("structure", f"<Dataset without {', '.join(missing)}>",
+                                     "a structure Dataset with indegree, J, external_indegree, "
+                                     "external_J and dc_drive"))
+
+
+def _settings(params, areas_simulated, replace, replacement):
+    p = _params(params)
+    if areas_simulated is None:
+        areas_simulated = p.simulation.areas_simulated
+    if replace is None:
+        replace = p.simulation.replace_non_simulated_areas
+    if replacement is not None:
+        replacement = _rates_vector(replacement, "replacement_rates")
+    elif len(tuple(areas_simulated)) < len(AREAS) and replace == "het_poisson_stat":
+        replacement = replacement_rates(p.update(
+            {"simulation": {"replace_non_simulated_areas": replace}}))
+    return p, tuple(areas_simulated), replace, replacement
+
+
+def input_statistics(structure: xr.Dataset, rates, params=None, *, rate_ext: float | None = None,
+                     areas_simulated: Sequence[str] | None = None, replace: str | None = None,
+                     replacement_rates=None) -> xr.Dataset:
+    """Mean μ and SD σ of the input of every population (spec/dynamics.md §B.2).
+
+    μ_i = τ_m [Σ_j K_ij J_ij ν_j + K_i,ext J_i,ext ν_ext] + (τ_m/C_m) I_DC,i,
+    σ_i² = τ_m [Σ_j K_ij J_ij² ν_j + K_i,ext J_i,ext² ν_ext], with τ_m in s
+    inside the brackets.  Sources in non-simulated areas fire at the
+    replacement rates.
+
+    Parameters
+    ----------
+    structure : xr.Dataset
+        Structure Dataset (mam_xr.flat layout).
+    rates : DataArray (area, pop), 254-vector or rates mapping
+        Rates of the populations (spikes/s).
+    params : mam_xr.params.Params, optional
+        Neuron, input and replacement parameters; default ``Params()``.
+
+    Returns
+    -------
+    xr.Dataset
+        ``mu`` and ``sigma`` (area, pop) in mV, NaN for populations of
+        non-simulated areas and for TH 4E/4I.
+    """
+    p, areas, replace, repl = _settings(params, areas_simulated, replace, replacement_rates)
+    system = _system(structure, p, rate_ext=rate_ext, areas_simulated=areas, replace=replace,
+                     replacement=repl)
+    nu = _rates_vector(rates, "rates")[system.dyn]
+    mu, sigma = system.mu_sigma(nu)
+    ds = xr.Dataset({"mu": _labelled(system, mu, "mean input μ", "mV"),
+                     "sigma": _labelled(system, sigma, "input SD σ", "mV")})
+    return ds.assign_coords(exists=exists())
+
+
+# --- labelled output helpers -----------------------------------------------------
+
+def _labelled(system: _System, values: np.ndarray, long_name: str, units: str,
+              fill_fixed: bool = False) -> xr.DataArray:
+    """(..., n_dyn) -> (area, pop, ...) DataArray; replaced pops NaN or fixed rate."""
+    values = np.asarray(values, float)
+    lead = values.shape[:-1]
+    flat = np.full(lead + (N_POPULATIONS,), np.nan)
+    if fill_fixed:
+        flat[...] = system.fixed_rates
+    flat[..., system.dyn] = values
+    da = from_flat_vector(np.moveaxis(flat, -1, 0))
+    return da.assign_attrs(long_name=long_name, units=units)
+
+
+def _simulated_coord(system: _System) -> xr.DataArray:
+    sim = np.zeros(N_POPULATIONS, bool)
+    sim[system.dyn] = True
+    da = from_flat_vector(sim, fill=False).astype(bool)
+    return da.assign_attrs(long_name="population belongs to a simulated area "
+                                     "(else its rate is the fixed replacement rate)", units="1")
+
+
+def _history(function: str, p) -> str:
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return f"[{now}] mam_xr.theory.{function} (params label {p.label()}) - mam_xr version {__version__}"
+
+
+def _jsonable(d: dict) -> dict:
+    """Attrs that survive ``to_zarr``: plain str/int/float/bool/list/None."""
+    return json.loads(json.dumps(d, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+
+
+def _common_attrs(p, nrn: _Neuron, system: _System, rate_ext: float, replace) -> dict:
+    return {
+        "tau_m_ms": nrn.tau_m, "tau_s_ms": nrn.tau_s, "t_ref_ms": nrn.t_ref,
+        "theta_mV": nrn.theta, "V_r_mV": nrn.V_r, "C_m_pF": nrn.C_m,
+        "tau_rate_ms": TAU_RATE_MS, "rate_ext": rate_ext, "cutoff_sigmas": CUTOFF_SIGMAS if nrn.cutoff else None,
+        "transfer_function": "Siegert with colored-noise shift (Fourcaud & Brunel 2002), "
+                             "spec/dynamics.md B.3",
+        "areas_simulated": [AREAS[i] for i in sorted({int(np.searchsorted(_AREA_START, d, side='right') - 1)
+                                                      for d in system.dyn})],
+        "replace_non_simulated_areas": replace if len(system.dyn) < N_POPULATIONS else None,
+        "params_label": p.label(),
+        "mam_xr_version": __version__,
+    }
+
+
+_AREA_START = np.array([population_labels().index(f"{a}-23E") for a in AREAS])
+
+
+# --- integration ----------------------------------------------------------------
+
+def _initial(system: _System, p, initial_rates, n_draws, seed, rate_max) -> tuple[np.ndarray, str]:
+    """Initial dynamic rates (draw, n_dyn) and a description."""
+    t = p.theory
+    if initial_rates is None:
+        initial_rates = t.initial_rates
+    n_draws = t.n_draws if n_draws is None else int(n_draws)
+    if isinstance(initial_rates, str):
+        if initial_rates == "zero":
+            return np.zeros((1, system.dyn.size)), "zero"
+        if initial_rates == "random":
+            seed = t.seed if seed is None else int(seed)
+            rate_max = t.rate_max if rate_max is None else float(rate_max)
+            if n_draws < 1:
+                raise ParameterError(invalid("n_draws", n_draws, "an integer >= 1"))
+            # One RandomState(seed), rate_max·U(0,1) for all 254 populations per draw
+            # (upstream: RandomState(123), 'random_uniform', §B.4 step 6).
+            rng = np.random.RandomState(seed)
+            draws = rate_max * rng.uniform(size=(n_draws, N_POPULATIONS))
+            return draws[:, system.dyn], f"random uniform in [0, {rate_max}] spikes/s, seed {seed}"
+        raise ParameterError(invalid("initial_rates", initial_rates,
+                                     "'zero', 'random', a (area, pop) DataArray or a 254-vector"))
+    if isinstance(initial_rates, xr.DataArray) and "draw" in initial_rates.dims:
+        arr = np.stack([_rates_vector(initial_rates.isel(draw=k), "initial_rates")
+                        for k in range(initial_rates.sizes["draw"])])
+    else:
+        arr = np.asarray(initial_rates, float) if not isinstance(initial_rates, (xr.DataArray, dict)) \
+            else _rates_vector(initial_rates, "initial_rates")[None]
+        if arr.ndim == 1:
+            arr = _rates_vector(arr, "initial_rates")[None]
+        elif arr.ndim != 2 or arr.shape[1] != N_POPULATIONS:
+            raise ParameterError(invalid("initial_rates", f"<array of shape {arr.shape}>",
+                                         f"({N_POPULATIONS},) or (draw, {N_POPULATIONS}) rates"))
+    return arr[:, system.dyn], "given"
+
+
+def _run(system: _System, nu0: np.ndarray, dt: float, n_steps: int, first_step_decay: bool,
+         record: bool = True):
+    """Exponential-Euler integration of τ dν/dt = −ν + Φ(μ(ν), σ(ν)) (§B.4 step 4).
+
+    nu0: (draw, n).  Returns the trajectory (draw, n, n_steps + 1) or only the
+    last two states if ``record`` is False.
+    """
+    decay = math.exp(-dt / TAU_RATE_MS)
+    nu = nu0.copy()
+    traj = np.empty(nu.shape + (n_steps + 1,)) if record else None
+    if record:
+        traj[..., 0] = nu
+    prev = nu
+    for k in range(1, n_steps + 1):
+        prev = nu
+        if k == 1 and first_step_decay:
+            # NEST delivers no rate input in the first step of a run: pure decay.
+            nu = decay * nu
+        else:
+            nu = decay * nu + (1.0 - decay) * system.phi(nu)
+        if record:
+            traj[..., k] = nu
+    return traj, nu, prev
+
+
+def integrate(structure: xr.Dataset, params=None, *, initial_rates=None, n_draws: int | None = None,
+              seed: int | None = None, rate_max: float | None = None, dt: float | None = None,
+              T: float | None = None, rate_ext: float | None = None,
+              areas_simulated: Sequence[str] | None = None, replace: str | None = None,
+              replacement_rates=None, tol: float = 1e-6, first_step: Literal["nest", "euler"] = "nest",
+              cutoff: bool = True, warn: bool = True) -> xr.Dataset:
+    """Integrate the mean-field pseudo-dynamics as upstream does (spec/dynamics.md §B.4).
+
+    τ dν/dt = −ν + Φ(μ(ν), σ(ν)), τ = 1 ms, exponential Euler with step
+    ``dt``: ν(t+dt) = e^{−dt/τ} ν(t) + (1 − e^{−dt/τ}) Φ(ν(t)), sampled at
+    every step for ``T`` ms.  As in NEST, the first step of each draw is a
+    pure decay (``first_step="euler"`` makes it a regular step).  Several
+    initial conditions ("draws") are integrated side by side, each
+    independently (upstream chains them in one NEST run; G.17).
+
+    Populations of areas not in ``areas_simulated`` are not integrated: they
+    fire at the replacement rates and act as fixed Poisson sources (spec
+    §A.11 and §B.5; upstream's theory ignores the subset, G.18).
+
+    Parameters
+    ----------
+    structure : xr.Dataset
+        Structure Dataset (mam_xr.flat layout).
+    params : mam_xr.params.Params, optional
+        ``theory`` (dt, T, initial_rates, n_draws, rate_max, seed),
+        ``network.neuron``, ``network.input.rate_ext`` and
+        ``simulation.areas_simulated`` / ``replace_non_simulated_areas`` /
+        ``replace_cc_input_source``; default ``Params()``.  Keyword
+        arguments override it.
+    initial_rates : {"zero", "random"}, DataArray or array, optional
+        Initial rates (spikes/s): zero, ``n_draws`` uniform draws in
+        [0, rate_max] from ``RandomState(seed)``, or given rates (area, pop)
+        / 254-vector / (draw, 254).
+    tol : float, default: 1e-6
+        Converged if max |Φ(ν(T)) − ν(T)| <= tol (spikes/s), i.e. τ|dν/dt| at T.
+    first_step : {"nest", "euler"}
+    cutoff : bool, default: True
+        NEST 3's Φ = 0 for θ − μ > 6σ.
+    warn : bool, default: True
+        Warn (:class:`ConvergenceWarning`) when a draw has not converged.
+
+    Returns
+    -------
+    xr.Dataset
+        ``trajectory`` (area, pop, time[, draw]) and ``rate`` (area, pop[, draw])
+        in spikes/s, ``residual`` (area, pop[, draw]) = Φ(ν(T)) − ν(T) in
+        spikes/s, ``mu`` and ``sigma`` at ν(T) in mV, ``max_abs_change_last_step``
+        ([draw]) in spikes/s, ``converged`` ([draw]) bool; coords ``time`` (ms),
+        ``exists``, ``simulated``.  The ``draw`` dim is present when there is
+        more than one initial condition.
+    """
+    p, areas, replace, repl = _settings(params, areas_simulated, replace, replacement_rates)
+    dt = p.theory.dt if dt is None else float(dt)
+    T = p.theory.T if T is None else float(T)
+    if not dt > 0:
+        raise ParameterError(invalid("dt", dt, "a step > 0 ms"))
+    if not T > 0:
+        raise ParameterError(invalid("T", T, "a duration > 0 ms"))
+    n_steps = int(round(T / dt))
+    if abs(n_steps * dt - T) > 1e-9 * T:
+        raise ParameterError(invalid("T", T, f"a multiple of dt={dt} ms"))
+    if first_step not in ("nest", "euler"):
+        raise ParameterError(invalid("first_step", first_step, "'nest' or 'euler'"))
+    if not tol > 0:
+        raise ParameterError(invalid("tol", tol, "a tolerance > 0 spikes/s"))
+    nrn = replace_neuron(_neuron(p), cutoff=cutoff)
+    rate_ext = p.network.input.rate_ext if rate_ext is None else float(rate_ext)
+    system = _system(structure, p, neuron=nrn, rate_ext=rate_ext, areas_simulated=areas,
+                     replace=replace, replacement=repl)
+    nu0, how = _initial(system, p, initial_rates, n_draws, seed, rate_max)
+    traj, nu, prev = _run(system, nu0, dt, n_steps, first_step == "nest")
+    residual = system.phi(nu) - nu
+    max_res = np.max(np.abs(residual), axis=-1)
+    converged = max_res <= tol
+    change = np.max(np.abs(nu - prev), axis=-1)
+    if warn and not converged.all():
+        bad = np.flatnonzero(~converged)
+        warnings.warn(
+            f"mean-field integration did not converge after T={T} ms in {bad.size} of "
+            f"{converged.size} draw(s): max |Φ(ν)−ν| = {max_res.max():.3g} spikes/s > tol={tol}; "
+            "integrate longer (T=...) or call mam_xr.theory.fixed_point()",
+            ConvergenceWarning, stacklevel=2)
+    mu, sigma = system.mu_sigma(nu)
+
+    times = dt * np.arange(n_steps + 1)
+    traj_da = _labelled(system, np.moveaxis(traj, -1, 0), "rate trajectory of the mean-field "
+                        "pseudo-dynamics", "spikes/s", fill_fixed=True)
+    traj_da = traj_da.rename(dim_0="time", **({"dim_1": "draw"} if traj.ndim == 3 else {}))
+    ds = xr.Dataset({
+        "trajectory": traj_da,
+        "rate": _dims(_labelled(system, nu, "rate at the end of the integration", "spikes/s", True)),
+        "residual": _dims(_labelled(system, residual, "Φ(ν(T)) − ν(T) = τ dν/dt at T",
+                                    "spikes/s")),
+        "mu": _dims(_labelled(system, mu, "mean input μ at ν(T)", "mV")),
+        "sigma": _dims(_labelled(system, sigma, "input SD σ at ν(T)", "mV")),
+        "max_abs_change_last_step": xr.DataArray(change, dims=("draw",)).assign_attrs(
+            long_name="max |ν(T) − ν(T − dt)|", units="spikes/s"),
+        "converged": xr.DataArray(converged, dims=("draw",)).assign_attrs(
+            long_name=f"max |Φ(ν(T)) − ν(T)| <= {tol} spikes/s", units="1"),
+    })
+    ds = ds.assign_coords(time=("time", times, {"units": "ms", "long_name": "pseudo-time"}),
+                          exists=exists(), simulated=_simulated_coord(system))
+    ds = ds.transpose("draw", "area", "pop", "time", ...)
+    if ds.sizes["draw"] == 1:
+        ds = ds.isel(draw=0, drop=True)
+    ds.attrs = _jsonable({
+        **_common_attrs(p, nrn, system, rate_ext, replace),
+        "dt_ms": dt, "T_ms": T, "initial_rates": how, "first_step": first_step,
+        "integration": "exponential Euler of tau dnu/dt = -nu + Phi(nu), spec/dynamics.md B.4",
+        "tol": tol, "converged": bool(converged.all()),
+        "history": _history("integrate", p),
+    })
+    return ds
+
+
+def replace_neuron(nrn: _Neuron, **changes) -> _Neuron:
+    return replace(nrn, **changes)
+
+
+def _dims(da: xr.DataArray) -> xr.DataArray:
+    """(area, pop[, dim_0]) with a lead draw axis -> dims (area, pop, draw)."""
+    if "dim_0" in da.dims:
+        return da.rename(dim_0="draw")
+    return da.expand_dims("draw", axis=-1)
+
+
+# --- fixed points and stability ----------------------------------------------------
+
+def _solve(system: _System, nu0: np.ndarray, tol: float, held_shift: bool = False):
+    """Root of F(ν) = Φ(max(ν, 0)) − ν from ``nu0`` (SciPy hybr with the exact
+    Jacobian G − I).  Returns (ν*, max |F|, n_evaluations, message)."""
+    eye = np.eye(nu0.size)
+
+    def fun(nu):
+        pos = np.maximum(nu, 0.0)
+        phi, G = system.gain(pos)
+        G[:, nu < 0] = 0.0
+        return phi - nu, G - eye
+
+    best = None
+    # Bounded effort: MINPACK's default budgets (100 (n+1) evaluations) take minutes here.
+    for method, options in (("hybr", {"xtol": 1e-13, "maxfev": 300}),
+                            ("lm", {"xtol": 1e-13, "ftol": 1e-15, "maxiter": 100})):
+        sol = optimize.root(fun, nu0, jac=True, method=method, options=options)
+        nu = np.maximum(sol.x, 0.0)
+        res = float(np.max(np.abs(system.phi(nu) - nu)))
+        if best is None or res < best[1]:
+            best = (nu, res, int(sol.nfev), f"{method}: {sol.message}")
+        if res <= tol:
+            break
+    return best
+
+
+def _eigen(G: np.ndarray):
+    lam = np.linalg.eigvals(G)
+    k = int(np.argmax(lam.real))
+    return lam[k]
+
+
+def _fixed_point_ds(system, nu: np.ndarray, res_max: np.ndarray, nfev, how, tol,
+                    with_gain: bool, held_shift: bool) -> xr.Dataset:
+    """Dataset of one or several (draw, n) fixed points; ``system`` is one _System
+    or a list with one per row (a sweep)."""
+    systems = system if isinstance(system, list) else [system] * nu.shape[0]
+    system = systems[0]
+    phis, gains, lead, mu, sigma = [], [], [], [], []
+    for k in range(nu.shape[0]):
+        phi, G = systems[k].gain(nu[k], held_shift=held_shift)
+        m, s = systems[k].mu_sigma(nu[k])
+        phis.append(phi)
+        gains.append(G)
+        lead.append(_eigen(G))
+        mu.append(m)
+        sigma.append(s)
+    phis, lead, mu, sigma = np.array(phis), np.array(lead), np.array(mu), np.array(sigma)
+    converged = res_max <= tol
+    data = {
+        "rate": _dims(_labelled(system, nu, "fixed-point rate", "spikes/s", True)),
+        "residual": _dims(_labelled(system, phis - nu, "Φ(ν*) − ν*", "spikes/s")),
+        "mu": _dims(_labelled(system, mu, "mean input μ at the fixed point", "mV")),
+        "sigma": _dims(_labelled(system, sigma, "input SD σ at the fixed point", "mV")),
+        "converged": xr.DataArray(converged, dims=("draw",)).assign_attrs(
+            long_name=f"max |Φ(ν*) − ν*| <= {tol} spikes/s", units="1"),
+        "eigenvalue_max_real": xr.DataArray(lead.real, dims=("draw",)).assign_attrs(
+            long_name="largest real part of the eigenvalues of the gain matrix G", units="1"),
+        "eigenvalue_max_imag": xr.DataArray(lead.imag, dims=("draw",)).assign_attrs(
+            long_name="imaginary part of that eigenvalue", units="1"),
+        "lambda_max": xr.DataArray(np.sqrt(np.where(lead.real >= 0, lead.real, np.nan)),
+                                   dims=("draw",)).assign_attrs(
+            long_name="sqrt(max Re λ(G)), upstream's lambda_max (spec B.6, G.16); NaN if negative",
+            units="1"),
+        "stable": xr.DataArray(lead.real < 1.0, dims=("draw",)).assign_attrs(
+            long_name="fixed point is linearly stable under tau dnu/dt = -nu + Phi(nu) "
+                      "(max Re λ(G) < 1)", units="1"),
+        "n_evaluations": xr.DataArray(np.asarray(nfev, dtype=np.int64), dims=("draw",)).assign_attrs(
+            long_name="evaluations of Φ and its Jacobian by the root finder", units="1"),
+    }
+    if with_gain:
+        full = np.full((nu.shape[0], N_POPULATIONS, N_POPULATIONS), np.nan)
+        for k, G in enumerate(gains):
+            full[k][np.ix_(system.dyn, system.dyn)] = G
+        gain = xr.concat([from_flat_matrix(g) for g in full], dim="draw")
+        data["gain"] = gain.transpose("area", "pop", "source_area", "source_pop", "draw").assign_attrs(
+            long_name="gain matrix G_ij = dPhi_i/dnu_j = tau_m (S_i K_ij J_ij + T_i K_ij J_ij^2)",
+            units="1")
+    ds = xr.Dataset(data).assign_coords(exists=exists(), simulated=_simulated_coord(system))
+    if ds.sizes["draw"] == 1:
+        ds = ds.isel(draw=0, drop=True)
+    return ds
+
+
+def fixed_point(structure: xr.Dataset, params=None, *, initial=None, tol: float = 1e-9,
+                rate_ext: float | None = None, areas_simulated: Sequence[str] | None = None,
+                replace: str | None = None, replacement_rates=None, cutoff: bool = True,
+                held_shift: bool = False, with_gain: bool = True, warn: bool = True,
+                **integrate_kwargs) -> xr.Dataset:
+    """Fixed point ν* = Φ(ν*) by root finding, with its stability (spec §B.4, §B.6).
+
+    SciPy's ``root`` (MINPACK hybrid method, Levenberg-Marquardt as fallback)
+    with the exact Jacobian G − I, started from ``initial``: by default the
+    end of :func:`integrate` with the same settings (every draw gives its own
+    fixed point).  The residual max |Φ(ν*) − ν*| is checked against ``tol``.
+
+    Parameters
+    ----------
+    structure : xr.Dataset
+        Structure Dataset.
+    params : mam_xr.params.Params, optional
+        As in :func:`integrate`.
+    initial : Dataset, DataArray or array, optional
+        A Dataset from :func:`integrate` (its ``rate``), rates (area, pop
+        [, draw]) or a 254-vector (spikes/s).  Default: integrate first.
+    tol : float, default: 1e-9
+        Converged if max |Φ(ν*) − ν*| <= tol (spikes/s).
+    held_shift : bool, default: False
+        Derivative in σ with the colored-noise shift held fixed, as upstream
+        (see :func:`transfer_derivatives`).
+    with_gain : bool, default: True
+        Include the full gain matrix.
+    **integrate_kwargs
+        Passed to :func:`integrate` when ``initial`` is None (dt, T,
+        initial_rates, n_draws, seed, rate_max, first_step).
+
+    Returns
+    -------
+    xr.Dataset
+        ``rate``, ``residual`` (spikes/s), ``mu``, ``sigma`` (mV) on (area,
+        pop[, draw]); ``gain`` (area, pop, source_area, source_pop[, draw]),
+        G_ij = ∂Φ_i/∂ν_j; ``eigenvalue_max_real``, ``eigenvalue_max_imag``
+        (the eigenvalue of G with the largest real part), ``lambda_max``
+        (upstream's √max Re λ), ``stable`` (max Re λ < 1), ``converged``,
+        ``n_evaluations``.
+
+    Notes
+    -----
+    G_ij = τ_m (S_i K_ij J_ij + T_i K_ij J_ij²) with S = ∂Φ/∂μ and
+    T = ∂Φ/∂σ², computed analytically (upstream: forward differences with
+    ε = 0.01 mV).  The Jacobian of the pseudo-dynamics is (G − I)/τ, so the
+    fixed point is stable iff every eigenvalue of G has real part < 1.
+    """
+    if not tol > 0:
+        raise ParameterError(invalid("tol", tol, "a tolerance > 0 spikes/s"))
+    p, areas, replace, repl = _settings(params, areas_simulated, replace, replacement_rates)
+    nrn = replace_neuron(_neuron(p), cutoff=cutoff)
+    rate_ext = p.network.input.rate_ext if rate_ext is None else float(rate_ext)
+    system = _system(structure, p, neuron=nrn, rate_ext=rate_ext, areas_simulated=areas,
+                     replace=replace, replacement=repl)
+    how = "given rates"
+    if initial is None:
+        initial = integrate(structure, p, rate_ext=rate_ext, areas_simulated=areas, replace=replace,
+                            replacement_rates=repl, cutoff=cutoff, warn=False, **integrate_kwargs)
+        how = f"integrate (T={initial.attrs['T_ms']} ms, initial rates {initial.attrs['initial_rates']})"
+    elif integrate_kwargs:
+        raise ParameterError(invalid("integrate_kwargs", sorted(integrate_kwargs),
+                                     "no integration options when initial rates are given"))
+    if isinstance(initial, xr.Dataset):
+        initial = initial["rate"]
+    nu0, _ = _initial(system, p, initial, None, None, None)
+    results = [_solve(system, x0, tol, held_shift) for x0 in nu0]
+    nu = np.array([r[0] for r in results])
+    res = np.array([r[1] for r in results])
+    if warn and not (res <= tol).all():
+        warnings.warn(f"fixed-point search did not converge: max |Φ(ν)−ν| = {res.max():.3g} spikes/s "
+                      f"> tol={tol} ({results[int(np.argmax(res))][3]})", ConvergenceWarning,
+                      stacklevel=2)
+    ds = _fixed_point_ds(system, nu, res, [r[2] for r in results], how, tol, with_gain, held_shift)
+    ds.attrs = _jsonable({
+        **_common_attrs(p, nrn, system, rate_ext, replace),
+        "solver": "scipy.optimize.root (hybr, then lm) on Phi(nu) - nu with the exact Jacobian",
+        "started_from": how, "tol": tol, "held_shift": held_shift,
+        "converged": bool((res <= tol).all()),
+        "history": _history("fixed_point", p),
+    })
+    return ds
+
+
+def gain_matrix(structure: xr.Dataset, rates, params=None, *, held_shift: bool = False,
+                rate_ext: float | None = None, areas_simulated: Sequence[str] | None = None,
+                replace: str | None = None, replacement_rates=None) -> xr.DataArray:
+    """Gain matrix G_ij = ∂Φ_i/∂ν_j at given rates (spec/dynamics.md §B.6).
+
+    Returns
+    -------
+    xr.DataArray
+        (area, pop, source_area, source_pop), dimensionless; NaN outside the
+        simulated populations.
+    """
+    p, areas, replace, repl = _settings(params, areas_simulated, replace, replacement_rates)
+    system = _system(structure, p, rate_ext=rate_ext, areas_simulated=areas, replace=replace,
+                     replacement=repl)
+    nu = _rates_vector(rates, "rates")[system.dyn]
+    _, G = system.gain(nu, held_shift=held_shift)
+    full = np.full((N_POPULATIONS, N_POPULATIONS), np.nan)
+    full[np.ix_(system.dyn, system.dyn)] = G
+    return from_flat_matrix(full, name="gain").assign_attrs(
+        long_name="gain matrix dPhi_i/dnu_j", units="1")
+
+
+# --- fast structural changes ---------------------------------------------------------
+
+def _fullscale_rates_vector(p, fullscale_rates):
+    source = fullscale_rates if fullscale_rates is not None else p.network.fullscale_rates
+    if source is None:
+        return None
+    if isinstance(source, str) and source == "upstream":
+        from .data import fetch
+
+        source = fetch("fullscale_rates.json")
+    return _rates_vector(source, "fullscale_rates")
+
+
+def _with_internal_change(structure: xr.Dataset, factor: xr.DataArray | None, p, *,
+                          K_scaling: float | None, fullscale_rates, rate_ext_old: float | None = None,
+                          rate_ext_new: float | None = None) -> xr.Dataset:
+    """Structure with weight_mean, weight_sd and J multiplied by ``factor`` (dims
+    area, pop, source_area, source_pop) and the down-scaling DC drive updated.
+
+    The DC drive of a down-scaled structure (construction.md §9) is linear in the
+    full-scale input x = 1e-3 τ_m Σ_j J_full K_full ν_full (+ external), and
+    J_full K_full = J K / √κ in terms of the scaled matrices, so a change ΔJ
+    (or Δrate_ext) changes it by (C_m/τ_m)(1 − √κ)/√κ · 1e-3 τ_m Σ_j ΔJ_ij K_ij ν_j.
+    """
+    out = structure.copy()
+    dJ = None
+    if factor is not None:
+        for name in ("weight_mean", "weight_sd", "J"):
+            if name in out:
+                out[name] = (structure[name] * factor).assign_attrs(structure[name].attrs)
+        dJ = (out["J"] - structure["J"]).fillna(0.0)
+    dc = structure["dc_drive"].fillna(0.0)
+    if bool((dc != 0).any()):
+        kappa = p.network.scale if K_scaling is None else float(K_scaling)
+        nu_full = _fullscale_rates_vector(p, fullscale_rates)
+        if kappa == 1.0 or nu_full is None:
+            raise ParameterError(invalid(
+                "K_scaling", kappa, "the structure's down-scaling factor (< 1) and its fullscale_rates "
+                "(the structure has a DC drive, which changes with the couplings)"))
+        nrn = _neuron(p)
+        scale = nrn.C_m / nrn.tau_m * (1.0 - math.sqrt(kappa)) / math.sqrt(kappa) * 1e-3 * nrn.tau_m
+        delta = xr.zeros_like(dc)
+        if dJ is not None:
+            nu = from_flat_vector(nu_full).rename(area="source_area", pop="source_pop").fillna(0.0)
+            delta = delta + (dJ * structure["indegree"].fillna(0.0) * nu).sum(("source_area", "source_pop"))
+        if rate_ext_new is not None and rate_ext_new != rate_ext_old:
+            delta = delta + (structure["external_J"] * structure["external_indegree"]).fillna(0.0) \
+                * (rate_ext_new - rate_ext_old)
+        out["dc_drive"] = (structure["dc_drive"] + scale * delta).assign_attrs(structure["dc_drive"].attrs)
+    return out
+
+
+def rescale_cc(structure: xr.Dataset, *, chi: float, chi_I: float, chi_old: float, chi_I_old: float,
+               params=None, K_scaling: float | None = None, fullscale_rates=None) -> xr.Dataset:
+    """The structure at other cortico-cortical weight factors, without rebuilding it.
+
+    Fast path of χ / χ_I sweeps: CC couplings (source area ≠ target area) are
+    proportional to χ, and to χ·χ_I onto inhibitory targets (construction.md
+    §4.5, §14), so ``weight_mean``, ``weight_sd`` and ``J`` of CC pairs are
+    multiplied by χ/χ_old, and by (χ χ_I)/(χ_old χ_I_old) for inhibitory
+    targets; intra-area and external entries are unchanged.  Indegrees do not
+    depend on χ.  For a down-scaled structure (non-zero ``dc_drive``) the DC
+    drive is updated as a rebuild would (construction.md §9); this needs the
+    scaling factor and the full-scale rates (default: from ``params``).
+
+    Parameters
+    ----------
+    structure : xr.Dataset
+        Structure built with ``chi_old`` and ``chi_I_old``.
+    chi, chi_I : float
+        New factors (> 0).
+    chi_old, chi_I_old : float
+        Factors the structure was built with.
+    params : Params, optional
+        Neuron parameters and, for down-scaled structures, ``network.scale``
+        and ``network.fullscale_rates``.
+
+    Returns
+    -------
+    xr.Dataset
+        A new structure Dataset; attrs gain ``chi`` and ``chi_I``.
+    """
+    for name, value in (("chi", chi), ("chi_I", chi_I), ("chi_old", chi_old), ("chi_I_old", chi_I_old)):
+        if not (isinstance(value, (int, float)) and value > 0):
+            raise ParameterError(invalid(name, value, "a factor > 0"))
+    p = _params(params)
+    cc = xr.DataArray(~np.eye(len(AREAS), dtype=bool), dims=("area", "source_area"),
+                      coords={"area": list(AREAS), "source_area": list(AREAS)})
+    inh = xr.DataArray(~is_excitatory(POPS), dims=("pop",), coords={"pop": list(POPS)})
+    factor = xr.where(cc, xr.where(inh, (chi * chi_I) / (chi_old * chi_I_old), chi / chi_old), 1.0)
+    out = _with_internal_change(structure, factor, p, K_scaling=K_scaling, fullscale_rates=fullscale_rates)
+    out.attrs = {**structure.attrs, "chi": float(chi), "chi_I": float(chi_I)}
+    return out
+
+
+# --- sweeps --------------------------------------------------------------------------
+
+_FAST = ("chi", "chi_I", "rate_ext", "g")
+
+
+_FLAT_CC = _POP_AREA[:, None] != _POP_AREA[None, :]
+_FLAT_INH = ~is_excitatory([label.split("-")[1] for label in population_labels()])
+
+
+def _dc_scale(p, K_scaling, fullscale_rates):
+    """(C_m/τ_m)(1 − √κ)/√κ · 1e-3 τ_m and ν_full: DC drive per unit of scaled input."""
+    kappa = p.network.scale if K_scaling is None else float(K_scaling)
+    nu_full = _fullscale_rates_vector(p, fullscale_rates)
+    if kappa == 1.0 or nu_full is None:
+        raise ParameterError(invalid(
+            "K_scaling", kappa, "the structure's down-scaling factor (< 1) and its fullscale_rates "
+            "(the structure has a DC drive, which changes with the couplings)"))
+    nrn = _neuron(p)
+    return nrn.C_m / nrn.tau_m * (1.0 - math.sqrt(kappa)) / math.sqrt(kappa) * 1e-3 * nrn.tau_m, nu_full
+
+
+def _model_at(model: dict, param: str, value: float, p, current: dict, K_scaling, fullscale_rates):
+    """Fast path on flat arrays: (model, params) at one sweep point.
+
+    Same maths as :func:`rescale_cc` / :func:`_with_internal_change`.
+    """
+    conn = p.network.connection
+    q = p.update({param: value})
+    factor = None
+    rate_ext_new = None
+    if param in ("chi", "chi_I"):
+        chi = value if param == "chi" else current.get("chi", conn.chi)
+        chi_I = value if param == "chi_I" else current.get("chi_I", conn.chi_I)
+        q = q.update({"chi": chi, "chi_I": chi_I})
+        factor = np.where(_FLAT_CC, np.where(_FLAT_INH[:, None], (chi * chi_I) / (conn.chi * conn.chi_I),
+                                             chi / conn.chi), 1.0)
+    elif param == "g":
+        factor = np.where(_FLAT_INH[None, :], value / conn.g, np.ones((N_POPULATIONS, 1)))
+    else:  # rate_ext
+        rate_ext_new = float(value)
+    K, J, dc = model["K"], model["J"].copy(), model["dc"]
+    if factor is not None:
+        J[:, :-1] *= factor
+    if np.any(dc != 0):
+        scale, nu_full = _dc_scale(p, K_scaling, fullscale_rates)
+        delta = ((J[:, :-1] - model["J"][:, :-1]) * K[:, :-1]) @ nu_full
+        if rate_ext_new is not None:
+            delta = delta + J[:, -1] * K[:, -1] * (rate_ext_new - p.network.input.rate_ext)
+        dc = dc + scale * delta
+    return {"K": K, "J": J, "dc": dc}, q
+
+
+def sweep(structure: xr.Dataset, param: str, values: Sequence[float], params=None, *,
+          build: Callable[[float], xr.Dataset] | None = None, fast: bool = True,
+          chi: float | None = None, chi_I: float | None = None, tol: float = 1e-9,
+          K_scaling: float | None = None, fullscale_rates=None, with_gain: bool = False,
+          warn: bool = True) -> xr.Dataset:
+    """Fixed points along a structural or input parameter, by continuation.
+
+    The first point starts from :func:`integrate` (params' initial rates);
+    every further point starts the root finder from the previous fixed point.
+    Where that fails (the branch ended), the point is integrated from the
+    previous fixed point for ``params.theory.T`` ms and the root finder is
+    restarted from there (``restarted`` is True).
+
+    Structures along the sweep come from, in this order: ``build(value)`` if
+    given; ``mam_xr.structure.build(params.update({param: value}))`` if
+    ``fast=False``; otherwise the fast path on ``structure`` (built with
+    ``params``): ``chi`` / ``chi_I`` rescale the CC couplings
+    (:func:`rescale_cc`), ``g`` rescales the couplings of inhibitory sources,
+    ``rate_ext`` only changes the drive; down-scaled structures get their DC
+    drive updated as a rebuild would (construction.md §9).
+
+    Parameters
+    ----------
+    structure : xr.Dataset
+        Structure built with ``params``.
+    param : str
+        Parameter name (a Params shorthand, e.g. ``"chi"``, ``"rate_ext"``);
+        becomes the sweep dim.
+    values : sequence of float
+        Parameter values, in sweep order.
+    params : Params, optional
+        Parameters of ``structure`` (default ``Params()``, i.e. χ = 1.9, χ_I = 2).
+    chi, chi_I : float, optional
+        Hold the other CC factor at this value during a ``chi`` (``chi_I``)
+        sweep; default: the value in ``params``.
+    tol : float, default: 1e-9
+        Residual tolerance of each fixed point (spikes/s).
+    with_gain : bool, default: False
+        Also return the gain matrix at every point.
+
+    Returns
+    -------
+    xr.Dataset
+        Dim ``param`` (coordinate = values): ``rate``, ``residual``, ``mu``,
+        ``sigma`` (param, area, pop), ``converged``, ``stable``,
+        ``eigenvalue_max_real``, ``eigenvalue_max_imag``, ``lambda_max``,
+        ``n_evaluations``, ``restarted`` (param).
+    """
+    if not isinstance(param, str) or not param:
+        raise ParameterError(invalid("param", param, "a parameter name, e.g. 'chi'"))
+    values = [float(v) for v in np.atleast_1d(values)]
+    if not values:
+        raise ParameterError(invalid("values", values, "at least one parameter value"))
+    if build is None and fast and param not in _FAST:
+        raise ParameterError(invalid(
+            "param", param, f"one of {', '.join(_FAST)} for the fast path, or fast=False / build="))
+    p = _params(params)
+    areas = p.simulation.areas_simulated
+    replace = p.simulation.replace_non_simulated_areas
+    repl = replacement_rates(p) if len(areas) < len(AREAS) and replace == "het_poisson_stat" else None
+    current = {k: v for k, v in (("chi", chi), ("chi_I", chi_I)) if v is not None}
+    base = _flat_model(structure) if build is None and fast else None
+    builder = None
+    if build is None and not fast:
+        try:
+            from . import structure as structure_module
+            builder = structure_module.build
+        except (ImportError, AttributeError):
+            raise ParameterError(invalid(
+                "fast", False, "True (mam_xr.structure.build is not available yet) or a build "
+                "callable")) from None
+    systems, found, residuals, evaluations, prev, restarted = [], [], [], [], None, []
+    for value in values:
+        if base is not None:
+            model, q = _model_at(base, param, value, p, current, K_scaling, fullscale_rates)
+        else:
+            q = p.update({param: value})
+            s = build(value) if build is not None else builder(q)
+            if not isinstance(s, xr.Dataset):
+                raise ParameterError(invalid("build", build, "a callable value -> structure Dataset"))
+            model = _flat_model(s)
+        system = _assemble(model, q, areas_simulated=areas, replace=replace, replacement=repl)
+        again = False
+        if prev is None:
+            traj = _run(system, _initial(system, q, None, 1, None, None)[0],
+                        q.theory.dt, int(round(q.theory.T / q.theory.dt)), True, record=False)
+            start = traj[1][0]
+        else:
+            start = prev
+        nu, res, nfev, _ = _solve(system, start, tol)
+        if res > tol and prev is not None:
+            again = True
+            _, end, _ = _run(system, prev[None], q.theory.dt, int(round(q.theory.T / q.theory.dt)),
+                             True, record=False)
+            nu2, res2, nfev2, _ = _solve(system, end[0], tol)
+            nfev += nfev2
+            if res2 < res:
+                nu, res = nu2, res2
+        prev = nu
+        restarted.append(again)
+        systems.append(system)
+        found.append(nu)
+        residuals.append(res)
+        evaluations.append(nfev)
+    ds = _fixed_point_ds(systems, np.array(found), np.array(residuals), evaluations, "", tol,
+                         with_gain, False)
+    if len(values) == 1:
+        ds = ds.expand_dims("draw")
+    ds = ds.rename(draw=param).transpose(param, "area", "pop", ...)
+    ds = ds.assign_coords({param: (param, values, {"long_name": f"swept parameter {param}"})})
+    ds["restarted"] = xr.DataArray(np.array(restarted), dims=(param,)).assign_attrs(
+        long_name="continuation failed; integrated from the previous fixed point and restarted",
+        units="1")
+    if warn and not bool(ds.converged.all()):
+        bad = [v for v, ok in zip(values, ds.converged.values) if not ok]
+        warnings.warn(f"no fixed point within tol={tol} spikes/s at {param} = {bad}",
+                      ConvergenceWarning, stacklevel=2)
+    nrn = _neuron(p)
+    ds.attrs = _jsonable({
+        **_common_attrs(p, nrn, system, p.network.input.rate_ext, replace),
+        "sweep_param": param, "structures": "build callable" if build is not None else
+        ("mam_xr.structure.build" if not fast else "fast path on the given structure"),
+        "chi": current.get("chi"), "chi_I": current.get("chi_I"),
+        "solver": "continuation; scipy.optimize.root (hybr, then lm) with the exact Jacobian",
+        "tol": tol, "history": _history("sweep", p),
+    })
+    return ds
