@@ -322,6 +322,11 @@ class SweepSpec(_Model):
         return json.dumps(self.model_dump(mode="json"), sort_keys=True, indent=1)
 
     @classmethod
+    def from_dict(cls, values: dict) -> "SweepSpec":
+        """A validated spec from a dict; errors raise :class:`ParameterError` naming the field."""
+        return _validate_spec(values)
+
+    @classmethod
     def from_json(cls, text: str) -> "SweepSpec":
         return _validate_spec(json.loads(text))
 
@@ -493,13 +498,13 @@ def _prefixed(ds: xr.Dataset, prefix: str) -> xr.Dataset:
     ``rate_distribution``; several have a ``time`` dim of their own), so in the
     one flat result Dataset every non-shared dim becomes ``<prefix>_<dim>``.
     """
+    if "exists" in ds.data_vars:
+        ds = ds.set_coords("exists")
     names = {}
     for v in ds.data_vars:
         names[v] = v if str(v).startswith(prefix) else f"{prefix}_{v}"
     dims = {d: f"{prefix}_{d}" for d in ds.dims if d not in _SHARED_DIMS}
-    coords = {c: f"{prefix}_{c}" for c in ds.coords if c not in ds.dims and c not in ("exists",)
-              and c not in names}
-    out = ds.rename_vars({**names, **{c: n for c, n in coords.items()}})
+    out = ds.rename_vars(names)
     for d, n in dims.items():
         out = out.rename({d: n}) if d in out.coords else out.rename_dims({d: n})
     return out
@@ -579,7 +584,7 @@ def run_point(point_dir) -> dict:
             from .simulation import simulate
 
             t0 = time.perf_counter()
-            run = simulate(params, store=point_dir / "run.zarr", overwrite=True)
+            run = simulate(params, store=point_dir / "run.zarr", overwrite=True, progress=False)
             timings["simulate"] = time.perf_counter() - t0
             if "analyse" in steps:
                 t0 = time.perf_counter()
@@ -662,10 +667,13 @@ def _execute(point_dir: str, threads: int, subprocess_: bool = True) -> dict:
     # NEST uses its own threads; keep BLAS/OpenMP of numpy from adding more.
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = str(threads)
+    for var in ("MAM_XR_DATA_DIR", "MAM_XR_CACHE_DIR"):  # relative paths mean the caller's cwd
+        if env.get(var):
+            env[var] = os.path.abspath(env[var])
     code = "import sys; from mam_xr.sweep import _point_main; sys.exit(_point_main(sys.argv[1]))"
     with open(point_dir_p / "log.txt", "ab") as log:
         proc = subprocess.run([sys.executable, "-c", code, str(point_dir_p)], stdout=log,
-                              stderr=subprocess.STDOUT, env=env, cwd=str(point_dir_p))
+                              stderr=subprocess.STDOUT, env=env)
     info = _read_json(point_dir_p / "point.json") or {}
     if proc.returncode != 0 and info.get("status") != "failed":
         tail = (point_dir_p / "log.txt").read_text(errors="replace").strip().splitlines()[-5:]
@@ -763,16 +771,7 @@ def _start_cluster(kind, *, n_workers: int, threads: int, memory: float | None,
             cluster.close()
 
         return _Cluster(client, n_workers, close)
-    if kind == "mpi":
-        try:
-            import dask_mpi
-        except ImportError as exc:
-            raise ParameterError(invalid("cluster", kind, "dask-mpi and mpi4py to be installed "
-                                         "(pip install dask-mpi mpi4py; needs an MPI library)")) from exc
-        # rank 0: scheduler, rank 1: this code, ranks >= 2: one single-threaded worker each
-        kw = dict(nthreads=1, dashboard=False)
-        kw.update(options)
-        dask_mpi.initialize(**kw)
+    if kind == "mpi":  # dask_mpi.initialize() ran at the start of run_sweep
         client = Client()
         client.wait_for_workers(1, timeout=300)
         n = len(client.scheduler_info()["workers"])
@@ -807,6 +806,22 @@ def _lock(directory: Path):
     finally:
         fcntl.flock(f, fcntl.LOCK_UN)
         f.close()
+
+
+def _mpi_initialize(options: dict) -> None:
+    """Turn this MPI job into a Dask cluster; only rank 1 returns (it drives the sweep).
+
+    Rank 0 runs the scheduler, ranks >= 2 one single-threaded worker each; they
+    exit when rank 1 is done.
+    """
+    try:
+        import dask_mpi
+    except ImportError as exc:
+        raise ParameterError(invalid("cluster", "mpi", "dask-mpi and mpi4py to be installed "
+                                     "(pip install dask-mpi mpi4py; needs an MPI library)")) from exc
+    kw = dict(nthreads=1, dashboard=False)
+    kw.update(options)
+    dask_mpi.initialize(**kw)
 
 
 def _resolve_threads(directory: Path, cluster, n_workers, threads, n_points) -> int:
@@ -944,6 +959,10 @@ def run_sweep(spec, directory, *, cluster="auto", n_workers: int | None = None,
     StoreError
         Another process is running a sweep in ``directory``.
     """
+    if cluster == "mpi":
+        # Before anything else: every rank runs this, only rank 1 comes back.
+        _mpi_initialize(dict(cluster_options or {}))
+        cluster_options = {}
     if isinstance(spec, (str, Path)):
         spec = load_spec(spec)
     spec = _validate_spec(spec)
@@ -1074,12 +1093,18 @@ def _run_points(spec, directory, todo, states, cluster, n_workers, threads, opti
             states[label] = {"status": "pending", "attempts": attempts}
         pending = set(futures)
         while pending:
-            finished, pending = wait(pending, timeout=2.0, return_when="FIRST_COMPLETED")
-            running = _count_running(c.client, {f.key for f in pending})
+            try:
+                finished, pending = wait(pending, timeout=2.0, return_when="FIRST_COMPLETED")
+            except TimeoutError:  # nothing finished in 2 s: refresh the progress bar
+                finished = set()
+            running = 0
             for label in (futures[f] for f in pending):
+                # The point's own process says when it starts (queued tasks do not count).
                 st = _read_json(prepared[label][0] / "point.json") or {}
-                if st.get("status") == "running" and states[label].get("status") != "running":
-                    states[label] = {**states[label], "status": "running", "started": st.get("started")}
+                if st.get("status") == "running":
+                    running += 1
+                    if states[label].get("status") != "running":
+                        states[label] = {**states[label], "status": "running", "started": st.get("started")}
             for fut in finished:
                 label = futures[fut]
                 try:
@@ -1093,14 +1118,6 @@ def _run_points(spec, directory, todo, states, cluster, n_workers, threads, opti
                 write_manifest()
     finally:
         c.close()
-
-
-def _count_running(client, keys: set) -> int:
-    try:
-        processing = client.processing()
-    except Exception:  # noqa: BLE001
-        return 0
-    return sum(1 for ks in processing.values() for k in ks if k in keys)
 
 
 # --------------------------------------------------------------------------------------
@@ -1196,6 +1213,9 @@ def combine(directory, *, write: bool = True) -> xr.Dataset:
     for e in entries:
         complete[tuple(e["index"])] = e["status"] == "complete"
     combined = combined.transpose(*dims, ...)
+    # One chunk per point along the sweep dims, whole along the others (Zarr needs
+    # uniform chunks; statistics such as rate_distribution differ in length per point).
+    combined = combined.chunk({d: (1 if d in dims else -1) for d in combined.dims})
     combined["point_complete"] = (dims, complete, {"long_name": "the point has results", "units": "1"})
     for dim in dims:
         combined[dim].attrs.update(long_name=f"swept parameter {dim}")

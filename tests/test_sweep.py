@@ -1,0 +1,309 @@
+"""Tests of mam_xr.sweep: spec validation, planning, failures, resume after a kill, combination.
+
+The acceptance test runs a real 3-point χ sweep (NEST at scale 0.001, areas V1
+and V2 with het_poisson_stat replacement, 200 ms, then the full analysis) once,
+is killed after its first point, resumed on a 2-worker LocalCluster, and its
+combined Dataset is compared with each point run alone through
+``simulate`` + ``analyze`` + ``theory.integrate``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from mam_xr.errors import ParameterError, StoreError
+from mam_xr.params import Params
+from mam_xr.sweep import (Case, Coupling, SweepSpec, combine, load_spec, open_sweep, plan, run_sweep,
+                          sweep_status)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY = {"scale": 0.001, "t_sim": 200.0, "areas_simulated": ["V1", "V2"], "threads": 1}
+TINY_ANALYSIS = {"t_min_ms": 50.0}
+CHIS = [1.0, 1.5, 2.0]
+
+
+# --------------------------------------------------------------------------------------
+# Specification and plan (no simulation)
+# --------------------------------------------------------------------------------------
+
+def test_chi_spec_plans_paper_coupling():
+    spec = SweepSpec.chi(CHIS)
+    points = plan(spec)
+    assert spec.dims == ("chi",)
+    assert [p.coords for p in points] == [{"chi": c} for c in CHIS]
+    assert [p.params.network.connection.chi_I for p in points] == [1.0, 2.0, 2.0]
+    # each point's parameters are the preset with the values applied
+    expected = Params.tutorial(chi=1.5, chi_I=2.0)
+    assert points[1].label == expected.label()
+
+
+def test_grid_and_zip_shapes():
+    grid = SweepSpec.from_dict({"parameters": {"chi": [1.0, 2.0], "g": [-11.0, -12.0, -13.0]}})
+    assert grid.dims == ("chi", "g") and grid.shape == (2, 3)
+    assert [p.index for p in plan(grid)][:4] == [(0, 0), (0, 1), (0, 2), (1, 0)]
+    zipped = SweepSpec.from_dict({"parameters": {"chi": [1.0, 2.0], "chi_I": [1.0, 2.0]},
+                                       "mode": "zip"})
+    assert zipped.dims == ("chi",) and zipped.shape == (2,)
+    assert [p.values for p in plan(zipped)] == [{"chi": 1.0, "chi_I": 1.0}, {"chi": 2.0, "chi_I": 2.0}]
+
+
+def test_dotted_names_and_operator_cases():
+    spec = SweepSpec.from_dict({
+        "parameters": {"network.connection.chi": [1.0, 1.8, 2.5]},
+        "coupled": [{"parameter": "chi_I", "cases": [{"when": {"chi": {"gt": 2.0}}, "value": 3.0},
+                                                     {"when": {"chi": {"ge": 1.5}}, "value": 2.0},
+                                                     {"value": 1.0}]}],
+        "base": {"preset": "default"}})
+    assert spec.dims == ("chi",)
+    assert [p.params.network.connection.chi_I for p in plan(spec)] == [1.0, 2.0, 3.0]
+
+
+@pytest.mark.parametrize("values, match", [
+    ({"parameters": {"chii": [1.0]}}, r"parameter='chii' is invalid: expected a known parameter.*did you mean chi"),
+    ({"parameters": {"network.connection.chii": [1.0]}}, r"parameter='network.connection.chii' is invalid"),
+    ({"parameters": {"chi": []}}, r"parameters.chi=\[\] is invalid: expected at least one value"),
+    ({"parameters": {"chi": [1.0, 1.0]}}, r"expected distinct values"),
+    ({"parameters": {"chi": [1.0, 2.0], "g": [-11.0]}, "mode": "zip"}, r"lists of equal length"),
+    ({"parameters": {"chi": [1.0]}, "run": "analyse"}, r"run='analyse' is invalid: expected 'simulate'"),
+    ({"parameters": {"chi": [1.0]}, "run": "simulate+plot"}, r"run='plot' is invalid"),
+    ({"parameters": {"chi": [1.0]}, "coupled": [{"parameter": "chi_I", "cases": [
+        {"when": {"g": -11.0}, "value": 1.0}]}]}, r"when='g' is invalid: expected a swept"),
+    ({"parameters": {"chi": [1.0]}, "coupled": [{"parameter": "chi", "cases": [{"value": 1.0}]}]},
+     r"coupled.parameter='chi' is invalid: expected a parameter that is not swept"),
+    ({"parameters": {"chi": [1.0]}, "engine": "nest"}, r"engine='nest' is invalid: expected no such parameter"),
+])
+def test_invalid_spec_raises_with_the_name(values, match):
+    with pytest.raises(ParameterError, match=match):
+        SweepSpec.from_dict(values)
+
+
+def test_invalid_point_is_reported_not_raised():
+    spec = SweepSpec.from_dict({"parameters": {"g": [-11.0, 5.0]}})
+    ok, bad = plan(spec)
+    assert ok.valid and ok.params.network.connection.g == -11.0
+    assert not bad.valid and bad.params is None
+    assert "network.connection.g=5.0 is invalid: expected a value less than or equal to -1" in bad.error
+    coupling = Coupling(parameter="chi_I", cases=(Case(when={"chi": 1.0}, value=1.0),))
+    unmatched = plan(SweepSpec(parameters={"chi": (1.0, 2.0)}, coupled=(coupling,)))[1]
+    assert "chi_I=None is invalid: expected a case of the coupling that holds" in unmatched.error
+
+
+def test_spec_round_trips_through_json_and_toml(tmp_path):
+    spec = SweepSpec.chi([1.0, 2.0], overrides={"scale": 0.001}, run="simulate+analyse",
+                         analysis_options={"t_min_ms": 50.0})
+    (tmp_path / "s.json").write_text(spec.to_json())
+    assert load_spec(tmp_path / "s.json") == spec
+    (tmp_path / "s.toml").write_text(
+        'name = "t"\nrun = "theory"\n[parameters]\nchi = [1.0, 2.0]\n'
+        '[[coupled]]\nparameter = "chi_I"\n[[coupled.cases]]\nwhen = {chi = 1.0}\nvalue = 1.0\n'
+        '[[coupled.cases]]\nvalue = 2.0\n[base]\npreset = "tutorial"\n')
+    toml = load_spec(tmp_path / "s.toml")
+    assert [p.params.network.connection.chi_I for p in plan(toml)] == [1.0, 2.0]
+    with pytest.raises(ParameterError, match=r"spec='.*missing.json' is invalid: expected an existing"):
+        load_spec(tmp_path / "missing.json")
+
+
+# --------------------------------------------------------------------------------------
+# Theory-only sweeps: in-process, fast; failing points fail alone
+# --------------------------------------------------------------------------------------
+
+THEORY_BASE = {"preset": "tutorial", "overrides": {"scale": 0.001, "areas_simulated": ["V1", "V2"],
+                                                    "theory": {"T": 20.0}}}
+
+
+def test_theory_sweep_failures_stay_with_their_point(tmp_path):
+    from mam_xr import theory
+    from mam_xr.structure import build
+
+    # g=5 is rejected by Params (before running); theory.T=20.05 passes Params but
+    # integrate() raises at run time (T not a multiple of dt): both fail alone.
+    spec = SweepSpec.from_dict({"name": "g-theory", "parameters": {"g": [-11.0, 5.0]},
+                                     "base": THEORY_BASE, "run": "theory"})
+    with pytest.warns(UserWarning, match=r"point \{'g': 5.0\} is invalid and is skipped: "
+                                         r"network.connection.g=5.0 is invalid"):
+        ds = run_sweep(spec, tmp_path / "g", progress=False)
+    p = plan(spec)[0].params
+    alone = theory.integrate(build(p), p, warn=False)
+    xr.testing.assert_allclose(ds["theory_rate"].sel(g=-11.0, drop=True).reset_coords(drop=True).compute(),
+                               alone["rate"].rename("theory_rate").reset_coords(drop=True), rtol=0, atol=0)
+    assert ds["theory_rate"].sel(g=5.0).isnull().all()
+    np.testing.assert_array_equal(ds["point_complete"].values, [True, False])
+    assert "network.connection.g=5.0 is invalid" in json.loads(ds.attrs["errors"])['{"g": 5.0}']
+
+    spec_t = SweepSpec.from_dict({"parameters": {"theory.T": [20.0, 20.05]}, "base": THEORY_BASE})
+    with pytest.warns(UserWarning, match=r"failed: ParameterError: T=20.05 is invalid: expected a multiple of dt"):
+        ds_t = run_sweep(spec_t, tmp_path / "T", progress=False)
+    np.testing.assert_array_equal(ds_t["point_complete"].values, [True, False])
+    status = sweep_status(tmp_path / "T")
+    assert [e["status"] for e in status["points"]] == ["complete", "failed"]
+    assert status["points"][1]["attempts"] == 1
+    # Re-running re-tries only the failed point (and it fails again, alone).
+    with pytest.warns(UserWarning, match="T=20.05 is invalid"):
+        run_sweep(spec_t, tmp_path / "T", progress=False)
+    again = sweep_status(tmp_path / "T")
+    assert [e["attempts"] for e in again["points"]] == [1, 2]
+    assert again["points"][0]["finished"] == status["points"][0]["finished"]
+
+
+def test_strict_and_lock(tmp_path):
+    spec = SweepSpec.from_dict({"parameters": {"g": [-11.0, 5.0]}, "base": THEORY_BASE})
+    with pytest.raises(ParameterError, match=r"point \{'g': 5.0\}: network.connection.g=5.0 is invalid"):
+        run_sweep(spec, tmp_path / "s", strict=True, progress=False)
+    from mam_xr.sweep import _lock
+
+    (tmp_path / "l").mkdir()
+    with _lock(tmp_path / "l"):
+        # A second driver on the same directory is refused (flock; released on exit or death).
+        code = ("import sys; from mam_xr.sweep import run_sweep, SweepSpec;"
+                "run_sweep(SweepSpec(parameters={'g': (-11.0,)}), sys.argv[1], progress=False)")
+        proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "l")], capture_output=True,
+                              text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "directory=" in proc.stderr and "no other process is running (locked by pid" in proc.stderr
+    with pytest.raises(ParameterError, match=r"cluster='kubernetes' is invalid"):
+        run_sweep(spec, tmp_path / "c", cluster="kubernetes")
+
+
+# --------------------------------------------------------------------------------------
+# Acceptance: 3-point χ sweep with NEST, killed after one point, resumed, compared
+# --------------------------------------------------------------------------------------
+
+def _tiny_spec() -> SweepSpec:
+    return SweepSpec.chi(CHIS, overrides=TINY, run="theory+simulate+analyse",
+                         analysis_options=TINY_ANALYSIS, theory_options={"T": 20.0}, name="chi-tiny")
+
+
+def _wait_for(predicate, timeout: float, what: str):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def _complete(directory: Path) -> int:
+    try:
+        return json.loads((directory / "manifest.json").read_text())["counts"]["complete"]
+    except (OSError, json.JSONDecodeError, KeyError):
+        return 0
+
+
+def _point_processes(directory: Path) -> list[int]:
+    """Pids of live processes whose command line names a point of ``directory``."""
+    out = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if "_point_main" in cmd and str(directory) in cmd:
+            out.append(int(pid))
+    return out
+
+
+@pytest.fixture(scope="module")
+def resumed_sweep(tmp_path_factory):
+    """Run the tiny sweep serially in a subprocess, kill it after its first point, resume."""
+    pytest.importorskip("nest")
+    directory = tmp_path_factory.mktemp("sweep") / "chi"
+    spec_path = directory.parent / "spec.json"
+    spec_path.write_text(_tiny_spec().to_json())
+    proc = subprocess.Popen([sys.executable, str(ROOT / "runners" / "local_sweep.py"), str(spec_path),
+                             str(directory), "--cluster", "serial", "--threads", "1", "--no-progress"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        _wait_for(lambda: _complete(directory) >= 1, 180, "the first point")
+        os.kill(proc.pid, signal.SIGKILL)  # the driver only: its point process must notice
+        proc.wait(timeout=30)
+        _wait_for(lambda: not _point_processes(directory), 20, "the orphaned point process to exit")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    before = sweep_status(directory)
+    t_resume = time.time()
+    ds = run_sweep(spec_path, directory, cluster="local", n_workers=2, progress=False)
+    after = sweep_status(directory)
+    return {"directory": directory, "before": before, "after": after, "ds": ds, "t_resume": t_resume}
+
+
+def test_killed_sweep_resumes_only_missing_points(resumed_sweep):
+    before, after = resumed_sweep["before"], resumed_sweep["after"]
+    done_before = [e["label"] for e in before["points"] if e["status"] == "complete"]
+    assert len(done_before) == 1
+    assert sorted(e["status"] for e in before["points"]) in (
+        ["complete", "pending", "running"], ["complete", "pending", "pending"])
+    by_label = {e["label"]: e for e in after["points"]}
+    assert [e["status"] for e in after["points"]] == ["complete"] * 3
+    first = by_label[done_before[0]]
+    # the complete point was not run again ...
+    assert first["attempts"] == 1 and first["finished"] < resumed_sweep["t_resume"]
+    # ... and the others were (the interrupted one for the second time)
+    for e in after["points"]:
+        if e["label"] != first["label"]:
+            assert e["started"] >= resumed_sweep["t_resume"]
+    for e in after["points"]:
+        run = resumed_sweep["directory"] / "points" / e["name"] / "run.zarr"
+        from mam_xr.store import open_run
+
+        assert open_run(run).status == "complete"
+    # a third run has nothing to do
+    t0 = time.time()
+    ds = run_sweep(resumed_sweep["directory"] / ".." / "spec.json", resumed_sweep["directory"],
+                   cluster="local", progress=False)
+    assert all(e["finished"] < t0 for e in sweep_status(resumed_sweep["directory"])["points"])
+    assert bool(ds["point_complete"].all())
+
+
+def test_combined_dataset_coordinates(resumed_sweep):
+    ds = resumed_sweep["ds"]
+    assert ds.attrs["name"] == "chi-tiny"
+    xr.testing.assert_equal(ds["chi"], xr.DataArray(CHIS, dims="chi", coords={"chi": CHIS}, name="chi")
+                            .assign_attrs(ds["chi"].attrs))
+    np.testing.assert_array_equal(ds["chi_I"].values, [1.0, 2.0, 2.0])
+    assert ds["chi_I"].dims == ("chi",)
+    assert ds["rates_rate"].dims == ("chi", "area", "pop")
+    assert ds["theory_rate"].dims == ("chi", "area", "pop")
+    assert isinstance(ds["rates_rate"].data, __import__("dask").array.Array)  # lazily loaded
+    assert (resumed_sweep["directory"] / "sweep.zarr").is_dir()
+    xr.testing.assert_identical(open_sweep(resumed_sweep["directory"])["rates_rate"].compute(),
+                                ds["rates_rate"].compute())
+
+
+@pytest.mark.parametrize("i", range(len(CHIS)))
+def test_points_equal_running_each_alone(resumed_sweep, tmp_path, i):
+    import mam_xr
+    from mam_xr import theory
+    from mam_xr.structure import build
+
+    chi = CHIS[i]
+    params = Params.tutorial(chi=chi, **TINY)  # chi_I follows the tutorial rule, as the sweep's coupling
+    sweep = resumed_sweep["ds"].sel(chi=chi, drop=True).drop_vars("chi_I")
+    entry = resumed_sweep["after"]["points"][i]
+    assert entry["label"] == params.label()
+    run = mam_xr.simulate(params, store=tmp_path / "alone.zarr", progress=False)
+    stats = mam_xr.analyze(run, **TINY_ANALYSIS)
+    th = theory.integrate(build(params), params, T=20.0, warn=False)
+    names = {"rates": ["rate", "n_spikes"], "irregularity": ["lvr", "cv_isi"], "synchrony": ["synchrony"],
+             "correlation": ["corrcoef"], "rate_distribution": ["mean", "sd"]}
+    expected = xr.Dataset({(v if v == stat else f"{stat}_{v}"): stats[stat][v].drop_vars("exists", errors="ignore")
+                           for stat, vs in names.items() for v in vs})
+    expected["theory_rate"] = th["rate"].drop_vars(["exists", "simulated"])
+    actual = sweep[list(expected.data_vars)].drop_vars([c for c in sweep.coords
+                                                        if c not in ("area", "pop")]).compute()
+    xr.testing.assert_allclose(actual.drop_attrs(), expected.drop_attrs(), rtol=0, atol=0)
+    # time series too: the binned rate of every population over time
+    ts = stats["rate_time_series"]["rate"].rename(time="rate_time_series_time")
+    np.testing.assert_array_equal(sweep["rate_time_series_rate"].values, ts.values)
