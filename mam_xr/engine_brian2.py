@@ -291,92 +291,48 @@ def nest_set_v0(conn: Connectivity, populations: dict) -> None:
 # Inputs from areas that are not simulated (dynamics.md §A.11)
 # --------------------------------------------------------------------------------------
 
-def _source_rates(params, n_ms: int | None):
-    """Replacement rates (spikes/s): (254,) stationary, or (254, n_ms) per ms.
+def replacement_inputs(structure, params, n_steps: int, dt: float):
+    """The input replacing the areas that are not simulated, as the NEST engine plans it.
 
-    ``replace_cc_input_source``: None -> the pinned full-scale rates; a JSON
-    path -> its rates; a mam_xr run store -> its population rates (mean over
-    the run, or per 1 ms bin when ``n_ms`` is given).
+    The rates, indegrees, weights and delays come from the NEST engine's plan
+    (:mod:`mam_xr.simulation`), so both engines replace the same input.
+    Returns ``(channels, current)``: ``channels`` maps a flat target population
+    to its Poisson inputs grouped by weight, [(weight pA, [(rate spikes/s per
+    neuron, delay steps), ...]), ...] (a sum of Poisson trains is Poisson:
+    one draw per weight, whose rate steps up as each source's delay passes);
+    ``current`` is a (254, n_steps) array (pA) for
+    ``het_current_nonstat`` (else None): amplitude m of a source (1 ms bins
+    starting at dt + m ms, as NEST's step_current_generator) reaches the
+    target after its delay.
     """
-    from .structure import read_fullscale_rates
+    from .simulation import _Plan
 
-    source = params.simulation.replace_cc_input_source
-    if source is not None and Path(source).is_dir():
-        from .store import open_run
-
-        run = open_run(source)
-        sp = run.spikes()
-        n = np.asarray(run.root["spikes"].attrs["n_neurons"], dtype=np.float64)
-        t_sim = float(run.attrs["t_sim"])
-        pop = sp.pop
-        if n_ms is None:
-            counts = np.bincount(pop, minlength=N_POPULATIONS)
-            return np.divide(counts, n * t_sim * 1e-3, out=np.zeros(N_POPULATIONS), where=n > 0)
-        if int(t_sim) < n_ms:
-            raise ParameterError(invalid("replace_cc_input_source", source,
-                                         f"a run of at least t_sim={n_ms} ms (it has {t_sim:g} ms)"))
-        ms = np.minimum((sp.times // 1.0).astype(np.int64), n_ms - 1)
-        keep = sp.times < n_ms
-        hist = np.zeros((N_POPULATIONS, n_ms))
-        np.add.at(hist, (pop[keep], ms[keep]), 1.0)
-        return np.divide(hist, n[:, None] * 1e-3, out=np.zeros_like(hist), where=n[:, None] > 0)
-    rates = to_flat_vector(_as_da(read_fullscale_rates("upstream" if source is None else source)))
-    return rates if n_ms is None else np.repeat(rates[:, None], n_ms, axis=1)
-
-
-def _as_da(values):
-    import xarray as xr
-
-    return xr.DataArray(values, dims=("area", "pop"))
-
-
-def replacement_inputs(structure, params):
-    """Per target population, the input replacing the areas that are not simulated.
-
-    Returns ``(channels, current)``: ``channels`` a list of
-    (target_pop, weight pA, rate spikes/s per neuron, delay ms) Poisson inputs,
-    Poisson sources of equal weight and delay merged (their sum is Poisson);
-    ``current`` a (254, n_steps) array (pA) for ``het_current_nonstat``, else None.
-    """
-    sim = params.simulation
-    mode = sim.replace_non_simulated_areas
-    simulated = np.isin(_AREA_OF_POP, list(sim.areas_simulated))
-    if mode is None or simulated.all():
-        return [], None
-    n = to_flat_vector(structure["neurons"])
-    K = np.nan_to_num(to_flat_matrix(structure["synapses"])) / np.where(n > 0, n, 1.0)[:, None]
-    W = np.nan_to_num(to_flat_matrix(structure["weight_mean"]))
-    D = np.nan_to_num(to_flat_matrix(structure["delay_mean"]))
-    pairs = simulated[:, None] & ~simulated[None, :] & (K > 0)
-    tgt, src = np.nonzero(pairs)
-    if mode == "het_current_nonstat":
-        n_steps = int(round(sim.t_sim / sim.dt))
-        n_ms = int(sim.t_sim)
-        rates = _source_rates(params, n_ms)                    # (254, n_ms)
-        neuron = params.network.neuron
-        tau = np.where(W[tgt, src] >= 0, neuron.tau_syn_ex, neuron.tau_syn_in)
-        amp = W[tgt, src] * K[tgt, src] * tau * 1e-3            # pA per (spike/s)
+    rep = _Plan(params, structure).replacement
+    if rep is None or rep["target"].size == 0:
+        return {}, None
+    delay_steps = np.maximum(np.rint(rep["delay"] / dt), 1).astype(np.int64)
+    if rep["kind"] == "current":
+        amps = rep["amplitudes"]                               # (n_inputs, n_ms) pA
+        n_ms = amps.shape[1]
         current = np.zeros((N_POPULATIONS, n_steps))
-        step_t = np.arange(n_steps) * sim.dt
-        for d in np.unique(np.round(D[tgt, src] / sim.dt).astype(np.int64)):
-            sel = np.round(D[tgt, src] / sim.dt).astype(np.int64) == d
-            # value at step k: rate of the 1 ms bin that started D earlier (0 before)
-            m = np.floor((step_t - d * sim.dt - sim.dt) / 1.0 + 1e-9).astype(np.int64)
-            ok = m >= 0
-            contrib = np.zeros((N_POPULATIONS, n_ms))
-            np.add.at(contrib, tgt[sel], amp[sel, None] * rates[src[sel]])
-            current[:, ok] += contrib[:, m[ok]]
-        return [], current
-    if mode == "hom_poisson_stat":
-        nu = np.full(N_POPULATIONS, params.network.input.rate_ext)
-    else:  # het_poisson_stat
-        nu = _source_rates(params, None)
-    rate = K[tgt, src] * nu[src]
-    channels: dict[tuple, float] = {}
-    for t, w, r, d in zip(tgt, W[tgt, src], rate, D[tgt, src]):
-        key = (int(t), float(w), float(np.round(d / sim.dt) * sim.dt))
-        channels[key] = channels.get(key, 0.0) + float(r)
-    return [(t, w, r, d) for (t, w, d), r in channels.items() if r > 0], None
+        k = np.arange(n_steps)
+        for d in np.unique(delay_steps):
+            sel = delay_steps == d
+            summed = np.zeros((N_POPULATIONS, n_ms))
+            np.add.at(summed, rep["target"][sel], amps[sel])
+            # bin m is on from step 1 + 10 m (t = dt + m ms) at the source, d steps later here
+            m = np.floor((k - d - 1) * dt / 1.0 + 1e-9).astype(np.int64)
+            on = (m >= 0) & (m < n_ms)
+            current[:, on] += summed[:, m[on]]
+        return {}, current
+    channels: dict[int, dict[float, list]] = {}
+    for t, w, r, d in zip(rep["target"].tolist(), rep["weight"].tolist(), rep["rate"].tolist(),
+                          delay_steps.tolist()):
+        # inputs of (numerically) equal weight share one Poisson draw per step
+        chans = channels.setdefault(t, {})
+        key = next((w0 for w0 in chans if abs(w0 - w) <= 1e-9 * abs(w0)), w)
+        chans.setdefault(key, []).append((r, d))
+    return {t: list(ch.items()) for t, ch in channels.items()}, None
 
 
 # --------------------------------------------------------------------------------------
@@ -414,10 +370,11 @@ def _neuron_equations(two_currents: bool, n_channels: int, current: bool) -> str
         eqs += ["dI/dt = -I/tau_syn_ex : amp"]
     eqs += ["I_e : amp (constant)", "w_ext : amp (constant)", "lam_ext : 1 (constant)"]
     for c in range(n_channels):
-        eqs += [f"w_rep{c} : amp (constant)", f"lam_rep{c} : 1 (constant)",
-                f"d_rep{c} : integer (constant)"]
+        eqs += [f"w_rep{c} : amp (constant)"]
     if current:
-        eqs += ["I_gen = I_gen_table(t, prow) : amp (constant over dt)", "prow : integer (constant)"]
+        eqs += ["I_gen = I_gen_table(t, prow) : amp (constant over dt)"]
+    if current or n_channels:
+        eqs += ["prow : integer (constant)"]
     return "\n".join(eqs)
 
 
@@ -452,9 +409,18 @@ def run(params, structure=None, store=None, *, connectivity=None, save_connectiv
     """
     from . import store as st
 
+    from .params import Params
+
+    if isinstance(params, dict):
+        params = Params.from_dict(params)
     if store is None:
         raise ParameterError(invalid("store", None, "the path of the run store to write"))
     sim, neuron = params.simulation, params.network.neuron
+    if sim.segment > sim.t_sim:
+        raise ParameterError(invalid("simulation.segment", sim.segment, f"at most t_sim={sim.t_sim} ms"))
+    seg = sim.segment / sim.dt
+    if abs(seg - round(seg)) > 1e-9 * max(1.0, seg):
+        raise ParameterError(invalid("simulation.segment", sim.segment, f"a multiple of dt={sim.dt} ms"))
     st.check_writable(store)
     if Path(store).exists() and not overwrite:
         raise StoreError(invalid("store", str(store), "a path that does not exist yet (or overwrite=True)"))
@@ -476,7 +442,8 @@ def run(params, structure=None, store=None, *, connectivity=None, save_connectiv
     else:
         conn = load_connectivity(connectivity)
         _check_connectivity(conn, n, sim.dt)
-    channels, current = replacement_inputs(structure, params)
+    n_steps = int(round(sim.t_sim / sim.dt))
+    per_pop, current = replacement_inputs(structure, params, n_steps, sim.dt)
     N = int(n.sum())
     pop_of_neuron = np.repeat(np.arange(N_POPULATIONS), n)
     first = np.concatenate([[0], np.cumsum(n)])
@@ -484,12 +451,8 @@ def run(params, structure=None, store=None, *, connectivity=None, save_connectiv
     w_ext = np.nan_to_num(to_flat_vector(structure["external_weight"]))
     dc = np.nan_to_num(to_flat_vector(structure["dc_drive"]))
     # per-neuron replacement channels: channel c of a population = its c-th distinct input
-    per_pop: dict[int, list] = {}
-    for t, w, r, d in channels:
-        per_pop.setdefault(t, []).append((w, r, d))
     n_channels = max((len(v) for v in per_pop.values()), default=0)
     two_currents = neuron.tau_syn_ex != neuron.tau_syn_in
-    n_steps = int(round(sim.t_sim / sim.dt))
     timings["draw"] = time.perf_counter() - t1
 
     # --- the project directory -----------------------------------------------------
@@ -506,7 +469,12 @@ def run(params, structure=None, store=None, *, connectivity=None, save_connectiv
                          overwrite=overwrite, n_neurons=n,
                          extra_attrs={"brian2_version": b2.__version__, "build_dir": str(project),
                                       "poisson_seed": poisson_seed or sim.seed,
-                                      "n_neurons_created": N, "n_synapses_created": conn.n_synapses})
+                                      "areas_simulated": list(sim.areas_simulated),
+                                      "replace_non_simulated_areas": sim.replace_non_simulated_areas,
+                                      "segment": float(sim.segment),
+                                      "connectivity_source": _describe(connectivity),
+                                      "n_neurons_created": N, "n_synapses_planned": conn.n_synapses,
+                                      "n_synapses_created": conn.n_synapses})
     try:
         if save_connectivity:
             save_connectivity_fn(conn, root)
@@ -537,6 +505,18 @@ def run(params, structure=None, store=None, *, connectivity=None, save_connectiv
 save_connectivity_fn = save_connectivity
 
 
+def _describe(connectivity) -> str | None:
+    if connectivity is None:
+        return None
+    if isinstance(connectivity, Connectivity):
+        return "<Connectivity given in memory>"
+    import zarr
+
+    if isinstance(connectivity, zarr.Group):
+        return f"<zarr group {connectivity.store}/{connectivity.path}>"
+    return str(connectivity)
+
+
 def _simulate(b2, project, sim, neuron, rate_ext, conn, n, pop_of_neuron, first, k_ext, w_ext, dc,
               per_pop, n_channels, two_currents, current, n_steps, poisson_seed):
     """Build the Brian2 network, generate and compile the project, run it.
@@ -547,8 +527,7 @@ def _simulate(b2, project, sim, neuron, rate_ext, conn, n, pop_of_neuron, first,
 
     timings = {}
     t0 = time.perf_counter()
-    b2.device.reinit()
-    b2.device.activate()
+    _reset_device(b2)
     b2.set_device("cpp_standalone", build_on_run=False, directory=str(project))
     b2.prefs.devices.cpp_standalone.openmp_threads = 0 if sim.threads == 1 else int(sim.threads)
     b2.prefs.codegen.cpp.extra_compile_args_gcc = ["-w", "-O3", "-ffast-math",
@@ -561,8 +540,7 @@ def _simulate(b2, project, sim, neuron, rate_ext, conn, n, pop_of_neuron, first,
           "V_th": neuron.V_th * mV, "V_reset": neuron.V_reset * mV,
           "d_ext": int(round(EXTERNAL_DELAY / sim.dt))}
     if current is not None:
-        rows = np.flatnonzero(n > 0)
-        table = current[rows].T.copy()      # (n_steps, simulated pops)
+        table = current[np.flatnonzero(n > 0)].T.copy()      # (n_steps, simulated pops)
         ns["I_gen_table"] = b2.TimedArray(table * pA, dt=sim.dt * ms)
     G = b2.NeuronGroup(N, _neuron_equations(two_currents, n_channels, current is not None),
                        threshold="v >= V_th", reset="v = V_reset",
@@ -574,20 +552,22 @@ def _simulate(b2, project, sim, neuron, rate_ext, conn, n, pop_of_neuron, first,
     G.w_ext = w_ext[pop_of_neuron] * pA
     G.lam_ext = (rate_ext * k_ext * sim.dt * 1e-3)[pop_of_neuron]
     drive = ["w_ext * poisson(lam_ext * int(t_in_timesteps >= d_ext))"]
+    rows = np.flatnonzero(n > 0)            # simulated populations = table columns
     for c in range(n_channels):
         w_c = np.zeros(N_POPULATIONS)
-        lam_c = np.zeros(N_POPULATIONS)
-        d_c = np.zeros(N_POPULATIONS, dtype=np.int64)
+        inputs = {t: chans[c][1] for t, chans in per_pop.items() if c < len(chans)}
+        max_d = max(d for ins in inputs.values() for _, d in ins)
+        lam = np.zeros((max_d + 1, N_POPULATIONS))   # Poisson mean per step; last row holds on
         for t, chans in per_pop.items():
             if c < len(chans):
-                w, r, d = chans[c]
-                w_c[t], lam_c[t], d_c[t] = w, r * sim.dt * 1e-3, int(round(d / sim.dt))
+                w_c[t] = chans[c][0]
+                for r, d in chans[c][1]:
+                    lam[d:, t] += r * sim.dt * 1e-3
+        ns[f"lam_rep{c}"] = b2.TimedArray(lam[:, rows], dt=sim.dt * ms)
         setattr(G, f"w_rep{c}", w_c[pop_of_neuron] * pA)
-        setattr(G, f"lam_rep{c}", lam_c[pop_of_neuron])
-        setattr(G, f"d_rep{c}", d_c[pop_of_neuron])
-        drive.append(f"w_rep{c} * poisson(lam_rep{c} * int(t_in_timesteps >= d_rep{c}))")
-    if current is not None:
-        G.prow = np.searchsorted(np.flatnonzero(n > 0), pop_of_neuron)
+        drive.append(f"w_rep{c} * poisson(lam_rep{c}(t, prow))")
+    if current is not None or n_channels:
+        G.prow = np.searchsorted(rows, pop_of_neuron)
     target = "I_ex" if two_currents else "I"   # external and replacement inputs are excitatory
     G.run_regularly(f"{target} += " + " + ".join(drive), when="synapses", name="poisson_input")
     objects = [G]
@@ -600,6 +580,7 @@ def _simulate(b2, project, sim, neuron, rate_ext, conn, n, pop_of_neuron, first,
         S.w = conn.weights.astype(np.float64) * pA
         S.delay = conn.delays.astype(np.float64) * sim.dt * ms
         objects.append(S)
+        del S
     mon = b2.SpikeMonitor(G, record=True, name="spikes")
     objects.append(mon)
     net = b2.Network(*objects)
@@ -621,8 +602,19 @@ def _simulate(b2, project, sim, neuron, rate_ext, conn, n, pop_of_neuron, first,
     timings["simulate"] = float(b2.device._last_run_time)
     i = np.asarray(mon.i[:], dtype=np.int64)
     step = (np.rint(np.asarray(mon.t[:] / second) * 1e3 / sim.dt).astype(np.int64) + 1).astype(np.int32)
-    b2.device.reinit()
-    b2.device.activate()
+    del G, mon, objects, net
+    _reset_device(b2)
     b2.set_device("runtime")
     return i, step, timings
+
+
+def _reset_device(b2) -> None:
+    """Forget the previous network: its objects must be gone so that the new
+    one gets the same code-object names (else every file is new and the
+    cached build recompiles from scratch)."""
+    import gc
+
+    b2.device.reinit()
+    b2.device.activate()
+    gc.collect()
 

@@ -1,0 +1,222 @@
+"""The Brian2 engine (issue 8): network counts, store layout, replacement modes,
+connectivity exchange, and the tutorial acceptance figures (slow)."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+from conftest import load_reference, reference_structure
+from mam_xr import engine_brian2 as eb
+from mam_xr.errors import ParameterError
+from mam_xr.flat import N_POPULATIONS, population_labels, to_flat_matrix, to_flat_vector
+from mam_xr.params import Params
+
+needs_brian2 = pytest.mark.skipif(importlib.util.find_spec("brian2") is None,
+                                  reason="Brian2 not installed (pip install 'mam_xr[brian2]')")
+
+TINY_AREAS = ("V1", "V2", "FEF")
+LABELS = population_labels()
+
+
+# --- helpers: statistics as upstream defines them (dynamics.md §C.3, §C.9) ----------------
+
+def pop_rates(run, n_float, t_min=500.0, t_max=None):
+    """Spikes with t_min < t < t_max per population / (N_float (t_max - t_min) s)."""
+    t_max = float(run.attrs["t_sim"]) if t_max is None else t_max
+    sp = run.spikes()
+    t = sp.times
+    keep = (t > t_min) & (t < t_max)
+    counts = np.bincount(sp.pop[keep], minlength=N_POPULATIONS)
+    return counts / (n_float * (t_max - t_min) * 1e-3)
+
+
+def pop_lvr(run, n_int, t_min=500.0, R=2.0):
+    """Mean LvR per population, neurons with < 3 spikes counting 0 (§C.9)."""
+    sp = run.spikes(t_start=t_min)
+    out = np.zeros(N_POPULATIONS)
+    for k in range(N_POPULATIONS):
+        t, s = sp.population(LABELS[k])
+        if n_int[k] == 0:
+            continue
+        o = np.lexsort((t, s))
+        t, s = t[o], s[o]
+        isi = np.diff(t)
+        same = s[1:] == s[:-1]
+        # consecutive ISI pairs of the same neuron
+        a, b = isi[:-1], isi[1:]
+        pair = same[:-1] & same[1:]
+        a, b, owner = a[pair], b[pair], s[2:][pair]
+        tot = a + b
+        term = (1 - 4 * a * b / tot**2) * (1 + 4 * R / tot)
+        sums = np.bincount(owner, weights=term, minlength=n_int[k])
+        npairs = np.bincount(owner, minlength=n_int[k])
+        lvr = np.where(npairs > 0, 3 * sums / np.maximum(npairs, 1), 0.0)
+        out[k] = lvr.sum() / n_int[k]
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from mam_xr.structure import build
+
+    p = Params.tutorial(scale=0.002, t_sim=200.0, segment=50.0, areas_simulated=TINY_AREAS,
+                        engine="brian2")
+    return p, build(p)
+
+
+# --- connectivity (NumPy only) -------------------------------------------------------
+
+def test_connectivity_follows_the_model_rules():
+    s = reference_structure("downscaled_tutorial")
+    areas = ("V1", "V2", "V4")
+    c = eb.draw_connectivity(s, areas, dt=0.1, seed=3, V0_mean=-150.0, V0_sd=50.0)
+    sim = np.isin(np.array([lab.split("-")[0] for lab in LABELS]), areas)
+    n_float = to_flat_vector(s["neurons"])
+    assert np.array_equal(c.n_neurons, np.where(sim, np.floor(n_float), 0))
+    S = np.floor(np.nan_to_num(to_flat_matrix(s["synapses"])))
+    assert c.n_synapses == int(S[np.ix_(sim, sim)].sum())
+    counts = np.diff(c.offsets)
+    assert np.array_equal(counts, S[c.target_pop, c.source_pop].astype(np.int64))
+    # sources / targets inside their populations, uniform: mean index ~ (n - 1) / 2
+    proj = np.repeat(np.arange(counts.size), counts)
+    assert np.all(c.sources < c.n_neurons[c.source_pop][proj])
+    assert np.all(c.targets < c.n_neurons[c.target_pop][proj])
+    rel = c.sources / (c.n_neurons[c.source_pop][proj] - 1)
+    assert abs(rel.mean() - 0.5) < 0.01
+    # sign-preserving weights, delays >= 1 step on the grid
+    exc = np.array([lab.endswith("E") for lab in LABELS])[c.source_pop][proj]
+    assert np.all(c.weights[exc] >= 0) and np.all(c.weights[~exc] <= 0)
+    assert c.delays.min() >= 1
+    W = np.nan_to_num(to_flat_matrix(s["weight_mean"]))[c.target_pop, c.source_pop]
+    w_mean = np.bincount(proj, weights=c.weights) / counts
+    big = counts > 2000
+    np.testing.assert_allclose(w_mean[big], W[big], rtol=0.02)
+    # delays: N(d, d/2) truncated at dt then rounded; the mean of the 1.5 ms E delays
+    D = np.nan_to_num(to_flat_matrix(s["delay_mean"]))[c.target_pop, c.source_pop][proj]
+    e_local = np.isclose(D, 1.5)
+    assert abs(c.delays[e_local].mean() * 0.1 - 1.5) < 0.02
+    # initial potentials N(-150, 50)
+    assert c.v0.size == c.n_neurons.sum()
+    assert abs(c.v0.mean() + 150) < 2 and abs(c.v0.std() - 50) < 2
+    # reproducible, seed-dependent
+    c2 = eb.draw_connectivity(s, areas, dt=0.1, seed=3, V0_mean=-150.0, V0_sd=50.0)
+    c3 = eb.draw_connectivity(s, areas, dt=0.1, seed=4, V0_mean=-150.0, V0_sd=50.0)
+    assert np.array_equal(c.sources, c2.sources) and np.array_equal(c.weights, c2.weights)
+    assert not np.array_equal(c.sources, c3.sources)
+
+
+def test_connectivity_round_trip(tmp_path):
+    import zarr
+
+    s = reference_structure("downscaled_tutorial")
+    c = eb.draw_connectivity(s, ("V1", "V2"), dt=0.1, seed=1, V0_mean=-150.0, V0_sd=50.0)
+    root = zarr.open_group(str(tmp_path / "c.zarr"), mode="w", zarr_format=3)
+    eb.save_connectivity(c, root)
+    back = eb.load_connectivity(tmp_path / "c.zarr")
+    for name in ("target_pop", "source_pop", "offsets", "sources", "targets", "weights", "delays",
+                 "v0", "n_neurons"):
+        assert np.array_equal(getattr(back, name), getattr(c, name)), name
+    with pytest.raises(ParameterError, match="connectivity"):
+        eb._check_connectivity(back, back.n_neurons + 1, 0.1)
+
+
+# --- the engine ------------------------------------------------------------------------
+
+@needs_brian2
+def test_brian2_imports_with_this_numpy():
+    b2 = eb.import_brian2()
+    q = np.array([1.0, 3.0, 2.0]) * b2.mV
+    assert float(np.ptp(q) / b2.mV) == 2.0
+
+
+@needs_brian2
+def test_tiny_run_counts_store_rates(tiny, tmp_path):
+    from mam_xr.simulation import connection_counts
+    from mam_xr.store import open_run
+
+    p, s = tiny
+    run = eb.run(p, s, tmp_path / "a.zarr")
+    counts = connection_counts(s, TINY_AREAS)
+    assert run.attrs["n_neurons_created"] == counts["neurons"]
+    assert run.attrs["n_synapses_created"] == counts["synapses"]
+    assert int(run.n_neurons.sum()) == counts["neurons"]
+    again = open_run(tmp_path / "a.zarr")
+    assert again.status == "complete" and again.attrs["engine"] == "brian2"
+    assert len(again.segments()) == 4 and again.attrs["last_segment"] == 3
+    sp = again.spikes()
+    assert len(sp) == again.attrs["n_spikes"] > 0
+    assert sp.steps.min() >= 1 and sp.steps.max() <= 2000
+    # every population of the simulated areas fires at a plausible rate after the onset
+    n = np.asarray(again.root["spikes"].attrs["n_neurons"])
+    rates = np.bincount(again.spikes(t_start=50.0).pop, minlength=N_POPULATIONS)[n > 0] / n[n > 0] / 0.15
+    assert 2.0 < rates.mean() < 40.0, rates.mean()
+    assert rates.max() < 150.0
+    conn = eb.load_connectivity(tmp_path / "a.zarr")
+    assert conn.n_synapses == counts["synapses"]
+
+
+@needs_brian2
+def test_saved_connectivity_reproduces_the_run_and_poisson_seed_changes_it(tiny, tmp_path):
+    p, s = tiny
+    a = eb.run(p, s, tmp_path / "a.zarr")
+    b = eb.run(p.update(seed=7), s, tmp_path / "b.zarr", connectivity=tmp_path / "a.zarr",
+               poisson_seed=p.simulation.seed)
+    c = eb.run(p, s, tmp_path / "c.zarr", connectivity=tmp_path / "a.zarr", poisson_seed=99)
+    sa, sb, sc = a.spikes(), b.spikes(), c.spikes()
+    # same network, same Poisson stream: the same spikes, step by step
+    assert np.array_equal(sa.steps, sb.steps) and np.array_equal(sa.senders, sb.senders)
+    # another Poisson stream: other spikes, similar rates
+    assert not (len(sa) == len(sc) and np.array_equal(sa.steps, sc.steps))
+    assert abs(len(sc) / len(sa) - 1) < 0.15
+
+
+@needs_brian2
+@pytest.mark.parametrize("mode", ["hom_poisson_stat", "het_current_nonstat"])
+def test_replacement_modes(tiny, tmp_path, mode):
+    p, s = tiny
+    base = eb.run(p, s, tmp_path / "het.zarr")            # tutorial: het_poisson_stat
+    run = eb.run(p.update(replace_non_simulated_areas=mode), s, tmp_path / f"{mode}.zarr")
+    assert run.status == "complete"
+    n_base, n_mode = base.n_spikes(), run.n_spikes()
+    assert n_mode > 0 and n_mode != n_base
+    # same network, stationary-equivalent drives: rates within a factor 2
+    assert 0.5 < n_mode / n_base < 2.0
+
+
+@needs_brian2
+def test_replacement_is_needed_and_wrong_connectivity_is_refused(tiny, tmp_path):
+    p, s = tiny
+    eb.run(p, s, tmp_path / "a.zarr")
+    other = p.update(areas_simulated=("V1", "V2"))
+    with pytest.raises(ParameterError, match="connectivity"):
+        eb.run(other, s, tmp_path / "b.zarr", connectivity=tmp_path / "a.zarr")
+    with pytest.raises(ParameterError, match="segment"):
+        eb.run(p.update(segment=0.25), s, tmp_path / "c.zarr")
+
+
+# --- the tutorial (slow) -----------------------------------------------------------------
+
+@needs_brian2
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_tutorial_meets_the_acceptance_figures(tmp_path, seed):
+    ref = load_reference("seed_variability.json")
+    acc = ref["acceptance"]
+    s = reference_structure("downscaled_tutorial")
+    p = Params.tutorial(engine="brian2", seed=seed)
+    run = eb.run(p, s, tmp_path / "tut.zarr", save_connectivity=False)
+    n_float = to_flat_vector(s["neurons"])
+    rates = pop_rates(run, n_float)
+    lo, hi = acc["mean_pop_rate_range"]
+    assert lo <= rates.mean() <= hi, rates.mean()
+    for name, upstream in ref["pop_rates"].items():
+        upstream = np.asarray(upstream)
+        rel = np.abs(rates - upstream) / upstream
+        assert np.median(rel) <= acc["rate_rel_diff_median_vs_each_upstream_run_max"], (name, np.median(rel))
+        assert np.corrcoef(rates, upstream)[0, 1] >= acc["rate_pearson_vs_each_upstream_run_min"], name
+    lvr = pop_lvr(run, np.floor(n_float).astype(np.int64))
+    lo, hi = acc["mean_pop_LvR_range"]
+    assert lo <= lvr.mean() <= hi, lvr.mean()
