@@ -47,17 +47,20 @@ UPSTREAM = {  # reference/README.md §4 (threads=1, threads=2)
 }
 
 
-def run_one(seed: int, threads: int, t_sim: float, out: Path) -> dict:
+def run_one(seed: int, threads: int, t_sim: float, out: Path, generator: str) -> dict:
     """Child process: simulate one configuration and report timings as JSON."""
     t0 = time.perf_counter()
+    from mam_xr import simulation
     from mam_xr.params import Params
     from mam_xr.simulation import simulate
+
+    simulation.EXTERNAL_GENERATOR = generator
 
     t_import = time.perf_counter() - t0
     p = Params.tutorial(seed=seed, threads=threads, t_sim=t_sim)
     run = simulate(p, store=out, progress=False, overwrite=True)
     a = run.attrs
-    return {"seed": seed, "threads": threads, "timings": a["timings"], "import": t_import,
+    return {"seed": seed, "threads": threads, "generator": generator, "timings": a["timings"], "import": t_import,
             "nest": a["nest"], "n_spikes": a["n_spikes"], "n_neurons": a["n_neurons_created"],
             "peak_rss_kB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
             "process": time.perf_counter() - t0}
@@ -114,11 +117,14 @@ def main(argv=None) -> None:
     ap.add_argument("--t-sim", type=float, default=2000.0)
     ap.add_argument("--out", default="/tmp/mam_xr_bench")
     ap.add_argument("--keep", action="store_true", help="keep the run stores")
+    ap.add_argument("--generator", default="poisson_generator_ps",
+                    help="external input model (poisson_generator_ps | poisson_generator)")
     ap.add_argument("--one", nargs=3, metavar=("SEED", "THREADS", "STORE"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.one:
         seed, threads, store_path = int(args.one[0]), int(args.one[1]), Path(args.one[2])
-        print("RESULT " + json.dumps(run_one(seed, threads, args.t_sim, store_path)), flush=True)
+        print("RESULT " + json.dumps(run_one(seed, threads, args.t_sim, store_path, args.generator)),
+              flush=True)
         return
 
     from mam_xr.store import open_run
@@ -131,7 +137,8 @@ def main(argv=None) -> None:
         seed, threads = (int(x) for x in pair.split(":"))
         path = out / f"tutorial_seed{seed}_t{threads}.zarr"
         t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, __file__, "--t-sim", str(args.t_sim), "--one",
+        proc = subprocess.run([sys.executable, __file__, "--t-sim", str(args.t_sim),
+                               "--generator", args.generator, "--one",
                                str(seed), str(threads), str(path)], capture_output=True, text=True)
         wall = time.perf_counter() - t0
         line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
@@ -164,14 +171,16 @@ def report(res: dict, ref, t_sim: float) -> None:
     n_syn = res["nest"]["num_connections"] - 2 * res["n_neurons"]
     st = res["stats"]
     acc = st["acceptance"]
-    print(f"\n=== tutorial, seed {res['seed']}, threads {th}, t_sim {t_sim:g} ms ===")
+    print(f"\n=== tutorial, seed {res['seed']}, threads {th}, t_sim {t_sim:g} ms, "
+          f"{res['generator']} ===")
     print(f"neurons created      {res['n_neurons']:>10,d}   reference {int(ref['N_created_int'].sum()):,d}")
     print(f"synapses created     {n_syn:>10,d}   reference {int(ref['synapses_created_int'].sum()):,d}")
     print(f"structure build      {tm.get('structure', float('nan')):10.2f} s  (upstream model construction 6.00 s)")
     print(f"network build        {build:10.2f} s  upstream {UPSTREAM['build'][th]:.2f} s  "
           f"(x{UPSTREAM['build'][th] / build:.2f})  [create {tm['create']:.2f}, connect {tm['connect']:.2f}]")
     print(f"simulate             {tm['simulate']:10.2f} s  upstream {up_sim:.2f} s  "
-          f"(x{up_sim / tm['simulate']:.2f})   incl. spike writes {tm['write']:.2f} s extra")
+          f"(x{up_sim / tm['simulate']:.2f})   CPU {tm.get('simulate_cpu', float('nan')):.2f} s; "
+          f"spike writes {tm['write']:.2f} s extra")
     print(f"whole process        {res['process_wall']:10.2f} s  upstream {UPSTREAM['process'][th]:.1f} s")
     print(f"peak RSS             {rss_gib:10.2f} GiB upstream {UPSTREAM['peak_rss_GiB'][th]:.2f} GiB")
     print(f"spikes               {res['n_spikes']:>10,d}   store {res['store_bytes'] / 2**20:.2f} MiB = "
