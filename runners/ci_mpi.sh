@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# MPI tests: build (or reuse the cached) NEST 3.10 wheel with MPI, make a virtualenv
+# with mam_xr[test,cluster] and that NEST, and run `pytest -m mpi`.
+#
+#   bash runners/ci_mpi.sh            (from anywhere; the lead may call it from .ci/run)
+#
+# Environment:
+#   MAM_XR_MPI_VENV      virtualenv to (re)use        (default: <repo>/.venv-mpi)
+#   MAM_XR_WHEEL_CACHE   cache of the built wheel     (default: ~/.cache/mam_xr/wheels)
+#   MAM_XR_DATA_DIR      upstream data                (default: ../shared/upstream-data)
+#   MAM_XR_BUILD_NICE    nice level of the build      (default: 10)
+# A cold build takes ~20-40 min on 2 shared cores (docs/cluster.md); a cached one seconds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+VENV=${MAM_XR_MPI_VENV:-$ROOT/.venv-mpi}
+export MAM_XR_DATA_DIR=${MAM_XR_DATA_DIR:-$ROOT/../shared/upstream-data}
+
+t0=$(date +%s)
+if [[ ! -x "$VENV/bin/python" ]]; then
+    python3 -m venv "$VENV"
+fi
+"$VENV/bin/python" -m pip install -q --upgrade pip
+# mam_xr first (it pulls the PyPI nest-simulator), then the MPI wheel over it.
+"$VENV/bin/python" -m pip install -q -e ".[test]" dask-jobqueue dask-mpi
+nice -n "${MAM_XR_BUILD_NICE:-10}" bash runners/build_nest_mpi.sh "$VENV"
+echo "[ci_mpi] environment ready in $(( $(date +%s) - t0 )) s"
+
+"$VENV/bin/python" -m pytest -m mpi -q -p no:cacheprovider tests/test_mpi.py
