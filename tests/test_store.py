@@ -196,7 +196,8 @@ def test_incomplete_and_failed_runs_need_a_flag(tmp_path, structure):
     with pytest.raises(StoreError, match=r"incomplete: status='running' \(still running, or killed\); "
                                          r"it holds 2 of 3 segments \(0-100 ms\)"):
         store.open_run(run_path)
-    run = store.open_run(run_path, allow_incomplete=True)
+    with pytest.warns(UserWarning, match="incomplete"):
+        run = store.open_run(run_path, allow_incomplete=True)
     assert len(run.spikes()) == sum(s[0].size for s in segs[:2])
     store.set_status(root, "failed", error="boom")
     with pytest.raises(StoreError, match="status='failed': boom"):
@@ -213,7 +214,8 @@ def test_partial_append_is_ignored_and_overwritten(tmp_path, structure):
     root = _write_run(run_path, structure, segs[:2], complete=False)
     g = root["spikes"]["rank0"]
     g["times"].append(np.ones(1000, np.int32))  # the crash: data without its offsets row
-    run = store.open_run(run_path, allow_incomplete=True)
+    with pytest.warns(UserWarning, match="incomplete"):
+        run = store.open_run(run_path, allow_incomplete=True)
     assert run.n_spikes() == sum(s[0].size for s in segs[:2])
     assert len(run.spikes()) == run.n_spikes()
     w = store.SpikeWriter(zarr.open_group(str(run_path), mode="r+"))
