@@ -41,7 +41,7 @@ def slurm_cluster(config: str | Path | None = None, **overrides):
     from dask_jobqueue import SLURMCluster
 
     load_config(config)
-    overrides.setdefault("scheduler_options", {"dashboard_address": None})
+    overrides.setdefault("scheduler_options", {"dashboard_address": ":0"})
     return SLURMCluster(**overrides)
 
 

@@ -21,9 +21,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
+
+
+def _exit(rank: int, code: int, exc: Exception) -> int:
+    """Report and leave.  Under MPI a failed rank leaves at once (no MPI_Finalize,
+    which could wait for peers blocked in NEST's next spike exchange): the
+    launcher then sees the exit code and stops the other ranks."""
+    print(f"error (rank {rank}): {exc}", file=sys.stderr, flush=True)
+    from mam_xr import parallel
+
+    if parallel.launcher_size() > 1:
+        sys.stdout.flush()
+        os._exit(code)
+    return code
 
 
 def main(argv=None) -> int:
@@ -60,11 +74,9 @@ def main(argv=None) -> int:
         run = simulate(params, store=args.out, overwrite=args.overwrite,
                        progress=not args.no_progress)
     except (ParameterError, StoreError) as exc:
-        print(f"error (rank {rank}): {exc}", file=sys.stderr)
-        return 2
+        return _exit(rank, 2, exc)
     except MamXrError as exc:
-        print(f"error (rank {rank}): {exc}", file=sys.stderr)
-        return 1
+        return _exit(rank, 1, exc)
     a = run.attrs
     say(f"{run.path}: status={a['status']} ranks={a['n_ranks']} threads={a['threads']} "
         f"virtual processes={a['n_vp']} spikes={a.get('n_spikes')} "
