@@ -111,6 +111,215 @@ def params_cmd(preset: str = PRESET, params_file: Optional[Path] = PARAMS,
     typer.echo(json.dumps({"label": p.label(), "params": json.loads(p.to_json())}, indent=2))
 
 
+T_SIM = typer.Option(None, "--t-sim", help="Simulated time (ms).")
+AREAS_OPT = typer.Option(None, "--areas", help="Comma-separated areas to simulate (default: all 32).")
+REPLACE = typer.Option(None, "--replace", help="Replacement of non-simulated areas: "
+                       "hom_poisson_stat, het_poisson_stat or het_current_nonstat.")
+THREADS = typer.Option(None, "--threads", help="Threads per process.")
+SEED = typer.Option(None, "--seed", help="Master RNG seed (>= 1).")
+
+
+def _sim_overrides(t_sim, areas, replace, threads, seed, **more):
+    out = {"t_sim": t_sim, "threads": threads, "seed": seed,
+           "replace_non_simulated_areas": replace, **more}
+    if areas:
+        out["areas_simulated"] = [a.strip() for a in areas.split(",") if a.strip()]
+    return out
+
+
+def _default_out(kind: str, label: str) -> Path:
+    out = Path("runs") / f"{kind}-{label[:12]}.zarr"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+@app.command("structure")
+def structure_cmd(preset: str = PRESET, params_file: Optional[Path] = PARAMS,
+                  scale: Optional[float] = SCALE, chi: Optional[float] = CHI,
+                  chi_I: Optional[float] = CHI_I, data_dir: Optional[Path] = DATA_DIR,
+                  out: Optional[Path] = typer.Option(None, "--out", help="Zarr store to write "
+                                                     "(default runs/structure-<label>.zarr).")):
+    """Build the model structure (neurons, indegrees, weights, delays) and save it to Zarr."""
+    from . import store, structure
+
+    try:
+        p = _params(params_file, preset, scale=scale, chi=chi, chi_I=chi_I)
+        ds = structure.build(p, data_dir=data_dir)
+        out = out or _default_out("structure", p.network_label())
+        store.save_structure(ds, out)
+    except MamXrError as exc:
+        _fail(exc)
+    n = float(ds["neurons"].sum())
+    syn = float(ds["synapses"].sum())
+    typer.echo(f"{out}\n{n:,.0f} neurons, {syn:,.0f} internal synapses, label {p.network_label()}")
+
+
+@app.command("theory")
+def theory_cmd(preset: str = PRESET, params_file: Optional[Path] = PARAMS,
+               scale: Optional[float] = SCALE, chi: Optional[float] = CHI,
+               chi_I: Optional[float] = CHI_I, data_dir: Optional[Path] = DATA_DIR,
+               fixed_point: bool = typer.Option(True, "--fixed-point/--no-fixed-point",
+                                                help="Also solve for the fixed point and its stability."),
+               out: Optional[Path] = typer.Option(None, "--out", help="Zarr store to write the "
+                                                  "result into (group 'theory').")):
+    """Mean-field (Siegert) rates: upstream's integration, then the fixed point."""
+    from . import structure, theory
+
+    try:
+        p = _params(params_file, preset, scale=scale, chi=chi, chi_I=chi_I)
+        net = structure.build(p, data_dir=data_dir)
+        th = theory.integrate(net, p)
+        converged = bool(th["converged"].all())
+        typer.echo(f"integration (T = {p.theory.T} ms): mean rate "
+                   f"{float(th['rate'].mean()):.4f} spikes/s, "
+                   f"{'converged' if converged else 'NOT converged'}")
+        if fixed_point:
+            fp = theory.fixed_point(net, p, initial=th)
+            typer.echo(f"fixed point: mean rate {float(fp['rate'].mean()):.4f} spikes/s, "
+                       f"converged {bool(fp['converged'].all())}, "
+                       f"stable {bool(fp['stable'].all()) if 'stable' in fp else 'n/a'}")
+        if out:
+            th.to_zarr(out, group="theory", mode="w")
+            typer.echo(f"written to {out} (group theory)")
+    except MamXrError as exc:
+        _fail(exc)
+
+
+@app.command("run")
+def run_cmd(preset: str = PRESET, params_file: Optional[Path] = PARAMS,
+            scale: Optional[float] = SCALE, chi: Optional[float] = CHI,
+            chi_I: Optional[float] = CHI_I, t_sim: Optional[float] = T_SIM,
+            areas: Optional[str] = AREAS_OPT, replace: Optional[str] = REPLACE,
+            threads: Optional[int] = THREADS, seed: Optional[int] = SEED,
+            engine: Optional[str] = typer.Option(None, "--engine", help="nest (default) or brian2."),
+            segment: Optional[float] = typer.Option(None, "--segment", help="Simulated ms between "
+                                                    "two writes of spikes to the store."),
+            data_dir: Optional[Path] = DATA_DIR,
+            out: Optional[Path] = typer.Option(None, "--out", help="Run store to create "
+                                               "(default runs/run-<label>.zarr)."),
+            overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing store."),
+            analysis: bool = typer.Option(True, "--analysis/--no-analysis",
+                                          help="Compute every statistic into the store."),
+            report: bool = typer.Option(True, "--report/--no-report",
+                                        help="Write <store>.html next to the store."),
+            progress: bool = typer.Option(True, "--progress/--no-progress")):
+    """Simulate the model (tutorial configuration by default) into a Zarr run store.
+
+    Writes the structure, the mean-field prediction, the spikes and (by default)
+    every statistic and an HTML report; prints the store's path and the mean rate.
+    """
+    from . import simulation, structure, theory
+
+    try:
+        p = _params(params_file, preset, scale=scale, chi=chi, chi_I=chi_I,
+                    **_sim_overrides(t_sim, areas, replace, threads, seed,
+                                     engine=engine, segment=segment))
+        out = out or _default_out("run", p.label())
+        net = structure.build(p, data_dir=data_dir)
+        th = theory.integrate(net, p, warn=False)
+        typer.echo(f"mean-field prediction: {float(th['rate'].mean()):.4f} spikes/s "
+                   f"({'converged' if bool(th['converged'].all()) else 'not converged'})")
+        run = simulation.simulate(p, store=out, structure=net, progress=progress,
+                                  overwrite=overwrite)
+        th.to_zarr(out, group="theory", mode="w")
+        typer.echo(f"{out}\nstatus {run.status}; mean rate {run.mean_rate():.4f} spikes/s "
+                   f"(all neurons, 0-{p.simulation.t_sim:g} ms)")
+        if analysis:
+            # Upstream's window starts at 500 ms, after the initial transient; short
+            # runs are analysed from the start instead of failing.
+            t_min = 500.0 if p.simulation.t_sim > 500.0 else 0.0
+            if t_min == 0.0:
+                typer.echo(f"t_sim={p.simulation.t_sim:g} ms <= 500 ms: analysing from 0 ms")
+            _analyze_and_report(out, report, t_min_ms=t_min)
+    except MamXrError as exc:
+        _fail(exc)
+
+
+def _analyze_and_report(path: Path, report: bool, **definition):
+    from . import analysis
+
+    stats = analysis.analyze(str(path), **definition)
+    rates = stats["rates"]["rate"] if "rates" in stats else None
+    if rates is not None:
+        typer.echo(f"population rates (500 ms - end): mean {float(rates.mean()):.4f} spikes/s")
+    if report:
+        html = _write_report(path)
+        typer.echo(f"report: {html}")
+
+
+def _write_report(path: Path, out: Optional[Path] = None) -> Path:
+    from . import report
+
+    out = out or Path(str(path).rstrip("/")).with_suffix(".html")
+    return report.report_for(path, out)
+
+
+@app.command("analyze")
+def analyze_cmd(runs: List[Path] = typer.Argument(..., help="Run store(s)."),
+                statistics: Optional[str] = typer.Option(None, "--statistics",
+                                                         help="Comma-separated subset (default all)."),
+                recompute: bool = typer.Option(False, "--recompute", help="Ignore cached results."),
+                allow_incomplete: bool = typer.Option(False, "--allow-incomplete",
+                                                      help="Analyse the completed segments of a "
+                                                           "run that is still running or failed."),
+                t_min: Optional[float] = typer.Option(None, "--t-min", help="Start of the analysis "
+                                                      "window (ms; default 500)."),
+                t_max: Optional[float] = typer.Option(None, "--t-max", help="End of the window (ms; "
+                                                      "default t_sim).")):
+    """Compute spike statistics (rates, LvR, synchrony, correlations, FC, ...) into the store(s)."""
+    from . import analysis
+
+    definition = {k: v for k, v in {"t_min_ms": t_min, "t_max_ms": t_max}.items() if v is not None}
+    which = [s.strip() for s in statistics.split(",")] if statistics else None
+    try:
+        stats = analysis.analyze([str(r) for r in runs] if len(runs) > 1 else str(runs[0]),
+                                 which, recompute=recompute, allow_incomplete=allow_incomplete,
+                                 **definition)
+    except MamXrError as exc:
+        _fail(exc)
+    for name, ds in stats.items():
+        summary = ", ".join(f"{v} {float(ds[v].mean()):.4g}" for v in list(ds.data_vars)[:3]
+                            if ds[v].dtype.kind == "f")
+        typer.echo(f"{name}: {summary}")
+
+
+@app.command("sweep")
+def sweep_cmd(spec: Path = typer.Argument(..., exists=True, dir_okay=False,
+                                          help="Sweep specification (JSON or TOML)."),
+              directory: Path = typer.Argument(..., help="Sweep directory (created; re-running "
+                                               "resumes)."),
+              cluster: str = typer.Option("auto", "--cluster", help="auto, local, serial, slurm, "
+                                          "mpi, or a scheduler address."),
+              workers: Optional[int] = typer.Option(None, "--workers", help="Points at a time."),
+              threads: Optional[int] = THREADS,
+              progress: bool = typer.Option(True, "--progress/--no-progress")):
+    """Run (or resume) a parameter sweep, e.g. over chi, on a Dask cluster."""
+    from . import sweep
+
+    try:
+        ds = sweep.run_sweep(sweep.load_spec(spec), directory, cluster=cluster,
+                             n_workers=workers, threads=threads, progress=progress)
+        status = sweep.sweep_status(directory)
+    except MamXrError as exc:
+        _fail(exc)
+    typer.echo(f"{directory}: {status}")
+    if ds is not None:
+        typer.echo(str(ds))
+
+
+@app.command("report")
+def report_cmd(run_or_sweep: Path = typer.Argument(..., exists=True,
+                                                   help="A run store or a sweep directory."),
+               out: Optional[Path] = typer.Option(None, "--out", help="HTML file (default: next "
+                                                  "to the input).")):
+    """Write one self-contained HTML report (figures, parameters, provenance)."""
+    try:
+        html = _write_report(run_or_sweep, out)
+    except MamXrError as exc:
+        _fail(exc)
+    typer.echo(str(html))
+
+
 def main():  # pragma: no cover - console entry point
     app()
 
