@@ -239,9 +239,10 @@ def _analyze_and_report(path: Path, report: bool, **definition):
     from . import analysis
 
     stats = analysis.analyze(str(path), **definition)
-    rates = stats["rates"]["rate"] if "rates" in stats else None
-    if rates is not None:
-        typer.echo(f"population rates (500 ms - end): mean {float(rates.mean()):.4f} spikes/s")
+    if "rates" in stats:
+        rates = stats["rates"]
+        typer.echo(f"population rates ({rates.attrs['t_min_ms']:g}-{rates.attrs['t_max_ms']:g} ms): "
+                   f"mean {float(rates['rate'].mean()):.4f} spikes/s")
     if report:
         html = _write_report(path)
         typer.echo(f"report: {html}")
