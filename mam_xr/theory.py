@@ -652,6 +652,20 @@ def _run(system: _System, nu0: np.ndarray, dt: float, n_steps: int, first_step_d
     return traj, nu, prev
 
 
+def _relax(system: _System, nu0: np.ndarray, dt: float, n_steps: int, every: int = 20,
+           good: float = 1e-2) -> np.ndarray:
+    """Integrate (as :func:`_run`) but stop once max |Φ(ν) − ν| < ``good`` (spikes/s):
+    a start close enough for Newton's method."""
+    decay = math.exp(-dt / TAU_RATE_MS)
+    nu = decay * nu0          # NEST's first step
+    for k in range(2, n_steps + 1):
+        phi = system.phi(nu)
+        if k % every == 0 and np.max(np.abs(phi - nu)) < good:
+            break
+        nu = decay * nu + (1.0 - decay) * phi
+    return nu
+
+
 def integrate(structure: xr.Dataset, params=None, *, initial_rates=None, n_draws: int | None = None,
               seed: int | None = None, rate_max: float | None = None, dt: float | None = None,
               T: float | None = None, rate_ext: float | None = None,
@@ -771,6 +785,10 @@ def replace_neuron(nrn: _Neuron, **changes) -> _Neuron:
     return replace(nrn, **changes)
 
 
+def _with_draw(da: xr.DataArray) -> xr.DataArray:
+    return da if "draw" in da.dims else da.expand_dims("draw")
+
+
 def _dims(da: xr.DataArray) -> xr.DataArray:
     """(area, pop[, dim_0]) with a lead draw axis -> dims (area, pop, draw)."""
     if "dim_0" in da.dims:
@@ -780,9 +798,50 @@ def _dims(da: xr.DataArray) -> xr.DataArray:
 
 # --- fixed points and stability ----------------------------------------------------
 
+def _newton(system: _System, nu0: np.ndarray, tol: float, maxiter: int = 40):
+    """Damped Newton on F(ν) = Φ(max(ν, 0)) − ν with the exact Jacobian G − I.
+
+    Fast when started near a fixed point (continuation).  Returns (ν, max|F|,
+    number of evaluations)."""
+    eye = np.eye(nu0.size)
+    nu = np.maximum(nu0, 0.0)
+    phi, G = system.gain(nu)
+    F = phi - nu
+    err, nfev = float(np.max(np.abs(F))), 1
+    for _ in range(maxiter):
+        if err <= 0.1 * tol:
+            break
+        try:
+            step = np.linalg.solve(G - eye, -F)
+        except np.linalg.LinAlgError:
+            break
+        alpha = 1.0
+        while True:
+            trial = np.maximum(nu + alpha * step, 0.0)
+            phi_t = system.phi(trial)
+            nfev += 1
+            err_t = float(np.max(np.abs(phi_t - trial)))
+            if err_t < err or alpha < 1e-3:
+                break
+            alpha *= 0.5
+        if err_t >= err:
+            break
+        nu = trial
+        phi, G = system.gain(nu)
+        nfev += 1
+        F = phi - nu
+        err = float(np.max(np.abs(F)))
+    return nu, err, nfev
+
+
 def _solve(system: _System, nu0: np.ndarray, tol: float, held_shift: bool = False):
-    """Root of F(ν) = Φ(max(ν, 0)) − ν from ``nu0`` (SciPy hybr with the exact
-    Jacobian G − I).  Returns (ν*, max |F|, n_evaluations, message)."""
+    """Root of F(ν) = Φ(max(ν, 0)) − ν from ``nu0``: damped Newton, then SciPy's
+    hybr and lm (MINPACK) with the exact Jacobian G − I if needed.
+    Returns (ν*, max |F|, n_evaluations, message)."""
+    nu, res, nfev = _newton(system, nu0, tol)
+    best = (nu, res, nfev, "newton")
+    if res <= tol:
+        return best
     eye = np.eye(nu0.size)
 
     def fun(nu):
@@ -791,18 +850,18 @@ def _solve(system: _System, nu0: np.ndarray, tol: float, held_shift: bool = Fals
         G[:, nu < 0] = 0.0
         return phi - nu, G - eye
 
-    best = None
     # Bounded effort: MINPACK's default budgets (100 (n+1) evaluations) take minutes here.
-    for method, options in (("hybr", {"xtol": 1e-13, "maxfev": 300}),
-                            ("lm", {"xtol": 1e-13, "ftol": 1e-15, "maxiter": 100})):
+    for method, options in (("hybr", {"xtol": 1e-13, "maxfev": 100}),
+                            ("lm", {"xtol": 1e-13, "ftol": 1e-15, "maxiter": 50})):
         sol = optimize.root(fun, nu0, jac=True, method=method, options=options)
         nu = np.maximum(sol.x, 0.0)
         res = float(np.max(np.abs(system.phi(nu) - nu)))
-        if best is None or res < best[1]:
-            best = (nu, res, int(sol.nfev), f"{method}: {sol.message}")
+        nfev += int(sol.nfev)
+        if res < best[1]:
+            best = (nu, res, nfev, f"{method}: {sol.message}")
         if res <= tol:
             break
-    return best
+    return best[0], best[1], nfev, best[3]
 
 
 def _eigen(G: np.ndarray):
@@ -920,17 +979,38 @@ def fixed_point(structure: xr.Dataset, params=None, *, initial=None, tol: float 
     system = _system(structure, p, neuron=nrn, rate_ext=rate_ext, areas_simulated=areas,
                      replace=replace, replacement=repl)
     how = "given rates"
+    candidates = None
     if initial is None:
-        initial = integrate(structure, p, rate_ext=rate_ext, areas_simulated=areas, replace=replace,
-                            replacement_rates=repl, cutoff=cutoff, warn=False, **integrate_kwargs)
-        how = f"integrate (T={initial.attrs['T_ms']} ms, initial rates {initial.attrs['initial_rates']})"
+        run = integrate(structure, p, rate_ext=rate_ext, areas_simulated=areas, replace=replace,
+                        replacement_rates=repl, cutoff=cutoff, warn=False, **integrate_kwargs)
+        how = (f"integrate (T={run.attrs['T_ms']} ms, initial rates {run.attrs['initial_rates']}); "
+               "if not converged, first the mean rates over its second half")
+        ends, _ = _initial(system, p, _with_draw(run["rate"]), None, None, None)
+        late = run["trajectory"].sel(time=slice(0.5 * run.attrs["T_ms"], None)).mean("time")
+        means, _ = _initial(system, p, _with_draw(late), None, None, None)
+        ok = np.atleast_1d(run["converged"].values)
+        # A trajectory that has not settled (oscillating or chaotic) is a poor start; its
+        # time average usually lies close to a fixed point.
+        candidates = [[e] if good else [m, e] for e, m, good in zip(ends, means, ok)]
     elif integrate_kwargs:
         raise ParameterError(invalid("integrate_kwargs", sorted(integrate_kwargs),
                                      "no integration options when initial rates are given"))
-    if isinstance(initial, xr.Dataset):
-        initial = initial["rate"]
-    nu0, _ = _initial(system, p, initial, None, None, None)
-    results = [_solve(system, x0, tol, held_shift) for x0 in nu0]
+    if candidates is None:
+        if isinstance(initial, xr.Dataset):
+            initial = initial["rate"]
+        nu0, _ = _initial(system, p, initial, None, None, None)
+        candidates = [[x0] for x0 in nu0]
+    results = []
+    for starts in candidates:
+        nfev, best = 0, None
+        for x0 in starts:
+            r = _solve(system, x0, tol, held_shift)
+            nfev += r[2]
+            if best is None or r[1] < best[1]:
+                best = r
+            if r[1] <= tol:
+                break
+        results.append((best[0], best[1], nfev, best[3]))
     nu = np.array([r[0] for r in results])
     res = np.array([r[1] for r in results])
     if warn and not (res <= tol).all():
@@ -940,7 +1020,7 @@ def fixed_point(structure: xr.Dataset, params=None, *, initial=None, tol: float 
     ds = _fixed_point_ds(system, nu, res, [r[2] for r in results], how, tol, with_gain, held_shift)
     ds.attrs = _jsonable({
         **_common_attrs(p, nrn, system, rate_ext, replace),
-        "solver": "scipy.optimize.root (hybr, then lm) on Phi(nu) - nu with the exact Jacobian",
+        "solver": "damped Newton, then scipy.optimize.root (hybr, then lm), on Phi(nu) - nu with the exact Jacobian",
         "started_from": how, "tol": tol, "held_shift": held_shift,
         "converged": bool((res <= tol).all()),
         "history": _history("fixed_point", p),
@@ -1092,13 +1172,15 @@ def _model_at(model: dict, param: str, value: float, p, current: dict, K_scaling
     Same maths as :func:`rescale_cc` / :func:`_with_internal_change`.
     """
     conn = p.network.connection
-    q = p.update({param: value})
     factor = None
     rate_ext_new = None
     if param in ("chi", "chi_I"):
         chi = value if param == "chi" else current.get("chi", conn.chi)
         chi_I = value if param == "chi_I" else current.get("chi_I", conn.chi_I)
-        q = q.update({"chi": chi, "chi_I": chi_I})
+        q = p.update({"chi": chi, "chi_I": chi_I})
+    else:
+        q = p.update({param: value})
+    if param in ("chi", "chi_I"):
         factor = np.where(_FLAT_CC, np.where(_FLAT_INH[:, None], (chi * chi_I) / (conn.chi * conn.chi_I),
                                              chi / conn.chi), 1.0)
     elif param == "g":
@@ -1201,9 +1283,8 @@ def sweep(structure: xr.Dataset, param: str, values: Sequence[float], params=Non
         system = _assemble(model, q, areas_simulated=areas, replace=replace, replacement=repl)
         again = False
         if prev is None:
-            traj = _run(system, _initial(system, q, None, 1, None, None)[0],
-                        q.theory.dt, int(round(q.theory.T / q.theory.dt)), True, record=False)
-            start = traj[1][0]
+            start = _relax(system, _initial(system, q, None, 1, None, None)[0][0], q.theory.dt,
+                           int(round(q.theory.T / q.theory.dt)))
         else:
             start = prev
         nu, res, nfev, _ = _solve(system, start, tol)
@@ -1240,7 +1321,7 @@ def sweep(structure: xr.Dataset, param: str, values: Sequence[float], params=Non
         "sweep_param": param, "structures": "build callable" if build is not None else
         ("mam_xr.structure.build" if not fast else "fast path on the given structure"),
         "chi": current.get("chi"), "chi_I": current.get("chi_I"),
-        "solver": "continuation; scipy.optimize.root (hybr, then lm) with the exact Jacobian",
+        "solver": "continuation; damped Newton, then scipy.optimize.root (hybr, then lm), exact Jacobian",
         "tol": tol, "history": _history("sweep", p),
     })
     return ds

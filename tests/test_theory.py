@@ -1,0 +1,427 @@
+"""Mean-field theory against upstream's reference rates and independent formulas."""
+
+from __future__ import annotations
+
+import ast
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+from scipy.integrate import quad
+
+from mam_xr import theory
+from mam_xr.errors import ParameterError
+from mam_xr.flat import population_labels, to_flat_matrix, to_flat_vector
+from mam_xr.params import Params
+
+from conftest import load_reference, reference_structure
+
+#: √2 |ζ(1/2)| (spec/dynamics.md §B.3), typed in independently of the module.
+ALPHA = 2.0652531522312172
+
+
+# --- fixtures ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def downscaled():
+    return reference_structure("downscaled_tutorial")
+
+
+@pytest.fixture(scope="module")
+def fullscale():
+    return reference_structure("fullscale_tutorial")
+
+
+@pytest.fixture(scope="module")
+def default():
+    return reference_structure("fullscale_default")
+
+
+@pytest.fixture(scope="module")
+def p_down():
+    return Params.tutorial()
+
+
+@pytest.fixture(scope="module")
+def p_full():
+    # The full-scale tutorial structure: chi = chi_I = 1, scale 1.
+    return Params.tutorial(scale=1.0, fullscale_rates=None)
+
+
+@pytest.fixture(scope="module")
+def default_fixed_point(default):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", theory.ConvergenceWarning)
+        return theory.fixed_point(default, Params())
+
+
+# --- an independent, slow transfer function ---------------------------------------
+
+def slow_phi(mu, sigma, tau_m=10.0, tau_s=0.5, t_ref=2.0, theta=15.0, V_r=0.0):
+    """Φ = 1/(τ_ref + τ_m ∫₀^∞ e^{−u²}(e^{2y_θu} − e^{2y_ru})/u du) by adaptive quadrature
+    (the other representation of spec §B.3, with e^{y_θ²} factored out if y_θ > 0)."""
+    c = 0.5 * ALPHA * math.sqrt(tau_s / tau_m)
+    y_th, y_r = (theta - mu) / sigma + c, (V_r - mu) / sigma + c
+    if y_th > 26.0:
+        return 0.0   # Φ < e^{-676}: below what the slow formula represents
+    if y_th > 0:
+        def f(u):
+            return 2 * (y_th - y_r) * math.exp(-y_th ** 2) if u == 0 else \
+                math.exp(-(u - y_th) ** 2) * -math.expm1(2 * (y_r - y_th) * u) / u
+        lead = math.exp(y_th ** 2)
+    else:
+        def f(u):
+            return 2 * (y_th - y_r) if u == 0 else \
+                math.exp(-u * u + 2 * y_th * u) * -math.expm1(2 * (y_r - y_th) * u) / u
+        lead = 1.0
+    top = max(y_th, 0.0) + 40.0
+    integral = quad(f, 0, top, epsabs=0, epsrel=1e-13, limit=500,
+                    points=[max(y_th, 0.0)] if 0 < y_th < top else None)[0]
+    return 1e3 / (t_ref + tau_m * lead * integral)
+
+
+# --- transfer function ------------------------------------------------------------
+
+def test_transfer_matches_spec_test_vectors():
+    mu = np.array([5.0, 10, 14, 16, 20, 30, -5, 12])
+    sigma = np.array([3.0, 5, 2, 2, 4, 5, 10, 1])
+    # spec/dynamics.md §B.3, given to 5 significant digits.
+    expected = [5.847e-4, 11.657, 18.824, 35.443, 62.777, 109.721, 0.77167, 5.0458e-3]
+    np.testing.assert_allclose(theory.transfer(mu, sigma), expected, rtol=1e-4)
+
+
+@pytest.mark.parametrize("mu", [-40.0, -5.0, 0.0, 5.0, 10.0, 14.0, 15.0, 16.0, 20.0, 30.0, 80.0])
+def test_transfer_matches_slow_quadrature(mu):
+    sigmas = np.array([0.3, 1.0, 2.0, 5.0, 10.0, 30.0, 100.0])
+    fast = theory.transfer(np.full(sigmas.shape, mu), sigmas, cutoff=False)
+    slow = np.array([slow_phi(mu, s) for s in sigmas])
+    finite = slow > 1e-280   # below that the slow formula underflows
+    np.testing.assert_allclose(fast[finite], slow[finite], rtol=1e-9)
+
+
+def test_transfer_is_stable_at_extreme_arguments():
+    mu = np.array([-1e4, -50.0, 15.0, 15.0 + 1e-9, 40.0, 40.0, 1e4, 20.0, 20.0])
+    sigma = np.array([1.0, 1e-6, 1e-8, 1e-12, 1e-10, 0.0, 1e3, 1e5, 0.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")          # no overflow / invalid-value warnings
+        with np.errstate(over="raise", invalid="raise", divide="raise", under="ignore"):
+            phi = theory.transfer(mu, sigma, cutoff=False)
+    assert np.all(np.isfinite(phi)) and np.all(phi >= 0)
+    # σ -> 0 above threshold: the deterministic LIF rate 1/(t_ref + τ_m ln((μ−V_r)/(μ−θ))).
+    lif = 1e3 / (2.0 + 10.0 * math.log(40.0 / 25.0))
+    np.testing.assert_allclose(phi[[4, 5]], lif, rtol=1e-9)
+    np.testing.assert_allclose(phi[8], 1e3 / (2.0 + 10.0 * math.log(20.0 / 5.0)), rtol=1e-12)
+    assert phi[0] == 0.0 and phi[1] == 0.0
+    assert phi[6] < 500.0   # bounded by 1/t_ref
+
+
+def test_transfer_cutoff_as_nest():
+    # θ − μ > 6σ gives exactly 0 with the cutoff, a tiny positive rate without.
+    assert theory.transfer(2.0, 2.0) == 0.0
+    assert 0.0 < theory.transfer(2.0, 2.0, cutoff=False) < 1e-6
+
+
+def test_transfer_keeps_dataarray_dims():
+    mu = xr.DataArray([10.0, 20.0], dims="x")
+    out = theory.transfer(mu, 5.0)
+    assert out.dims == ("x",) and out.attrs["units"] == "spikes/s"
+
+
+@pytest.mark.parametrize("held_shift", [False, True])
+def test_transfer_derivatives_match_finite_differences(held_shift):
+    mu = np.array([-3.0, 8.0, 14.0, 16.0, 25.0, 40.0])
+    sigma = np.array([12.0, 4.0, 2.0, 3.0, 7.0, 1.5])
+    phi, dmu, dvar = theory.transfer_derivatives(mu, sigma, held_shift=held_shift)
+    h = 1e-5
+    num_mu = (theory.transfer(mu + h, sigma) - theory.transfer(mu - h, sigma)) / (2 * h)
+    np.testing.assert_allclose(dmu, num_mu, rtol=1e-6)
+    if held_shift:
+        # Upstream's derivative: the shift σ c stays fixed in mV (spec §B.6): move θ and
+        # V_r by −(σ' − σ) c while σ varies.
+        c = 0.5 * ALPHA * math.sqrt(0.05)
+
+        def phi_held(ds):
+            return np.array([theory.transfer(m, s + ds, theta=15.0 - ds * c, V_r=-ds * c)
+                             for m, s in zip(mu, sigma)])
+        num_sigma = (phi_held(h) - phi_held(-h)) / (2 * h)
+    else:
+        num_sigma = (theory.transfer(mu, sigma + h) - theory.transfer(mu, sigma - h)) / (2 * h)
+    np.testing.assert_allclose(dvar, num_sigma / (2 * sigma), rtol=1e-6)
+
+
+def test_transfer_rejects_bad_neuron_parameters():
+    with pytest.raises(ParameterError, match=r"tau_m=-1\.0 is invalid: expected"):
+        theory.transfer(1.0, 1.0, tau_m=-1.0)
+    with pytest.raises(ParameterError, match=r"theta=0\.0 is invalid: expected a threshold above"):
+        theory.transfer(1.0, 1.0, theta=0.0)
+
+
+# --- integration against upstream ---------------------------------------------------
+
+@pytest.mark.parametrize("variant, fixture, mean", [
+    ("downscaled_tutorial", "downscaled", 29.5884),
+    ("fullscale_tutorial", "fullscale", 3.7292),
+])
+def test_integrate_reproduces_upstream(variant, fixture, mean, request):
+    structure = request.getfixturevalue(fixture)
+    params = request.getfixturevalue("p_down" if fixture == "downscaled" else "p_full")
+    ref = load_reference(f"theory_{variant}.npz")
+    ds = theory.integrate(structure, params)
+    np.testing.assert_allclose(to_flat_vector(ds["rate"]), ref["final_rates"], rtol=1e-6, atol=0)
+    np.testing.assert_allclose(to_flat_vector(ds["trajectory"]), ref["rates_trajectory"],
+                               rtol=1e-5, atol=0)
+    np.testing.assert_allclose(ds["time"].values, ref["times_ms"], rtol=1e-12)
+    assert round(float(ds["rate"].mean()), 4) == mean
+    assert bool(ds["converged"]) and ds.attrs["converged"] is True
+    assert float(np.abs(ds["residual"]).max()) < 1e-6
+
+
+def test_integrate_flags_nonconvergence_of_fullscale_default(default):
+    ref = load_reference("theory_fullscale_default.npz")
+    with pytest.warns(theory.ConvergenceWarning, match=r"did not converge after T=50\.0 ms"):
+        ds = theory.integrate(default, Params())
+    assert not bool(ds["converged"]) and ds.attrs["converged"] is False
+    assert float(ds["max_abs_change_last_step"]) > 1.0      # upstream: 11.4 spikes/s
+    # The trajectory follows upstream's until the unstable dynamics amplify rounding
+    # (≈1e-13 at 5 ms, order 1 by 10 ms).
+    np.testing.assert_allclose(to_flat_vector(ds["trajectory"].isel(time=slice(0, 51))),
+                               ref["rates_trajectory"][:, :51], rtol=1e-9, atol=1e-12)
+
+
+def test_integrate_random_draws_are_seeded(fullscale, p_full):
+    ds = theory.integrate(fullscale, p_full.update({"theory": {"initial_rates": "random", "n_draws": 3}}),
+                          T=1.0)
+    assert ds["trajectory"].dims == ("draw", "area", "pop", "time")
+    expected = 1000.0 * np.random.RandomState(123).uniform(size=(3, 254))
+    np.testing.assert_array_equal(to_flat_vector(ds["trajectory"].isel(time=0).transpose("area", "pop", "draw")),
+                                  expected.T)
+    assert ds["converged"].dims == ("draw",) and not ds["converged"].any()
+
+
+def test_integrate_given_rates_and_euler_first_step(downscaled, p_down):
+    ref = load_reference("theory_downscaled_tutorial.npz")
+    ds = theory.integrate(downscaled, p_down, initial_rates=ref["final_rates"], T=1.0,
+                          first_step="euler")
+    # Started at the fixed point, the rates stay there.
+    np.testing.assert_allclose(to_flat_vector(ds["trajectory"]), ref["final_rates"][:, None]
+                               * np.ones(11), rtol=1e-12)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"T": 0.25}, r"T=0\.25 is invalid: expected a multiple of dt=0\.1 ms"),
+    ({"dt": -1.0}, r"dt=-1\.0 is invalid"),
+    ({"initial_rates": "ones"}, r"initial_rates='ones' is invalid: expected 'zero', 'random'"),
+    ({"initial_rates": np.ones(10)}, r"initial_rates='<array of shape \(10,\)>' is invalid: expected 254 rates"),
+    ({"first_step": "rk4"}, r"first_step='rk4' is invalid: expected 'nest' or 'euler'"),
+    ({"tol": 0.0}, r"tol=0\.0 is invalid"),
+])
+def test_integrate_rejects_bad_arguments(fullscale, kwargs, message):
+    with pytest.raises(ParameterError, match=message):
+        theory.integrate(fullscale, **kwargs)
+
+
+def test_integrate_rejects_non_structures():
+    with pytest.raises(ParameterError, match=r"structure=.* is invalid: expected a structure"):
+        theory.integrate(xr.Dataset({"J": 1.0}))
+
+
+# --- fixed points, gain, stability -------------------------------------------------
+
+def test_fixed_point_of_tutorial_cases(downscaled, fullscale, p_down, p_full):
+    for structure, params, name in ((downscaled, p_down, "downscaled_tutorial"),
+                                    (fullscale, p_full, "fullscale_tutorial")):
+        fp = theory.fixed_point(structure, params)
+        # upstream's T = 50 ms state is within 2e-9 of the fixed point (fullscale: last change 3e-10)
+        np.testing.assert_allclose(to_flat_vector(fp["rate"]),
+                                   load_reference(f"theory_{name}.npz")["final_rates"], rtol=1e-8)
+        assert bool(fp["converged"]) and bool(fp["stable"])
+        assert float(np.abs(fp["residual"]).max()) <= 1e-9
+
+
+def test_fixed_point_of_fullscale_default(default_fixed_point, default, p_full):
+    fp = default_fixed_point
+    nu = to_flat_vector(fp["rate"])
+    assert bool(fp["converged"]) and float(np.abs(fp["residual"]).max()) <= 1e-9
+    # Independent check: the slow transfer function at the fixed point's μ, σ returns ν*.
+    mu, sigma = to_flat_vector(fp["mu"]), to_flat_vector(fp["sigma"])
+    idx = np.arange(0, 254, 17)
+    np.testing.assert_allclose([slow_phi(m, s) for m, s in zip(mu[idx], sigma[idx])], nu[idx],
+                               rtol=1e-8, atol=1e-12)
+    # It is the stable low-activity state; integrating from a perturbed copy returns to it.
+    assert bool(fp["stable"]) and 0.5 < float(fp["eigenvalue_max_real"]) < 1.0
+    start = nu * (1 + 0.01 * np.random.default_rng(0).uniform(-1, 1, nu.size))
+    back = theory.integrate(default, Params(), initial_rates=start, T=50.0)
+    assert bool(back["converged"])
+    np.testing.assert_allclose(to_flat_vector(back["rate"]), nu, rtol=1e-6)
+    # And it is the chi = 1.9 point of the ground-state branch continued from chi = 1.
+    sw = theory.sweep(reference_structure("fullscale_tutorial"), "chi", [1.0, 1.45, 1.9], p_full,
+                      chi_I=2.0)
+    np.testing.assert_allclose(to_flat_vector(sw["rate"].sel(chi=1.9)), nu, rtol=1e-9)
+
+
+def test_gain_matrix_is_the_jacobian_of_phi(downscaled, p_down):
+    nu = load_reference("theory_downscaled_tutorial.npz")["final_rates"]
+    G = to_flat_matrix(theory.gain_matrix(downscaled, nu, p_down))
+    system = theory._system(downscaled, p_down)
+    h = 1e-4
+    for j in (0, 2, 100, 253):
+        e = np.zeros(254)
+        e[j] = h
+        column = (system.phi(nu + e) - system.phi(nu - e)) / (2 * h)
+        np.testing.assert_allclose(G[:, j], column, rtol=1e-6, atol=1e-10 * np.abs(G).max())
+
+
+def test_fixed_point_dataset_layout(default_fixed_point):
+    fp = default_fixed_point
+    assert fp["gain"].dims == ("area", "pop", "source_area", "source_pop")
+    assert fp["rate"].attrs["units"] == "spikes/s" and fp["mu"].attrs["units"] == "mV"
+    assert np.isnan(fp["rate"].sel(area="TH", pop="4E"))
+    lam = np.linalg.eigvals(to_flat_matrix(fp["gain"]))
+    assert float(fp["eigenvalue_max_real"]) == pytest.approx(lam.real.max(), rel=1e-10)
+    assert float(fp["lambda_max"]) == pytest.approx(math.sqrt(lam.real.max()), rel=1e-10)
+
+
+# --- replaced areas ----------------------------------------------------------------
+
+def test_replaced_areas_with_own_rates_keep_the_fixed_point(downscaled, p_down):
+    ref = load_reference("theory_downscaled_tutorial.npz")["final_rates"]
+    p = p_down.update({"simulation": {"areas_simulated": ("V1", "V2"),
+                                      "replace_non_simulated_areas": "het_poisson_stat"}})
+    ds = theory.integrate(downscaled, p, replacement_rates=ref)
+    np.testing.assert_allclose(to_flat_vector(ds["rate"]), ref, rtol=1e-9)
+    assert ds["simulated"].sel(area=["V1", "V2"]).all()
+    assert not ds["simulated"].sel(area="V4").any()
+    assert ds.attrs["areas_simulated"] == ["V1", "V2"]
+    assert np.isnan(ds["mu"].sel(area="V4")).all()
+
+
+def test_hom_poisson_replacement_mean_input(fullscale, p_full):
+    p = p_full.update({"simulation": {"areas_simulated": ("V1",),
+                                      "replace_non_simulated_areas": "hom_poisson_stat"}})
+    rates = np.zeros(254)
+    got = theory.input_statistics(fullscale, rates, p)["mu"].sel(area="V1").values
+    K = to_flat_matrix(fullscale["indegree"], fullscale["external_indegree"])
+    J = to_flat_matrix(fullscale["J"], fullscale["external_J"])
+    v1 = np.array([lab.startswith("V1-") for lab in population_labels()])
+    # μ_CC for V1 = Σ τ_m J K rate_ext over the other areas (upstream test_replace_cc), + external.
+    expected = 0.01 * ((K * J)[v1][:, :-1][:, ~v1].sum(1) * 10.0 + K[v1, -1] * J[v1, -1] * 10.0)
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
+
+
+def test_subset_without_stationary_replacement_is_rejected(fullscale, p_full):
+    with pytest.raises(ParameterError, match=r"replace_non_simulated_areas='het_current_nonstat' "
+                                             r"is invalid: expected one of hom_poisson_stat"):
+        theory.integrate(fullscale, p_full, areas_simulated=("V1",), replace="het_current_nonstat")
+
+
+# --- chi: fast path and sweep -------------------------------------------------------
+
+def test_rescale_cc_reproduces_the_default_structure(fullscale, default):
+    out = theory.rescale_cc(fullscale, chi=1.9, chi_I=2.0, chi_old=1.0, chi_I_old=1.0)
+    for name in ("J", "weight_mean", "weight_sd"):
+        xr.testing.assert_allclose(out[name], default[name], rtol=1e-12, atol=0)
+    xr.testing.assert_identical(out["indegree"], default["indegree"])
+
+
+def test_rescale_cc_of_downscaled_structure_preserves_input_statistics(downscaled, fullscale,
+                                                                        p_down, p_full):
+    # Down-scaling keeps μ and σ at the full-scale rates (construction.md §9); the
+    # rescaled DC drive must keep that property at chi = 1.9.
+    from mam_xr.data import fetch
+
+    nu_full = theory._rates_vector(fetch("fullscale_rates.json"), "rates")
+    down = theory.rescale_cc(downscaled, chi=1.9, chi_I=2.0, chi_old=1.0, chi_I_old=1.0,
+                             params=p_down)
+    full = theory.rescale_cc(fullscale, chi=1.9, chi_I=2.0, chi_old=1.0, chi_I_old=1.0)
+    a = theory.input_statistics(down, nu_full, p_down)
+    b = theory.input_statistics(full, nu_full, p_full)
+    xr.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+    assert not np.allclose(down["dc_drive"].fillna(0), downscaled["dc_drive"].fillna(0))
+    with pytest.raises(ParameterError, match=r"K_scaling=1\.0 is invalid"):
+        theory.rescale_cc(downscaled, chi=1.9, chi_I=2.0, chi_old=1.0, chi_I_old=1.0)
+
+
+def test_sweep_chi_fast_path(fullscale, p_full):
+    values = [1.0, 1.5, 1.9]
+    sw = theory.sweep(fullscale, "chi", values, p_full, chi_I=2.0)
+    assert sw["rate"].dims == ("chi", "area", "pop")
+    np.testing.assert_array_equal(sw["chi"], values)
+    assert sw["converged"].all() and sw["stable"].all() and not sw["restarted"].any()
+    # Every point is a fixed point of the structure at that chi (rescaled and solved on its own).
+    for chi in values:
+        s = theory.rescale_cc(fullscale, chi=chi, chi_I=2.0, chi_old=1.0, chi_I_old=1.0)
+        fp = theory.fixed_point(s, p_full.update(chi=chi, chi_I=2.0), with_gain=False)
+        np.testing.assert_allclose(to_flat_vector(fp["rate"]), to_flat_vector(sw["rate"].sel(chi=chi)),
+                                   rtol=1e-9)
+        assert float(fp["eigenvalue_max_real"]) == pytest.approx(
+            float(sw["eigenvalue_max_real"].sel(chi=chi)), rel=1e-9)
+
+
+def test_sweep_flags_the_end_of_a_branch(fullscale, p_full):
+    # With chi_I = 1 the low-activity branch of the tutorial network ends below chi = 1.2:
+    # the point is flagged and warned about, not hidden.
+    with pytest.warns(theory.ConvergenceWarning, match=r"no fixed point .* at chi = \[1\.2\]"):
+        sw = theory.sweep(fullscale, "chi", [1.0, 1.2], p_full)
+    assert sw["converged"].values.tolist() == [True, False]
+    assert bool(sw["restarted"].sel(chi=1.2))
+    assert float(np.abs(sw["residual"].sel(chi=1.2)).max()) > 1e-9
+
+
+def test_sweep_with_build_callable_and_rate_ext(fullscale, p_full):
+    calls = []
+
+    def build(value):
+        calls.append(value)
+        return theory.rescale_cc(fullscale, chi=value, chi_I=2.0, chi_old=1.0, chi_I_old=1.0)
+
+    a = theory.sweep(fullscale, "chi", [1.0, 1.2], p_full, build=build)
+    b = theory.sweep(fullscale, "chi", [1.0, 1.2], p_full, chi_I=2.0)
+    assert calls == [1.0, 1.2]
+    xr.testing.assert_allclose(a["rate"], b["rate"], rtol=1e-10)
+    r = theory.sweep(fullscale, "rate_ext", [10.0, 11.0], p_full)
+    assert r["converged"].all()
+    # continuation from the rate_ext = 10 fixed point (from zero rates, rate_ext = 11 leads
+    # elsewhere: the network has several fixed points)
+    fp = theory.fixed_point(fullscale, p_full, rate_ext=11.0, with_gain=False,
+                            initial=r["rate"].sel(rate_ext=10.0))
+    np.testing.assert_allclose(to_flat_vector(r["rate"].sel(rate_ext=11.0)), to_flat_vector(fp["rate"]),
+                               rtol=1e-9)
+    assert float(r["rate"].sel(rate_ext=11.0).mean()) > float(r["rate"].sel(rate_ext=10.0).mean())
+
+
+def test_sweep_rejects_unknown_fast_parameter(fullscale):
+    with pytest.raises(ParameterError, match=r"param='surface' is invalid: expected one of chi"):
+        theory.sweep(fullscale, "surface", [1.0])
+
+
+# --- storage -------------------------------------------------------------------
+
+def test_results_round_trip_through_zarr(tmp_path, fullscale, p_full, default_fixed_point):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", theory.ConvergenceWarning)
+        results = {
+            "integrate": theory.integrate(fullscale, p_full.update(
+                {"theory": {"initial_rates": "random", "n_draws": 2}}), T=2.0),
+            "fixed_point": default_fixed_point,
+            "sweep": theory.sweep(fullscale, "chi", [1.0, 1.1], p_full, chi_I=2.0),
+        }
+    for name, ds in results.items():
+        store = tmp_path / f"{name}.zarr"
+        ds.to_zarr(store, group="theory", mode="w")
+        back = xr.open_zarr(store, group="theory").load()
+        xr.testing.assert_identical(back, ds)
+
+
+# --- architecture ----------------------------------------------------------------
+
+def test_theory_imports_no_later_stage():
+    source = Path(theory.__file__).read_text()
+    names = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            names.add((node.module or "").split(".")[0])
+            names.update(a.name for a in node.names if node.module is None)
+    assert not names & {"simulation", "store", "analysis", "viz", "sweep", "cli"}
