@@ -398,6 +398,11 @@ def simulate(params, store=None, structure: xr.Dataset | None = None, progress: 
         params = Params.from_dict(params)
     if not isinstance(params, Params):
         raise ParameterError(invalid("params", type(params).__name__, "a mam_xr.Params"))
+    if params.simulation.engine == "brian2":
+        # The Brian2 C++ standalone engine: same network, same run-store layout.
+        from .engine_brian2 import run as run_brian2
+
+        return run_brian2(params, structure=structure, store=store, overwrite=overwrite)
     _validate(params, store)
     store_path = _store.check_writable(store)
     # Under MPI only rank 0 checks: it creates the store, possibly before another rank gets here.
