@@ -89,11 +89,13 @@ def _bin_index(steps: np.ndarray, edges: np.ndarray) -> np.ndarray:
     n = len(edges) - 1
     if np.all(edges == np.round(edges)) and n > 0 and np.all(np.diff(edges) == edges[1] - edges[0]):
         e0, w = int(edges[0]), int(edges[1] - edges[0])
-        b = (steps.astype(np.int64) - e0) // w
+        b = steps - np.asarray(e0, dtype=steps.dtype)
+        b //= w
     else:
         b = np.searchsorted(edges, steps, side="right") - 1
-    b = np.where(steps == edges[-1], n - 1, b)
-    return np.where((b >= 0) & (b < n), b, -1)
+    b[steps == edges[-1]] = n - 1
+    b[(b < 0) | (b >= n)] = -1
+    return b
 
 
 def group_statistics(pop: np.ndarray, sender: np.ndarray, steps: np.ndarray,
@@ -111,84 +113,123 @@ def group_statistics(pop: np.ndarray, sender: np.ndarray, steps: np.ndarray,
         Neurons simulated per population (floor(N)).
     w : StepWindows
         The windows of this run.
+    parts : frozenset
+        Which of :data:`PARTS` to compute.
 
     Returns
     -------
     dict of arrays over the group's populations (``neuron_counts`` over its
     neurons, concatenated in population order).
+
+    Notes
+    -----
+    Working memory is about 40 bytes per spike plus the inputs: every part
+    runs in its own function, so its temporaries are freed before the next.
     """
     P = len(n_neurons)
     n_neurons = np.asarray(n_neurons, dtype=np.int64)
     base = np.concatenate([[0], np.cumsum(n_neurons)])
     n_tot = int(base[-1])
-    pop = np.asarray(pop, dtype=np.int64)
-    g = base[:-1][pop] + sender
     out: dict[str, np.ndarray] = {"n_spikes": np.bincount(pop, minlength=P)}
-
-    # One sort by (neuron, time): per-neuron statistics never depend on the
-    # order the spikes were recorded in (decisions.md: LvR/CV ISI fix).
-    span = int(steps.max()) + 1 if len(steps) else 1
-    key = np.sort(g * span + steps)
-    g = key // span
-    s = key - g * span
-    nrn_pop = np.repeat(np.arange(P), n_neurons)
-    p_of = nrn_pop[g] if len(g) else g
-
-    # --- counts in the rate window (t_min, t_max): rates, rate distribution
-    in_rate = (s >= w.rate_lo) & (s < w.rate_hi)
+    g, s = _sort_by_neuron(pop, sender, steps, base)
+    nrn_pop = np.repeat(np.arange(P, dtype=np.int32), n_neurons)
     if "counts" in parts:
-        out["neuron_counts"] = np.bincount(g[in_rate], minlength=n_tot)
-        out["n_rate_window"] = np.bincount(p_of[in_rate], minlength=P)
-
-    # --- binned population counts (time series, synchrony)
+        out.update(_counts(g, s, nrn_pop, w, P, n_tot))
     if "time_series" in parts:
-        n_ts = len(w.ts_edges) - 1
-        b = _bin_index(s, w.ts_edges)
-        ok = b >= 0
-        out["ts_counts"] = np.bincount(p_of[ok] * n_ts + b[ok], minlength=P * n_ts).reshape(P, n_ts)
-
-    # --- CV of ISIs in (t_min, t_max): mean over neurons with >= 1 ISI
+        out["ts_counts"] = _time_series(g, s, nrn_pop, w, P)
     if "cv_isi" in parts:
-        gi, ti = g[in_rate], _to_ms(s[in_rate], w)
-        same = gi[1:] == gi[:-1]
-        isi = np.diff(ti)[same]
-        owner = gi[1:][same]
-        n_isi = np.bincount(owner, minlength=n_tot)
-        has = n_isi > 0
-        mean = _wsum(owner, isi, minlength=n_tot)
-        mean[has] /= n_isi[has]
-        var = _wsum(owner, (isi - mean[owner]) ** 2, minlength=n_tot)
-        var[has] /= n_isi[has]
-        cv = np.zeros(n_tot)
-        cv[has] = np.sqrt(var[has]) / mean[has]
-        n_cv = np.bincount(nrn_pop[has], minlength=P)
-        cv_sum = _wsum(nrn_pop[has], cv[has], minlength=P)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out["cv_isi"] = np.where(n_cv > 0, cv_sum / np.maximum(n_cv, 1), 0.0)
-        out["n_cv_neurons"] = n_cv
-
-    # --- LvR in [t_min, t_max) (Shinomoto et al. 2009), < 2 ISIs -> 0
+        out.update(_cv_isi(g, s, nrn_pop, w, P, n_tot))
     if "lvr" in parts:
-        in_lvr = (s >= w.lvr_lo) & (s < w.lvr_hi)
-        gl, tl = g[in_lvr], _to_ms(s[in_lvr], w)
-        same = gl[1:] == gl[:-1]
-        iv = np.diff(tl)
-        pair = same[:-1] & same[1:]          # ISIs k, k+1 of one neuron
-        i1, i2 = iv[:-1][pair], iv[1:][pair]
-        tot = i1 + i2
-        term = (1.0 - 4.0 * i1 * i2 / tot ** 2) * (1.0 + 4.0 * R_ms / tot)
-        owner = gl[2:][pair]
-        n_iv = np.bincount(gl[1:][same], minlength=n_tot)
-        lsum = _wsum(owner, term, minlength=n_tot)
-        lv = np.where(n_iv >= 2, 3.0 * lsum / np.maximum(n_iv - 1, 1), 0.0)
-        out["lvr_sum"] = _wsum(nrn_pop, lv, minlength=P)
-        out["n_lvr_neurons"] = np.bincount(nrn_pop[n_iv >= 2], minlength=P)
-
-    # --- mean pairwise correlation coefficient (dynamics.md §C.7)
+        out.update(_lvr(g, s, nrn_pop, w, P, n_tot, R_ms))
     if "corrcoef" in parts:
         out.update(_corrcoef(g, s, nrn_pop, base, n_neurons, w.cc_edges,
                              max_neurons=cc_max_neurons, id_span=cc_id_span))
     return out
+
+
+def _sort_by_neuron(pop, sender, steps, base):
+    """Neuron index g (within the group) and step s of every spike, sorted by (g, s).
+
+    One sort of a single integer key: per-neuron statistics never depend on
+    the order the spikes were recorded in (decisions.md: LvR/CV ISI fix).
+    """
+    span = int(steps.max()) + 1 if len(steps) else 1
+    key = base[:-1][pop]
+    key += sender
+    key *= span
+    key += steps
+    key.sort()
+    small = int(base[-1]) * span < 2**31
+    g = (key // span).astype(np.int32 if small else np.int64)
+    key -= g.astype(np.int64) * span
+    return g, key.astype(np.int32)
+
+
+def _counts(g, s, nrn_pop, w, P, n_tot):
+    """Spikes per neuron and per population in the rate window (t_min, t_max)."""
+    m = (s >= w.rate_lo) & (s < w.rate_hi)
+    nc = np.bincount(g[m], minlength=n_tot)
+    return {"neuron_counts": nc, "n_rate_window": np.bincount(nrn_pop, weights=nc, minlength=P).astype(np.int64)}
+
+
+def _time_series(g, s, nrn_pop, w, P):
+    """Spike counts per population in the bins of the rate time series."""
+    n_ts = len(w.ts_edges) - 1
+    b = _bin_index(s, w.ts_edges)
+    ok = b >= 0
+    return np.bincount(nrn_pop[g[ok]].astype(np.int64) * n_ts + b[ok], minlength=P * n_ts).reshape(P, n_ts)
+
+
+def _cv_isi(g, s, nrn_pop, w, P, n_tot):
+    """CV of ISIs in (t_min, t_max): mean over neurons with >= 1 ISI, 0 if none."""
+    m = (s >= w.rate_lo) & (s < w.rate_hi)
+    gi, ti = g[m], _to_ms(s[m], w)
+    del m
+    same = gi[1:] == gi[:-1]
+    isi = np.diff(ti)[same]
+    owner = gi[1:][same]
+    del gi, ti, same
+    n_isi = np.bincount(owner, minlength=n_tot)
+    has = n_isi > 0
+    mean = _wsum(owner, isi, minlength=n_tot)
+    mean[has] /= n_isi[has]
+    isi -= mean[owner]
+    isi *= isi
+    var = _wsum(owner, isi, minlength=n_tot)
+    var[has] /= n_isi[has]
+    cv = np.zeros(n_tot)
+    cv[has] = np.sqrt(var[has]) / mean[has]
+    n_cv = np.bincount(nrn_pop[has], minlength=P)
+    cv_sum = _wsum(nrn_pop[has], cv[has], minlength=P)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {"cv_isi": np.where(n_cv > 0, cv_sum / np.maximum(n_cv, 1), 0.0), "n_cv_neurons": n_cv}
+
+
+def _lvr(g, s, nrn_pop, w, P, n_tot, R_ms):
+    """LvR in [t_min, t_max) (Shinomoto et al. 2009); neurons with < 2 ISIs give 0."""
+    m = (s >= w.lvr_lo) & (s < w.lvr_hi)
+    gl, tl = g[m], _to_ms(s[m], w)
+    del m
+    same = gl[1:] == gl[:-1]
+    iv = np.diff(tl)
+    del tl
+    pair = same[:-1] & same[1:]          # ISIs k, k+1 of one neuron
+    i1, i2 = iv[:-1][pair], iv[1:][pair]
+    del iv
+    tot = i1 + i2
+    i1 *= i2
+    i1 *= 4.0
+    i1 /= tot * tot
+    term = 1.0 - i1                       # 1 - 4 I_k I_k+1 / (I_k + I_k+1)^2
+    del i1, i2
+    term *= 1.0 + 4.0 * R_ms / tot
+    del tot
+    owner = gl[2:][pair]
+    n_iv = np.bincount(gl[1:][same], minlength=n_tot)
+    lsum = _wsum(owner, term, minlength=n_tot)
+    lv = np.where(n_iv >= 2, 3.0 * lsum / np.maximum(n_iv - 1, 1), 0.0)
+    return {"lvr_sum": _wsum(nrn_pop, lv, minlength=P),
+            "n_lvr_neurons": np.bincount(nrn_pop[n_iv >= 2], minlength=P)}
 
 
 def _corrcoef(g, s, nrn_pop, base, n_neurons, edges, *, max_neurons, id_span):
@@ -211,14 +252,26 @@ def _corrcoef(g, s, nrn_pop, base, n_neurons, edges, *, max_neurons, id_span):
     np.minimum.at(first, nrn_pop[spiked], nrn_local[spiked])
     b = _bin_index(s, edges)
     ok = b >= 0
-    key = g[ok] * B + b[ok]           # sorted: (neuron, time) order
-    cut = np.flatnonzero(np.diff(key)) + 1
-    starts = np.concatenate([[0], cut]) if len(key) else np.zeros(0, dtype=np.int64)
-    c = np.diff(np.concatenate([starts, [len(key)]])).astype(np.int64)   # count per (neuron, bin)
-    kn = key[starts] // B if len(key) else key
-    kb = key[starts] - kn * B if len(key) else key
+    key = g[ok].astype(np.int64)
+    key *= B
+    key += b[ok]                      # sorted: (neuron, time) order
+    del b, ok
+    n = len(key)
+    new_pair = np.empty(n, dtype=bool)
+    new_pair[:1] = True
+    np.not_equal(key[1:], key[:-1], out=new_pair[1:])
+    starts = np.flatnonzero(new_pair)
+    del new_pair
+    uniq = key[starts]
+    del key
+    c = np.diff(starts, append=n).astype(np.int32)      # count per (neuron, bin)
+    del starts
+    kn = (uniq // B).astype(np.int32)
+    uniq -= kn * np.int64(B)
+    kb = uniq.astype(np.int32)
+    del uniq
     S1 = _wsum(kn, c, minlength=n_tot)
-    S2 = _wsum(kn, c * c, minlength=n_tot)
+    S2 = _wsum(kn, c.astype(np.float64) ** 2, minlength=n_tot)
     # integer test for a non-constant train: B·Σc² − (Σc)² > 0
     S1i, S2i = np.rint(S1).astype(np.int64), np.rint(S2).astype(np.int64)
     active = B * S2i - S1i * S1i > 0
@@ -231,8 +284,12 @@ def _corrcoef(g, s, nrn_pop, base, n_neurons, edges, *, max_neurons, id_span):
     inv = np.zeros(n_tot)
     inv[use] = 1.0 / np.sqrt(ss[use])
     sel = use[kn]
-    zsum = _wsum(nrn_pop[kn[sel]] * B + kb[sel], c[sel] * inv[kn[sel]],
-                       minlength=P * B).reshape(P, B)
+    kn, kb, c = kn[sel], kb[sel], c[sel]
+    idx = nrn_pop[kn].astype(np.int64)
+    idx *= B
+    idx += kb
+    del kb
+    zsum = _wsum(idx, c * inv[kn], minlength=P * B).reshape(P, B)
     zsum -= (_wsum(nrn_pop, S1 / B * inv, minlength=P))[:, None]
     sq = np.einsum("pb,pb->p", zsum, zsum)
     with np.errstate(invalid="ignore", divide="ignore"):

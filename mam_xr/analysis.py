@@ -32,6 +32,7 @@ import json
 import math
 import re
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Iterable, Literal, Sequence
 
@@ -85,7 +86,7 @@ _DEPENDS: dict[str, tuple[str, ...]] = {
 
 #: Per-task spike budget (≈ 100 bytes of working memory per spike in the kernel).
 DEFAULT_CHUNK_SPIKES = 4_000_000
-_BYTES_PER_SPIKE = 110
+_BYTES_PER_SPIKE = 80
 
 
 # ======================================================================================
@@ -288,24 +289,76 @@ _PARTS: dict[str, tuple[str, ...]] = {
 }
 
 
+def _read_slices(arr, slices: list[tuple[int, int]], max_chunks: int = 4) -> np.ndarray:
+    """Concatenated ``arr[a:b]`` for sorted, disjoint slices, decoding every Zarr chunk
+    at most once (reads of at most ``max_chunks`` consecutive chunks)."""
+    total = sum(b - a for a, b in slices)
+    out = np.empty(total, dtype=arr.dtype)
+    if not total:
+        return out
+    C = int(arr.chunks[0])
+    need = sorted({c for a, b in slices for c in range(a // C, (b - 1) // C + 1)})
+    runs, start = [], need[0]
+    for prev, c in zip(need, need[1:] + [None]):
+        if c is None or c != prev + 1 or prev + 1 - start >= max_chunks:
+            runs.append((start * C, min((prev + 1) * C, arr.shape[0])))
+            start = c
+    pos, k = 0, 0
+    starts = np.cumsum([0] + [b - a for a, b in slices])
+    for r0, r1 in runs:
+        block = arr[r0:r1]
+        while k < len(slices) and slices[k][0] < r1:
+            a, b = slices[k]
+            x0, x1 = max(a, r0), min(b, r1)
+            if x1 > x0:
+                o = starts[k] + (x0 - a)
+                out[o:o + (x1 - x0)] = block[x0 - r0:x1 - r0]
+            if b <= r1:
+                k += 1
+            else:
+                break
+    return out
+
+
+def _read_group(run, idx: np.ndarray):
+    """(pop index within the group, sender, steps) of consecutive flat populations ``idx``,
+    all committed segments of every rank, in storage order (the kernel sorts)."""
+    p0, p1 = int(idx[0]), int(idx[-1]) + 1
+    if not np.array_equal(idx, np.arange(p0, p1)):
+        raise StoreError("internal error: an analysis group must be consecutive populations")
+    n = run._n_common()
+    pops, senders, steps = [], [], []
+    for r in run.ranks:
+        g = run.root["spikes"][r]
+        if n == 0:
+            continue
+        off = g["offsets"][:n]
+        cnt = np.diff(off[:, p0:p1 + 1], axis=1)                  # (segments, P)
+        slices = [(int(off[s, p0]), int(off[s, p1])) for s in range(n) if off[s, p1] > off[s, p0]]
+        steps.append(_read_slices(g["times"], slices))
+        senders.append(_read_slices(g["senders"], slices))
+        pops.append(np.repeat(np.tile(np.arange(p1 - p0, dtype=np.int32), n), cnt.ravel()))
+    cat = (lambda xs, dt: np.concatenate(xs) if xs else np.zeros(0, dt))
+    return cat(pops, np.int32), cat(senders, np.int32), cat(steps, np.int32)
+
+
 def _run_group(path: str, areas: list[str], pops: list[str] | None, d: dict, allow_incomplete: bool,
                parts: frozenset = _k.PARTS):
     """One Dask task: read a group's spikes and compute all its per-population statistics."""
     from .store import open_run
 
-    run = open_run(path, allow_incomplete=allow_incomplete)
-    sp = run.spikes(area=areas, pop=pops)
-    # keep flat order inside the group (RunStore keeps the caller's area order)
+    with warnings.catch_warnings():   # analyze() already warned about an incomplete run
+        warnings.simplefilter("ignore", UserWarning)
+        run = open_run(path, allow_incomplete=allow_incomplete)
+    idx = _group_flat_indices(areas, pops)
+    pop, senders, steps = _read_group(run, idx)
+    n_neurons = np.asarray(run.root["spikes"].attrs["n_neurons"], dtype=np.int64)[idx]
     w = _k.make_windows(dt=run.dt, t_min=d["t_min_ms"], t_max=d["t_max_ms"],
                         bin_ms=d["bin_ms"], cc_bin_ms=d["cc_bin_ms"])
-    pop = sp.pop
-    steps = sp.steps.astype(np.int64)
-    senders = sp.senders.astype(np.int64)
-    out = _k.group_statistics(pop, senders, steps, np.asarray(sp.n_neurons), w, R_ms=d["R_ms"],
+    out = _k.group_statistics(pop, senders, steps, n_neurons, w, R_ms=d["R_ms"],
                               cc_max_neurons=d["cc_max_neurons"], cc_id_span=d["cc_id_span"],
                               parts=parts)
-    labels = population_labels()
-    out["flat_index"] = np.array([labels.index(p) for p in sp.populations])
+    out["flat_index"] = idx
     return out
 
 
@@ -703,7 +756,9 @@ def read_analysis(run, name: str) -> xr.Dataset | None:
     (Store layout helper for ``analysis/<name>/``; it belongs next to
     :mod:`mam_xr.store`'s readers and may move there.)
     """
-    run = _open(run, allow_incomplete=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        run = _open(run, allow_incomplete=True)
     if name not in STATISTICS:
         raise ParameterError(invalid("name", name, f"one of {STATISTICS}"))
     if "analysis" not in run.root or name not in run.root["analysis"]:
@@ -766,7 +821,7 @@ def analyze(runs, statistics: Iterable[str] | str | None = None, *, recompute: b
     store : bool, default True
         Write new results to ``analysis/<name>/`` of each run store.
     chunk_spikes : int, optional
-        Most spikes one Dask task holds (default 4e6, ≈ 0.45 GB of working memory).
+        Most spikes one Dask task holds (default 4e6, ≈ 0.3 GB of working memory).
     memory_limit : int or str, optional
         Memory per Dask worker thread ("200MB"); sets ``chunk_spikes`` so that a task
         stays within about a third of it.
@@ -929,9 +984,9 @@ def lazy_spikes(run, *, area=None, pop=None, t_start_ms: float | None = None,
                 t_stop_ms: float | None = None, chunk_spikes: int = DEFAULT_CHUNK_SPIKES):
     """Spikes of a selection as Dask arrays, one chunk per group of populations.
 
-    Nothing is read until computed; each chunk reads only its populations (and
-    only the segments overlapping the window) through
-    :meth:`mam_xr.store.RunStore.spikes`.
+    Nothing is read until computed; each chunk reads only the Zarr chunks that hold
+    its populations.  Within a chunk, spikes are in storage order (by segment, then
+    population, then time).
 
     Returns
     -------
@@ -954,7 +1009,7 @@ def lazy_spikes(run, *, area=None, pop=None, t_start_ms: float | None = None,
         idx = [i for i in _group_flat_indices(areas, pops) if i in set(sel.tolist())]
         if not idx:
             continue
-        part = delayed(_read_part, pure=True)(run.path, [labels[i] for i in idx], t_start_ms, t_stop_ms)
+        part = delayed(_read_part, pure=True)(run.path, idx, t_start_ms, t_stop_ms)
         chunks.append(part)
     arrays = {}
     for k, (key, dtype) in enumerate((("times", np.float64), ("senders", np.int32), ("population", np.int16))):
@@ -962,18 +1017,26 @@ def lazy_spikes(run, *, area=None, pop=None, t_start_ms: float | None = None,
     return arrays
 
 
-def _read_part(path, labels, t0, t1):
+def _read_part(path, idx, t0, t1):
     from .store import open_run
 
-    run = open_run(path, allow_incomplete=True)
-    areas = sorted({lab.split("-")[0] for lab in labels}, key=AREAS.index)
-    sp = run.spikes(area=areas, pop=sorted({lab.split("-")[1] for lab in labels}, key=POPS.index),
-                    t_start=t0, t_stop=t1)
-    keep = np.isin(np.array(sp.populations), labels)
-    flat = np.array([population_labels().index(p) for p in sp.populations])
-    pop = np.repeat(np.arange(len(sp.populations)), np.diff(sp.offsets))
-    mask = keep[pop]
-    return (sp.times[mask], sp.senders[mask].astype(np.int32), flat[pop][mask].astype(np.int16))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        run = open_run(path, allow_incomplete=True)
+    idx = np.asarray(idx)
+    times, senders, pops = [], [], []
+    for run_idx in np.split(idx, np.flatnonzero(np.diff(idx) != 1) + 1):   # consecutive runs
+        pop, snd, st = _read_group(run, run_idx)
+        keep = np.ones(len(st), dtype=bool)
+        if t0 is not None:
+            keep &= st >= _k.steps_at_least(float(t0), run.dt)
+        if t1 is not None:
+            keep &= st < _k.steps_at_least(float(t1), run.dt)
+        times.append(_k._to_ms(st[keep], _k.make_windows(dt=run.dt, t_min=0.0, t_max=1.0,
+                                                           bin_ms=1.0, cc_bin_ms=1.0)))
+        senders.append(snd[keep])
+        pops.append((run_idx[0] + pop[keep]).astype(np.int16))
+    return np.concatenate(times), np.concatenate(senders), np.concatenate(pops)
 
 
 # ======================================================================================

@@ -313,7 +313,8 @@ def test_incomplete_and_foreign_stores(tmp_path):
     path = _tiny_run(tmp_path / "running.zarr", {0: ([10, 20], [0, 1])}, status="running")
     with pytest.raises(StoreError, match="incomplete"):
         A.analyze(path)
-    st = A.analyze(path, "rates", allow_incomplete=True, store=False)
+    with pytest.warns(UserWarning, match="incomplete"):
+        st = A.analyze(path, "rates", allow_incomplete=True, store=False)
     assert int(st["rates"]["n_spikes"].sel(area="V1", pop="23E")) == 2
     zarr.open_group(str(tmp_path / "foreign.zarr"), mode="w", zarr_format=3)
     with pytest.raises(StoreError, match="format=None is invalid"):
