@@ -346,10 +346,18 @@ class _System:
         return out
 
 
-def _params(params):
+def _params(params, structure: xr.Dataset | None = None):
+    """The Params to use: given, else those stored with the structure (attrs["params"],
+    written by mam_xr.structure.build), else ``Params()`` (upstream's defaults)."""
     from .params import Params
 
     if params is None:
+        text = structure.attrs.get("params") if isinstance(structure, xr.Dataset) else None
+        if isinstance(text, str):
+            try:
+                return Params.from_json(text)
+            except (ParameterError, ValueError):
+                pass
         return Params()
     if not isinstance(params, Params):
         raise ParameterError(invalid("params", type(params).__name__, "a mam_xr.params.Params or None"))
@@ -490,8 +498,8 @@ def _check_structure(structure) -> None:
                                      "external_J and dc_drive"))
 
 
-def _settings(params, areas_simulated, replace, replacement):
-    p = _params(params)
+def _settings(params, areas_simulated, replace, replacement, structure=None):
+    p = _params(params, structure)
     if areas_simulated is None:
         areas_simulated = p.simulation.areas_simulated
     if replace is None:
@@ -521,7 +529,8 @@ def input_statistics(structure: xr.Dataset, rates, params=None, *, rate_ext: flo
     rates : DataArray (area, pop), 254-vector or rates mapping
         Rates of the populations (spikes/s).
     params : mam_xr.params.Params, optional
-        Neuron, input and replacement parameters; default ``Params()``.
+        Neuron, input and replacement parameters; default: the structure's
+        ``attrs['params']`` (set by mam_xr.structure.build), else ``Params()``.
 
     Returns
     -------
@@ -529,7 +538,7 @@ def input_statistics(structure: xr.Dataset, rates, params=None, *, rate_ext: flo
         ``mu`` and ``sigma`` (area, pop) in mV, NaN for populations of
         non-simulated areas and for TH 4E/4I.
     """
-    p, areas, replace, repl = _settings(params, areas_simulated, replace, replacement_rates)
+    p, areas, replace, repl = _settings(params, areas_simulated, replace, replacement_rates, structure)
     system = _system(structure, p, rate_ext=rate_ext, areas_simulated=areas, replace=replace,
                      replacement=repl)
     nu = _rates_vector(rates, "rates")[system.dyn]
@@ -693,7 +702,8 @@ def integrate(structure: xr.Dataset, params=None, *, initial_rates=None, n_draws
         ``theory`` (dt, T, initial_rates, n_draws, rate_max, seed),
         ``network.neuron``, ``network.input.rate_ext`` and
         ``simulation.areas_simulated`` / ``replace_non_simulated_areas`` /
-        ``replace_cc_input_source``; default ``Params()``.  Keyword
+        ``replace_cc_input_source``; default: the structure's
+        ``attrs['params']``, else ``Params()``.  Keyword
         arguments override it.
     initial_rates : {"zero", "random"}, DataArray or array, optional
         Initial rates (spikes/s): zero, ``n_draws`` uniform draws in
@@ -717,7 +727,7 @@ def integrate(structure: xr.Dataset, params=None, *, initial_rates=None, n_draws
         ``exists``, ``simulated``.  The ``draw`` dim is present when there is
         more than one initial condition.
     """
-    p, areas, replace, repl = _settings(params, areas_simulated, replace, replacement_rates)
+    p, areas, replace, repl = _settings(params, areas_simulated, replace, replacement_rates, structure)
     dt = p.theory.dt if dt is None else float(dt)
     T = p.theory.T if T is None else float(T)
     if not dt > 0:
@@ -973,7 +983,7 @@ def fixed_point(structure: xr.Dataset, params=None, *, initial=None, tol: float 
     """
     if not tol > 0:
         raise ParameterError(invalid("tol", tol, "a tolerance > 0 spikes/s"))
-    p, areas, replace, repl = _settings(params, areas_simulated, replace, replacement_rates)
+    p, areas, replace, repl = _settings(params, areas_simulated, replace, replacement_rates, structure)
     nrn = replace_neuron(_neuron(p), cutoff=cutoff)
     rate_ext = p.network.input.rate_ext if rate_ext is None else float(rate_ext)
     system = _system(structure, p, neuron=nrn, rate_ext=rate_ext, areas_simulated=areas,
@@ -1039,7 +1049,7 @@ def gain_matrix(structure: xr.Dataset, rates, params=None, *, held_shift: bool =
         (area, pop, source_area, source_pop), dimensionless; NaN outside the
         simulated populations.
     """
-    p, areas, replace, repl = _settings(params, areas_simulated, replace, replacement_rates)
+    p, areas, replace, repl = _settings(params, areas_simulated, replace, replacement_rates, structure)
     system = _system(structure, p, rate_ext=rate_ext, areas_simulated=areas, replace=replace,
                      replacement=repl)
     nu = _rates_vector(rates, "rates")[system.dyn]
@@ -1135,7 +1145,7 @@ def rescale_cc(structure: xr.Dataset, *, chi: float, chi_I: float, chi_old: floa
     for name, value in (("chi", chi), ("chi_I", chi_I), ("chi_old", chi_old), ("chi_I_old", chi_I_old)):
         if not (isinstance(value, (int, float)) and value > 0):
             raise ParameterError(invalid(name, value, "a factor > 0"))
-    p = _params(params)
+    p = _params(params, structure)
     cc = xr.DataArray(~np.eye(len(AREAS), dtype=bool), dims=("area", "source_area"),
                       coords={"area": list(AREAS), "source_area": list(AREAS)})
     inh = xr.DataArray(~is_excitatory(POPS), dims=("pop",), coords={"pop": list(POPS)})
@@ -1230,7 +1240,8 @@ def sweep(structure: xr.Dataset, param: str, values: Sequence[float], params=Non
     values : sequence of float
         Parameter values, in sweep order.
     params : Params, optional
-        Parameters of ``structure`` (default ``Params()``, i.e. χ = 1.9, χ_I = 2).
+        Parameters of ``structure`` (default: its ``attrs['params']``, else
+        ``Params()``, i.e. χ = 1.9, χ_I = 2).
     chi, chi_I : float, optional
         Hold the other CC factor at this value during a ``chi`` (``chi_I``)
         sweep; default: the value in ``params``.
@@ -1255,7 +1266,7 @@ def sweep(structure: xr.Dataset, param: str, values: Sequence[float], params=Non
     if build is None and fast and param not in _FAST:
         raise ParameterError(invalid(
             "param", param, f"one of {', '.join(_FAST)} for the fast path, or fast=False / build="))
-    p = _params(params)
+    p = _params(params, structure)
     areas = p.simulation.areas_simulated
     replace = p.simulation.replace_non_simulated_areas
     repl = replacement_rates(p) if len(areas) < len(AREAS) and replace == "het_poisson_stat" else None
@@ -1275,7 +1286,7 @@ def sweep(structure: xr.Dataset, param: str, values: Sequence[float], params=Non
         if base is not None:
             model, q = _model_at(base, param, value, p, current, K_scaling, fullscale_rates)
         else:
-            q = p.update({param: value})
+            q = p.update({param: value, **{k: v for k, v in current.items() if k != param}})
             s = build(value) if build is not None else builder(q)
             if not isinstance(s, xr.Dataset):
                 raise ParameterError(invalid("build", build, "a callable value -> structure Dataset"))

@@ -425,3 +425,20 @@ def test_theory_imports_no_later_stage():
             names.add((node.module or "").split(".")[0])
             names.update(a.name for a in node.names if node.module is None)
     assert not names & {"simulation", "store", "analysis", "viz", "sweep", "cli"}
+
+
+# --- with mam_xr.structure.build -------------------------------------------------------
+
+def test_sweep_rebuilding_structures_equals_fast_path():
+    from mam_xr import structure
+
+    p = Params.tutorial(scale=1.0, fullscale_rates=None, chi_I=2.0)
+    s = structure.build(p)
+    fast = theory.sweep(s, "chi", [1.0, 1.3], p)
+    slow = theory.sweep(s, "chi", [1.0, 1.3], p, fast=False)
+    assert fast.attrs["structures"] == "fast path on the given structure"
+    assert slow.attrs["structures"] == "mam_xr.structure.build"
+    xr.testing.assert_allclose(fast["rate"], slow["rate"], rtol=1e-11)
+    # The params stored with a built structure are used when none are given.
+    xr.testing.assert_allclose(theory.fixed_point(s, with_gain=False)["rate"],
+                               theory.fixed_point(s, p, with_gain=False)["rate"], rtol=1e-12)

@@ -1,0 +1,105 @@
+"""Benchmark of mam_xr.theory against upstream's timings (reference/README.md §3.2, §4).
+
+usage: MAM_XR_DATA_DIR=../shared/upstream-data python benchmarks/bench_theory.py [--repeat N]
+
+Prints, per reference case, the wall time of ``integrate`` (upstream: NEST
+``integrate_siegert`` 0.60 / 0.68 / 0.63 s) and of ``fixed_point``, the
+agreement with upstream's rates, and the wall time of an 11-point
+theory-only chi sweep at full scale (target <= 1 s).  Best of ``--repeat``
+runs.  BLAS is limited to one thread (set before numpy is imported): the
+254 x 254 problems are too small to gain from threads, and on a shared
+2-core machine threaded OpenBLAS is several times slower.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from mam_xr import theory  # noqa: E402
+from mam_xr.flat import structure_from_flat, to_flat_vector  # noqa: E402
+from mam_xr.params import Params  # noqa: E402
+
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+UPSTREAM_INTEGRATE_S = {"downscaled_tutorial": 0.60, "fullscale_tutorial": 0.68,
+                        "fullscale_default": 0.63}
+
+
+def structure(variant):
+    with np.load(REFERENCE / f"structure_{variant}.npz") as f:
+        r = {k: f[k] for k in f.files}
+    return structure_from_flat(N=r["N"], K=r["K"], synapses=r["synapses"], W=r["W"], W_sd=r["W_sd"],
+                               J=r["J"], add_DC_drive=r["add_DC_drive"], distances=r["distances"],
+                               K_areas=r["K_areas"])
+
+
+def best(f, repeat):
+    times, out = [], None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = f()
+        times.append(time.perf_counter() - t0)
+    return min(times), times, out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeat", type=int, default=5)
+    args = ap.parse_args()
+    params = {"downscaled_tutorial": Params.tutorial(),
+              "fullscale_tutorial": Params.tutorial(scale=1.0, fullscale_rates=None),
+              "fullscale_default": Params()}
+    report = {}
+    warnings.simplefilter("ignore", theory.ConvergenceWarning)
+    for variant, p in params.items():
+        s = structure(variant)
+        with np.load(REFERENCE / f"theory_{variant}.npz") as f:
+            up, up_traj = f["final_rates"], f["rates_trajectory"]
+        t_int, ts, ds = best(lambda: theory.integrate(s, p), args.repeat)
+        t_fp, _, fp = best(lambda: theory.fixed_point(s, p), args.repeat)
+        rate, traj = to_flat_vector(ds["rate"]), to_flat_vector(ds["trajectory"])
+        report[variant] = {
+            "integrate_best_s": t_int, "integrate_all_s": ts,
+            "upstream_integrate_s": UPSTREAM_INTEGRATE_S[variant],
+            "speedup_vs_upstream": UPSTREAM_INTEGRATE_S[variant] / t_int,
+            "converged_after_T": bool(ds["converged"]),
+            "max_abs_change_last_step": float(ds["max_abs_change_last_step"]),
+            "mean_rate": float(rate.mean()), "upstream_mean_rate": float(up.mean()),
+            "final_rates_max_rel_err": float(np.max(np.abs(rate - up) / up)),
+            "trajectory_max_rel_err": float(np.max(np.abs(traj - up_traj)
+                                                   / np.where(up_traj > 0, up_traj, 1.0))),
+            "fixed_point_best_s": t_fp, "fixed_point_converged": bool(fp["converged"]),
+            "fixed_point_mean_rate": float(fp["rate"].mean()),
+            "fixed_point_max_residual": float(np.abs(fp["residual"]).max()),
+            "fixed_point_eigenvalue_max_real": float(fp["eigenvalue_max_real"]),
+            "fixed_point_stable": bool(fp["stable"]),
+        }
+    s = structure("fullscale_tutorial")
+    values = np.round(np.linspace(1.0, 2.0, 11), 10)
+    t_sw, ts, sw = best(lambda: theory.sweep(s, "chi", values, params["fullscale_tutorial"],
+                                             chi_I=2.0), args.repeat)
+    report["chi_sweep_fullscale_11_points"] = {
+        "best_s": t_sw, "all_s": ts, "target_s": 1.0, "chi": values.tolist(), "chi_I": 2.0,
+        "converged": sw["converged"].values.tolist(), "stable": sw["stable"].values.tolist(),
+        "eigenvalue_max_real": np.round(sw["eigenvalue_max_real"].values, 6).tolist(),
+        "mean_rate": np.round(sw["rate"].mean(("area", "pop")).values, 6).tolist(),
+    }
+    print(json.dumps(report, indent=1))
+    print(f"\nintegrate: " + ", ".join(
+        f"{k} {v['integrate_best_s']:.3f} s ({v['speedup_vs_upstream']:.1f}x upstream)"
+        for k, v in report.items() if k in params))
+    print(f"11-point chi sweep at full scale: {t_sw:.3f} s (target <= 1 s)")
+
+
+if __name__ == "__main__":
+    main()
