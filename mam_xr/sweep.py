@@ -639,13 +639,32 @@ def _write_result(ds: xr.Dataset, path: Path) -> None:
 
 
 def _watch_parent() -> None:
-    """Exit when the process that started us dies (a killed sweep leaves no orphans)."""
-    parent = os.getppid()
+    """Die with the process that started us (a killed sweep leaves no orphans).
+
+    On Linux the kernel sends SIGKILL when the parent dies (PR_SET_PDEATHSIG);
+    this works even while NEST holds the GIL.  Elsewhere a thread polls the
+    parent pid.
+    """
+    expected = int(os.environ.get("MAM_XR_SWEEP_PARENT", os.getppid()))
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(1, int(signal.SIGKILL), 0, 0, 0) != 0:  # 1 = PR_SET_PDEATHSIG
+            raise OSError(ctypes.get_errno(), "prctl")
+        linux = True
+    except (OSError, AttributeError):
+        linux = False
+    if os.getppid() != expected:  # the parent died before prctl took effect
+        os._exit(3)
+    if linux:
+        return
 
     def watch():
         while True:
             time.sleep(1.0)
-            if os.getppid() != parent:
+            if os.getppid() != expected:
                 os._exit(3)
 
     threading.Thread(target=watch, daemon=True).start()
@@ -667,6 +686,7 @@ def _execute(point_dir: str, threads: int, subprocess_: bool = True) -> dict:
     # NEST uses its own threads; keep BLAS/OpenMP of numpy from adding more.
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = str(threads)
+    env["MAM_XR_SWEEP_PARENT"] = str(os.getpid())
     for var in ("MAM_XR_DATA_DIR", "MAM_XR_CACHE_DIR"):  # relative paths mean the caller's cwd
         if env.get(var):
             env[var] = os.path.abspath(env[var])
@@ -740,7 +760,7 @@ def _start_cluster(kind, *, n_workers: int, threads: int, memory: float | None,
         from distributed import LocalCluster
 
         kw = dict(n_workers=n_workers, threads_per_worker=1, processes=True,
-                  dashboard_address=None, silence_logs=40)
+                  scheduler_kwargs={"dashboard": False}, silence_logs=40)
         if memory:
             kw["memory_limit"] = int(memory)
         kw.update(options)
