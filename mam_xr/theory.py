@@ -741,7 +741,7 @@ def integrate(structure: xr.Dataset, params=None, *, initial_rates=None, n_draws
         raise ParameterError(invalid("first_step", first_step, "'nest' or 'euler'"))
     if not tol > 0:
         raise ParameterError(invalid("tol", tol, "a tolerance > 0 spikes/s"))
-    nrn = replace_neuron(_neuron(p), cutoff=cutoff)
+    nrn = _replace_neuron(_neuron(p), cutoff=cutoff)
     rate_ext = p.network.input.rate_ext if rate_ext is None else float(rate_ext)
     system = _system(structure, p, neuron=nrn, rate_ext=rate_ext, areas_simulated=areas,
                      replace=replace, replacement=repl)
@@ -791,7 +791,7 @@ def integrate(structure: xr.Dataset, params=None, *, initial_rates=None, n_draws
     return ds
 
 
-def replace_neuron(nrn: _Neuron, **changes) -> _Neuron:
+def _replace_neuron(nrn: _Neuron, **changes) -> _Neuron:
     return replace(nrn, **changes)
 
 
@@ -984,7 +984,7 @@ def fixed_point(structure: xr.Dataset, params=None, *, initial=None, tol: float 
     if not tol > 0:
         raise ParameterError(invalid("tol", tol, "a tolerance > 0 spikes/s"))
     p, areas, replace, repl = _settings(params, areas_simulated, replace, replacement_rates, structure)
-    nrn = replace_neuron(_neuron(p), cutoff=cutoff)
+    nrn = _replace_neuron(_neuron(p), cutoff=cutoff)
     rate_ext = p.network.input.rate_ext if rate_ext is None else float(rate_ext)
     system = _system(structure, p, neuron=nrn, rate_ext=rate_ext, areas_simulated=areas,
                      replace=replace, replacement=repl)
