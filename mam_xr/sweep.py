@@ -50,7 +50,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .errors import MamXrError, ParameterError, SimulationError, StoreError, invalid
 
 __all__ = ["Case", "Coupling", "BaseConfig", "SweepSpec", "Point", "plan", "run_sweep",
-           "open_sweep", "sweep_status", "combine", "load_spec", "run_point", "main"]
+           "open_sweep", "sweep_status", "combine", "load_spec", "run_point", "point_memory",
+           "slurm_options", "main"]
 
 SWEEP_FORMAT = "mam_xr.sweep/1"
 STEPS = ("theory", "simulate", "analyse")
@@ -738,6 +739,21 @@ def point_memory(params) -> float:
     return 0.5e9 + 60.0 * synapses
 
 
+def slurm_options(*, threads: int = 1, memory: float | None = None, **options) -> dict:
+    """Keyword arguments of ``dask_jobqueue.SLURMCluster`` for a sweep.
+
+    One job = one Dask worker with one Dask thread (one point at a time) but
+    ``threads`` CPUs (``--cpus-per-task``) for the point's NEST threads, and
+    ``memory`` bytes (default 4 GB); ``options`` (queue, account, walltime,
+    job_extra_directives, job_script_prologue, python, ...) are passed on.
+    """
+    mem_gb = max(1, math.ceil((memory or 4e9) / 1e9))
+    kw = dict(cores=1, processes=1, job_cpu=int(threads), memory=f"{mem_gb}GB", walltime="04:00:00",
+              scheduler_options={"dashboard": False})
+    kw.update({k: v for k, v in options.items() if v is not None})
+    return kw
+
+
 @dataclass
 class _Cluster:
     client: Any
@@ -778,11 +794,7 @@ def _start_cluster(kind, *, n_workers: int, threads: int, memory: float | None,
         except ImportError as exc:
             raise ParameterError(invalid("cluster", kind, "dask-jobqueue to be installed "
                                          "(pip install dask-jobqueue)")) from exc
-        mem_gb = max(1, math.ceil((memory or 4e9) / 1e9))
-        # One Dask thread per job (one point at a time) but `threads` CPUs for NEST.
-        kw = dict(cores=1, processes=1, job_cpu=threads, memory=f"{mem_gb}GB", walltime="04:00:00")
-        kw.update(options)
-        cluster = SLURMCluster(**kw)
+        cluster = SLURMCluster(**slurm_options(threads=threads, memory=memory, **options))
         cluster.scale(jobs=n_workers)
         client = Client(cluster)
 
@@ -1032,8 +1044,8 @@ def run_sweep(spec, directory, *, cluster="auto", n_workers: int | None = None,
         bar = _Progress(total=n_complete + len(todo), done=n_complete, enabled=progress, name=spec.name)
         try:
             if todo:
-                _run_points(spec, directory, todo, states, cluster, n_workers, threads,
-                            cluster_options or {}, bar, write_manifest)
+                execution["n_workers"] = _run_points(spec, directory, todo, states, cluster, n_workers,
+                                                     threads, cluster_options or {}, bar, write_manifest)
         finally:
             bar.close()
             write_manifest()
@@ -1091,20 +1103,22 @@ def _run_points(spec, directory, todo, states, cluster, n_workers, threads, opti
             info = _execute(str(pdir), threads, subprocess_=simulate_)
             bar.update(running=0)
             record(label, info)
-        return
+        return 1
 
     from distributed import wait
 
     memory = None
-    if cluster == "local" and simulate_:
-        est = max(point_memory(p.params) for p in todo.values())
-        fit = max(1, int(_available_memory() // est))
+    if cluster in ("local", "slurm") and simulate_:
+        memory = max(point_memory(p.params) for p in todo.values())
+    if cluster == "local" and memory:
+        fit = max(1, int(_available_memory() // memory))
         if fit < n_workers:
-            bar.write(f"memory: {fit} of {n_workers} workers fit ({est / 1e9:.1f} GB per point); using {fit}")
+            bar.write(f"memory: {fit} of {n_workers} workers fit ({memory / 1e9:.1f} GB per point); "
+                      f"using {fit}")
             n_workers = fit
-        memory = est
     c = _start_cluster(cluster, n_workers=n_workers, threads=threads, memory=memory, options=options)
     try:
+        write_manifest()
         futures = {}
         for label, (pdir, attempts) in prepared.items():
             fut = c.client.submit(_execute, str(pdir), threads, simulate_, pure=False,
@@ -1138,6 +1152,7 @@ def _run_points(spec, directory, todo, states, cluster, n_workers, threads, opti
                 write_manifest()
     finally:
         c.close()
+    return c.n_slots
 
 
 # --------------------------------------------------------------------------------------

@@ -306,3 +306,45 @@ def test_points_equal_running_each_alone(resumed_sweep, tmp_path, i):
     # time series too: the binned rate of every population over time
     ts = stats["rate_time_series"]["rate"].rename(time="rate_time_series_time")
     np.testing.assert_array_equal(sweep["rate_time_series_rate"].values, ts.values)
+
+
+# --------------------------------------------------------------------------------------
+# Other clusters: the SLURM job script and an MPI-launched sweep
+# --------------------------------------------------------------------------------------
+
+def test_slurm_job_runs_one_point_with_its_threads():
+    jobqueue = pytest.importorskip("dask_jobqueue")
+    from mam_xr.sweep import slurm_options
+
+    cluster = jobqueue.SLURMCluster(**slurm_options(threads=4, memory=3.2e9, queue="normal", account="abc",
+                                                    job_extra_directives=["--constraint=mc"]))
+    try:
+        script = cluster.job_script()
+    finally:
+        cluster.close()
+    for line in ("#SBATCH -p normal", "#SBATCH -A abc", "#SBATCH --cpus-per-task=4", "#SBATCH --mem=4G",
+                 "#SBATCH --constraint=mc"):
+        assert line in script.splitlines()
+    assert "--nthreads 1" in script  # one point at a time per job
+
+
+def test_mpi_runner_theory_sweep(tmp_path):
+    pytest.importorskip("dask_mpi")
+    pytest.importorskip("mpi4py")
+    mpiexec = shutil.which("mpiexec", path=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
+    if mpiexec is None:
+        pytest.skip("no mpiexec")
+    spec = SweepSpec.chi([1.0, 1.9], overrides={"scale": 0.001, "areas_simulated": ["V1", "V2"]},
+                         theory_options={"T": 20.0}, name="chi-mpi")
+    (tmp_path / "spec.json").write_text(spec.to_json())
+    env = {**os.environ, "MAM_XR_DATA_DIR": os.path.abspath(os.environ["MAM_XR_DATA_DIR"])}
+    proc = subprocess.run([mpiexec, "-n", "3", sys.executable, str(ROOT / "runners" / "mpi_sweep.py"),
+                           str(tmp_path / "spec.json"), str(tmp_path / "mpi"), "--no-progress"],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "2 complete, 0 failed" in proc.stdout
+    status = sweep_status(tmp_path / "mpi")
+    assert status["execution"]["cluster"] == "mpi" and status["execution"]["n_workers"] == 1
+    ds = open_sweep(tmp_path / "mpi")
+    np.testing.assert_array_equal(ds["chi_I"].values, [1.0, 2.0])
+    assert bool(ds["point_complete"].all()) and ds["theory_rate"].notnull().any()
