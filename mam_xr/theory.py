@@ -951,8 +951,10 @@ def fixed_point(structure: xr.Dataset, params=None, *, initial=None, tol: float 
     params : mam_xr.params.Params, optional
         As in :func:`integrate`.
     initial : Dataset, DataArray or array, optional
-        A Dataset from :func:`integrate` (its ``rate``), rates (area, pop
-        [, draw]) or a 254-vector (spikes/s).  Default: integrate first.
+        A Dataset from :func:`integrate` (its end state; if it has not
+        converged, first the mean over the second half of its trajectory),
+        rates (area, pop[, draw]) or a 254-vector (spikes/s).  Default:
+        integrate first.
     tol : float, default: 1e-9
         Converged if max |Φ(ν*) − ν*| <= tol (spikes/s).
     held_shift : bool, default: False
@@ -991,21 +993,24 @@ def fixed_point(structure: xr.Dataset, params=None, *, initial=None, tol: float 
     how = "given rates"
     candidates = None
     if initial is None:
-        run = integrate(structure, p, rate_ext=rate_ext, areas_simulated=areas, replace=replace,
-                        replacement_rates=repl, cutoff=cutoff, warn=False, **integrate_kwargs)
-        how = (f"integrate (T={run.attrs['T_ms']} ms, initial rates {run.attrs['initial_rates']}); "
+        initial = integrate(structure, p, rate_ext=rate_ext, areas_simulated=areas, replace=replace,
+                            replacement_rates=repl, cutoff=cutoff, warn=False, **integrate_kwargs)
+    elif integrate_kwargs:
+        raise ParameterError(invalid("integrate_kwargs", sorted(integrate_kwargs),
+                                     "no integration options when initial rates are given"))
+    if isinstance(initial, xr.Dataset) and {"trajectory", "converged"} <= set(initial.variables):
+        run = initial
+        how = (f"integrate (T={run.attrs.get('T_ms')} ms, initial rates {run.attrs.get('initial_rates')}); "
                "if not converged, first the mean rates over its second half")
         ends, _ = _initial(system, p, _with_draw(run["rate"]), None, None, None)
-        late = run["trajectory"].sel(time=slice(0.5 * run.attrs["T_ms"], None)).mean("time")
+        t_end = float(run["time"][-1])
+        late = run["trajectory"].sel(time=slice(0.5 * t_end, None)).mean("time")
         means, _ = _initial(system, p, _with_draw(late), None, None, None)
         ok = np.atleast_1d(run["converged"].values)
         # A trajectory that has not settled (oscillating or chaotic) is a poor start; its
         # time average usually lies close to a fixed point.
         candidates = [[e] if good else [m, e] for e, m, good in zip(ends, means, ok)]
-    elif integrate_kwargs:
-        raise ParameterError(invalid("integrate_kwargs", sorted(integrate_kwargs),
-                                     "no integration options when initial rates are given"))
-    if candidates is None:
+    else:
         if isinstance(initial, xr.Dataset):
             initial = initial["rate"]
         nu0, _ = _initial(system, p, initial, None, None, None)

@@ -442,3 +442,12 @@ def test_sweep_rebuilding_structures_equals_fast_path():
     # The params stored with a built structure are used when none are given.
     xr.testing.assert_allclose(theory.fixed_point(s, with_gain=False)["rate"],
                                theory.fixed_point(s, p, with_gain=False)["rate"], rtol=1e-12)
+
+
+def test_fixed_point_from_a_given_unconverged_integration(default, default_fixed_point):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", theory.ConvergenceWarning)
+        run = theory.integrate(default, Params())
+    fp = theory.fixed_point(default, Params(), initial=run, with_gain=False)
+    assert bool(fp["converged"])
+    xr.testing.assert_allclose(fp["rate"], default_fixed_point["rate"], rtol=1e-9)
