@@ -189,8 +189,35 @@ def finish(nest, root, *, rank: int, n_ranks: int, n_spikes: int, timings: dict,
         raise SimulationError(error)
 
 
+def _leave_on_uncaught() -> None:
+    """Make an uncaught exception end this process without ``MPI_Finalize``.
+
+    ``MPI_Finalize`` waits for the peers, which wait in NEST's next spike
+    exchange for this rank: the job would hang until its time limit.  Leaving
+    with ``os._exit`` lets the launcher see the failure and stop the job."""
+    previous = sys.excepthook
+    if getattr(previous, "_mam_xr_leave", False):
+        return
+
+    def hook(kind, value, tb):
+        try:
+            previous(kind, value, tb)
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(1)
+
+    hook._mam_xr_leave = True
+    sys.excepthook = hook
+
+
 def fail(root, rank: int, error: str, timings: dict | None = None) -> None:
-    """Record a failure: rank 0 marks the store, other ranks their own group."""
+    """Record a failure: rank 0 marks the store, other ranks their own group.
+
+    Under a launcher with several processes, an exception that is then left
+    uncaught ends the process at once (see :func:`_leave_on_uncaught`)."""
+    if launcher_size() > 1:
+        _leave_on_uncaught()
     if rank == 0:
         _store.set_status(root, "failed", error=error, timings=timings)
     try:
