@@ -300,9 +300,10 @@ def _build(nest, plan: _Plan, params, seed: int, threads: int) -> dict:
             plan.proj_target.tolist(), plan.proj_source.tolist(), plan.proj_n.tolist(),
             plan.proj_w.tolist(), plan.proj_w_sd.tolist(), plan.proj_d.tolist(),
             plan.proj_d_sd.tolist(), plan.proj_positive.tolist()):
-        weight = redraw(normal(mean=w, std=w_sd), min=0.0, max=inf) if pos \
-            else redraw(normal(mean=w, std=w_sd), min=-inf, max=0.0)
-        if w_sd == 0:
+        if w_sd > 0:
+            weight = redraw(normal(mean=w, std=w_sd), min=0.0, max=inf) if pos \
+                else redraw(normal(mean=w, std=w_sd), min=-inf, max=0.0)
+        else:
             weight = w
         delay = redraw(normal(mean=d, std=d_sd), min=plan.dt, max=inf) if d_sd > 0 else max(d, plan.dt)
         nest.Connect(slices[s], slices[t],
