@@ -125,36 +125,6 @@ def timing(args) -> None:
 
 # --- same connectivity ----------------------------------------------------------------------
 
-def nest_with_connectivity(params, structure, conn, seed: int, threads: int = 1):
-    """NEST with a saved connectivity and V0; only the Poisson streams follow ``seed``.
-
-    Builds neurons, external and replacement inputs as the NEST engine does
-    (mam_xr.simulation) without its recurrent projections, then creates the
-    saved synapses with :func:`mam_xr.engine_brian2.nest_connect`.  Returns
-    (flat population index, spike step) of every spike and the simulate time.
-    """
-    from mam_xr import engine_brian2 as eb
-    from mam_xr import simulation as sm
-
-    plan = sm._Plan(params, structure)
-    for name in ("proj_target", "proj_source", "proj_n", "proj_w", "proj_w_sd", "proj_d",
-                 "proj_d_sd", "proj_positive"):
-        setattr(plan, name, getattr(plan, name)[:0])
-    nest = sm._import_nest()
-    net = sm._build(nest, plan, params, seed=seed, threads=threads)
-    neurons = net["neurons"]
-    pops = {int(k): neurons[int(plan.first[k]):int(plan.first[k + 1])] for k in np.flatnonzero(plan.n)}
-    eb.nest_connect(conn, pops)
-    eb.nest_set_v0(conn, pops)
-    t0 = time.perf_counter()
-    nest.Simulate(params.simulation.t_sim)
-    t_sim = time.perf_counter() - t0
-    ev = net["recorder"].get("events")
-    gids = np.asarray(ev["senders"], dtype=np.int64) - net["first_id"]
-    pop = np.searchsorted(plan.first, gids, side="right") - 1
-    return pop, np.asarray(ev["times"]), t_sim, int(nest.GetKernelStatus("num_connections"))
-
-
 def _rates(pop, times, n, t0, t1):
     keep = (times > t0) & (times < t1)
     counts = np.bincount(pop[keep], minlength=n.size)
@@ -178,9 +148,10 @@ def sameconn(args) -> None:
         rates[name] = _rates(sp.pop, sp.times, n, t_min, args.t_sim)
     times = {"brian2_p1": b2a.attrs["timings"]["simulate"], "brian2_p2": b2b.attrs["timings"]["simulate"]}
     for seed in (1, 2):
-        pop, t, t_s, n_conn = nest_with_connectivity(p.update(engine="nest"), s, conn, seed=seed)
-        rates[f"nest_p{seed}"] = _rates(pop, t, n, t_min, args.t_sim)
-        times[f"nest_p{seed}"] = t_s
+        res = eb.nest_run_with_connectivity(p.update(engine="nest"), s, conn, seed=seed)
+        rates[f"nest_p{seed}"] = _rates(res["pop"], res["steps"] * p.simulation.dt, n, t_min, args.t_sim)
+        times[f"nest_p{seed}"] = res["simulate"]
+        n_conn = res["num_connections"]
     ok = n > 0
 
     def med(a, b):

@@ -287,6 +287,46 @@ def nest_set_v0(conn: Connectivity, populations: dict) -> None:
         nodes.set(V_m=conn.v0[start[k]:start[k + 1]].astype(np.float64))
 
 
+def nest_run_with_connectivity(params, structure, connectivity, *, seed: int | None = None,
+                               threads: int | None = None) -> dict:
+    """Simulate a saved connectivity (and its V0) in NEST, for engine comparisons.
+
+    Neurons, external and replacement inputs are built by the NEST engine
+    (:mod:`mam_xr.simulation`) without its own recurrent projections; the saved
+    synapses are then created with :func:`nest_connect`.  Only NEST's Poisson
+    streams follow ``seed`` (default ``params.simulation.seed``).  Returns a
+    dict with ``pop`` (flat population index), ``senders`` (index within the
+    population) and ``steps`` (spike time in steps of dt) of every spike,
+    ``simulate`` (s) and ``num_connections``.  Spikes stay in memory: for
+    comparisons at small scale, not for production runs.
+    """
+    from . import simulation as sm
+
+    conn = load_connectivity(connectivity)
+    sim = params.simulation
+    plan = sm._Plan(params, structure)
+    _check_connectivity(conn, plan.n, sim.dt)
+    for name in ("proj_target", "proj_source", "proj_n", "proj_w", "proj_w_sd", "proj_d",
+                 "proj_d_sd", "proj_positive"):
+        setattr(plan, name, getattr(plan, name)[:0])
+    nest = sm._import_nest()
+    net = sm._build(nest, plan, params, seed=sim.seed if seed is None else seed,
+                    threads=sim.threads if threads is None else threads)
+    neurons = net["neurons"]
+    pops = {int(k): neurons[int(plan.first[k]):int(plan.first[k + 1])] for k in np.flatnonzero(plan.n)}
+    nest_connect(conn, pops)
+    nest_set_v0(conn, pops)
+    t0 = time.perf_counter()
+    nest.Simulate(sim.t_sim)
+    elapsed = time.perf_counter() - t0
+    ev = net["recorder"].get("events")
+    idx = np.asarray(ev["senders"], dtype=np.int64) - net["first_id"]
+    pop = np.searchsorted(plan.first, idx, side="right") - 1
+    return {"pop": pop, "senders": idx - plan.first[pop],
+            "steps": np.rint(np.asarray(ev["times"]) / sim.dt).astype(np.int64),
+            "simulate": elapsed, "num_connections": int(nest.GetKernelStatus("num_connections"))}
+
+
 # --------------------------------------------------------------------------------------
 # Inputs from areas that are not simulated (dynamics.md §A.11)
 # --------------------------------------------------------------------------------------

@@ -233,3 +233,26 @@ def test_tutorial_meets_the_acceptance_figures(tmp_path, seed):
     lvr = pop_lvr(run, np.floor(n_float).astype(np.int64))
     lo, hi = acc["mean_pop_LvR_range"]
     assert lo <= lvr.mean() <= hi, lvr.mean()
+
+
+# --- NEST and Brian2 on the same network ----------------------------------------------------
+
+@needs_brian2
+def test_nest_and_brian2_spike_identically_without_noise(tiny, tmp_path):
+    """Same connectivity and V0, DC drive only (no Poisson input): the two engines
+    must produce the same spikes, step by step (exact propagators, refractoriness,
+    delays on the grid, spike stamps at the step end)."""
+    p, s = tiny
+    s = s.copy()
+    s["dc_drive"] = s["dc_drive"] + 500.0                        # V_inf = E_L + 20 mV > V_th
+    p0 = p.update(rate_ext=0.0, t_sim=100.0, replace_non_simulated_areas="hom_poisson_stat")
+    run = eb.run(p0, s, tmp_path / "det.zarr")
+    sp = run.spikes()
+    res = eb.nest_run_with_connectivity(p0.update(engine="nest"), s, tmp_path / "det.zarr")
+    a = np.lexsort((sp.senders, sp.pop, sp.steps))
+    b = np.lexsort((res["senders"], res["pop"], res["steps"]))
+    assert len(sp) > 2000
+    assert len(sp) == res["steps"].size
+    assert np.array_equal(sp.steps[a], res["steps"][b])
+    assert np.array_equal(sp.pop[a], res["pop"][b])
+    assert np.array_equal(sp.senders[a], res["senders"][b])
