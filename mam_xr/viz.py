@@ -1,0 +1,963 @@
+"""Interactive figures of a run: HoloViews objects drawn with Bokeh.
+
+Every function takes labelled data (an ``xr.DataArray``, or an ``xr.Dataset``
+plus the name of a variable) and returns a HoloViews object; it draws and
+never computes statistics, touches NEST or opens a store (spec/style.md A14).
+Hover tools show the area, the population and the value with its units; axis
+labels come from the data's ``long_name`` and ``units`` attrs, and every time
+axis shows the times of the data's ``time`` coordinate (decisions.md 2: fixes
+upstream's mislabelled instantaneous-rate axis, dynamics.md G.27).
+
+The figures are those of the upstream tutorial (spec/dynamics.md §D):
+
+* :func:`rate_heatmap` -- time-averaged population rates, area x population
+  (D.4), with a slider over any extra (sweep) dimension;
+* :func:`instantaneous_rate` -- area x time heat map of the rate (D.3);
+* :func:`rate_time_series` -- rate over time of all areas and chosen areas,
+  with its time average (D.2, D.3);
+* :func:`area_rate_time_series` -- one rate curve per chosen area (D.5 G);
+* :func:`raster` -- spike rasters of chosen areas (D.5 A-C);
+* :func:`box_plots` -- rates, correlation coefficients and LvR across areas,
+  one box per population (D.5 D-F);
+* :func:`connectivity_matrix` -- relative area-level indegrees (D.1);
+* :func:`theory_vs_simulation` -- mean-field vs simulated rates;
+* :func:`functional_connectivity` -- simulated vs experimental FC (D.6).
+
+:func:`save_static` writes any of them as PNG, SVG or PDF through HoloViews'
+matplotlib backend (no browser needed).  Options are set for both backends,
+so ``hv.render(obj, backend="matplotlib")`` also works.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+import holoviews as hv
+
+from .errors import ParameterError, invalid
+from .flat import ABSENT, AREAS, POPS
+
+__all__ = [
+    "POP_LABELS", "DISPLAY_POPS", "FC_FIGURE_ORDER",
+    "rate_heatmap", "instantaneous_rate", "rate_time_series", "area_rate_time_series",
+    "raster", "box_plots", "connectivity_matrix", "theory_vs_simulation",
+    "functional_connectivity", "save_static", "spike_table",
+]
+
+#: Display labels of the populations (upstream's figures write 2/3 for 23).
+POP_LABELS: dict[str, str] = {p: p.replace("23", "2/3") for p in POPS}
+
+#: Population order of the figures from bottom to top (dynamics.md §0.3).
+DISPLAY_POPS: tuple[str, ...] = ("6I", "6E", "5I", "5E", "4I", "4E", "23I", "23E")
+
+#: Area order of upstream's FC figure (dynamics.md §0.3 item 3) with its
+#: ``MSTI`` typo corrected to MSTl, so all 32 areas are shown (decisions.md 2).
+FC_FIGURE_ORDER: tuple[str, ...] = (
+    "V1", "V2", "VP", "V4t", "V4", "VOT", "MSTd", "PITv", "PITd", "CITv", "CITd", "AITv",
+    "AITd", "MDP", "V3", "V3A", "MT", "PIP", "PO", "DP", "MIP", "VIP", "LIP", "MSTl", "FEF",
+    "TF", "FST", "7a", "STPp", "STPa", "46", "TH",
+)
+
+#: Colours of excitatory and inhibitory populations (upstream: E blue, I red).
+COLOURS: dict[str, str] = {"E": "#1f5ea8", "I": "#c0272d"}
+
+# Defaults for variables whose attrs lack units / long_name (dynamics.md §C).
+_DEFAULT_META: dict[str, tuple[str, str]] = {
+    "rate": ("spikes/s", "Rate"),
+    "rate_time_series": ("spikes/s", "Rate"),
+    "lvr": ("1", "LvR (irregularity)"),
+    "cv_isi": ("1", "CV ISI"),
+    "synchrony": ("1", "Synchrony"),
+    "corrcoeff": ("1", "Correlation coefficient"),
+    "fc": ("1", "Pearson r"),
+    "relative_indegree": ("1", "Relative indegree"),
+}
+
+_HEIGHT = 320
+_WIDTH = 900
+
+
+# --- helpers -------------------------------------------------------------------
+
+def _backends() -> None:
+    """Register the Bokeh and matplotlib plotting backends (once; cheap after)."""
+    import holoviews.plotting.bokeh  # noqa: F401
+    import holoviews.plotting.mpl  # noqa: F401
+
+
+def _opts(obj, *, bokeh: dict | None = None, mpl: dict | None = None, **common):
+    """Apply options to both backends (common ones to each)."""
+    obj = obj.opts(backend="bokeh", **common, **(bokeh or {}))
+    return obj.opts(backend="matplotlib", **common, **(mpl or {}))
+
+
+def _hover(tooltips: list[tuple[str, str]]):
+    from bokeh.models import HoverTool
+    return HoverTool(tooltips=tooltips)
+
+
+def _dataarray(data, var: str | None, *, defaults: Sequence[str], argname: str = "data"
+               ) -> xr.DataArray:
+    """The DataArray to draw: ``data`` itself or ``data[var]`` (a default name if None)."""
+    if isinstance(data, xr.DataArray):
+        return data
+    if not isinstance(data, xr.Dataset):
+        raise TypeError(f"{argname} must be an xarray DataArray or Dataset, not {type(data).__name__}")
+    names = list(data.data_vars)
+    if var is not None:
+        if var not in data.data_vars:
+            raise ParameterError(invalid("var", var, f"a variable of the Dataset: {names[:10]}"))
+        return data[var]
+    for name in defaults:
+        if name in data.data_vars:
+            return data[name]
+    if len(names) == 1:
+        return data[names[0]]
+    raise ParameterError(invalid("var", var, f"one of {names[:10]} (no default "
+                                             f"{list(defaults)} in the Dataset)"))
+
+
+def _require_dims(da: xr.DataArray, dims: Sequence[str], argname: str) -> None:
+    missing = [d for d in dims if d not in da.dims]
+    if missing:
+        raise ParameterError(invalid(f"{argname}.dims", tuple(da.dims),
+                                     f"dims including {tuple(dims)} (missing {tuple(missing)})"))
+
+
+def _check_areas(areas, available: Sequence[str], argname: str = "areas") -> list[str]:
+    areas = [areas] if isinstance(areas, str) else list(areas)
+    for a in areas:
+        if a not in available:
+            close = [b for b in available if b.lower() == str(a).lower()]
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ParameterError(invalid(argname, a, f"areas of the data {list(available)}{hint}"))
+    if not areas:
+        raise ParameterError(invalid(argname, areas, "at least one area"))
+    return areas
+
+
+def _meta(da: xr.DataArray, default_name: str) -> tuple[str, str, str]:
+    """(column name, label, units) of a variable, from its attrs or the defaults."""
+    name = str(da.name) if da.name is not None else default_name
+    col = "".join(c if c.isalnum() or c == "_" else "_" for c in name) or default_name
+    units, label = _DEFAULT_META.get(name, _DEFAULT_META.get(default_name, ("", name)))
+    units = str(da.attrs.get("units", units))
+    label = str(da.attrs.get("long_name", label))
+    return col, label, units
+
+
+def _unit_text(units: str) -> str:
+    return "" if units in ("", "1", "dimensionless") else f" {units}"
+
+
+def _vdim(col: str, label: str, units: str) -> hv.Dimension:
+    return hv.Dimension(col, label=label, unit=None if units in ("", "1") else units)
+
+
+def _time_dim(da: xr.DataArray) -> hv.Dimension:
+    units = str(da["time"].attrs.get("units", "ms")) if "time" in da.coords else "ms"
+    return hv.Dimension("time", label="Time", unit=units)
+
+
+def _area_series(da: xr.DataArray, neurons, argname: str) -> xr.DataArray:
+    """Area-level series of a (area[, pop], ...) array: N-weighted mean over pops."""
+    if "pop" not in da.dims:
+        return da
+    if neurons is None:
+        raise ParameterError(invalid("neurons", None, f"an (area, pop) DataArray of neuron numbers "
+                                     f"(or a structure Dataset) to average {argname} over "
+                                     "populations, or pass an area-level series"))
+    w = neurons["neurons"] if isinstance(neurons, xr.Dataset) else neurons
+    w = w.fillna(0.0).sel(area=da["area"], pop=da["pop"])
+    out = (da.fillna(0.0) * w).sum("pop") / w.sum("pop")
+    out.attrs = dict(da.attrs)
+    out.name = da.name
+    return out
+
+
+def _time_window(da: xr.DataArray, time) -> xr.DataArray:
+    _require_dims(da, ["time"], "data")
+    if time is None:
+        return da
+    if not (isinstance(time, Sequence) and len(time) == 2):
+        raise ParameterError(invalid("time", time, "a (start, stop) pair in ms"))
+    out = da.sel(time=slice(*time))
+    if out.sizes["time"] == 0:
+        t = da["time"].values
+        raise ParameterError(invalid("time", tuple(time), f"a window overlapping the data's "
+                                     f"{t.min():g}-{t.max():g} ms"))
+    return out
+
+
+def _frames(da: xr.DataArray, core: Sequence[str], draw, *, kdims_name: str = ""):
+    """Draw one frame per point of the extra (sweep) dims: an element or a HoloMap."""
+    extra = [d for d in da.dims if d not in core]
+    if not extra:
+        return draw(da)
+    frames = {}
+    stacked = da.stack(_frame=extra)
+    for i in range(stacked.sizes["_frame"]):
+        key = stacked["_frame"].values[i]
+        key = key if isinstance(key, tuple) else (key,)
+        sel = dict(zip(extra, key))
+        frames[tuple(_py(k) for k in key)] = draw(da.sel(sel))
+    kdims = [hv.Dimension(d, unit=str(da[d].attrs.get("units", "")) or None)
+             if d in da.coords else d for d in extra]
+    return hv.HoloMap(frames, kdims=kdims)
+
+
+def _py(x):
+    return x.item() if isinstance(x, np.generic) else x
+
+
+def _ordered_pops(da: xr.DataArray) -> list[str]:
+    present = [str(p) for p in da["pop"].values]
+    return [p for p in DISPLAY_POPS if p in present] + [p for p in present if p not in DISPLAY_POPS]
+
+
+# --- D.4 time-averaged rates ----------------------------------------------------
+
+def rate_heatmap(data, var: str | None = None, *, title: str | None = None,
+                 cmap: str = "YlOrBr", logz: bool = False, clim: tuple | None = None):
+    """Area x population heat map of time-averaged rates (dynamics.md §D.4).
+
+    Parameters
+    ----------
+    data : xr.DataArray or xr.Dataset
+        Values with dims (area, pop) and optionally further dims (a sweep dim
+        such as ``chi``, ``run``); default variable ``rate`` (spikes/s).
+    var : str, optional
+        Variable of a Dataset to draw (any (area, pop) statistic works).
+    title, cmap, logz, clim
+        Title (default from ``long_name``), colour map, log colour scale and
+        colour limits (default: 0 to the maximum over all frames).
+
+    Returns
+    -------
+    hv.Overlay or hv.HoloMap
+        ``HeatMap`` (kdims area, pop; vdims the value and ``status``) overlaid
+        with ``Labels`` marking absent populations (TH 4E/4I) by "×".  With
+        extra dims, a ``HoloMap`` over them (a slider/selector per dim).
+        Populations are shown bottom to top 6I ... 2/3E, areas in the data's order.
+    """
+    _backends()
+    da = _dataarray(data, var, defaults=("rate",))
+    _require_dims(da, ["area", "pop"], "data")
+    col, label, units = _meta(da, "rate")
+    pops = _ordered_pops(da)
+    da = da.sel(pop=pops)
+    if clim is None:
+        finite = np.asarray(da.values, dtype=float)
+        finite = finite[np.isfinite(finite)]
+        hi = float(finite.max()) if finite.size else 1.0
+        lo = float(finite[finite > 0].min()) if (logz and finite.size and (finite > 0).any()) else 0.0
+        clim = (lo if logz else 0.0, hi if hi > lo else lo + 1.0)
+    title = title or (f"Time-averaged {label.lower()} over populations" if col == "rate"
+                      else f"{label} per population")
+    fmt = "{0.000}" if units == "spikes/s" else "{0.0000}"
+
+    def draw(frame: xr.DataArray):
+        frame = frame.transpose("area", "pop")
+        areas = [str(a) for a in frame["area"].values]
+        vals = np.asarray(frame.values, dtype=float)
+        a_idx, p_idx = np.meshgrid(np.arange(len(areas)), np.arange(len(pops)), indexing="ij")
+        df = pd.DataFrame({
+            "area": np.asarray(areas)[a_idx.ravel()],
+            "pop": np.asarray([POP_LABELS.get(p, p) for p in pops])[p_idx.ravel()],
+            col: vals.ravel(),
+        })
+        absent = np.array([(areas[i], pops[j]) in ABSENT for i, j in zip(a_idx.ravel(), p_idx.ravel())])
+        df["status"] = np.where(absent, "absent (TH has no layer 4)",
+                                np.where(np.isfinite(df[col]), "", "no data"))
+        heat = hv.HeatMap(df, kdims=[hv.Dimension("area", label="Area"),
+                                     hv.Dimension("pop", label="Population")],
+                          vdims=[_vdim(col, label, units), "status"])
+        heat = _opts(heat, cmap=cmap, colorbar=True, clim=clim, logz=logz, xrotation=90,
+                     title=title,
+                     bokeh=dict(clipping_colors={"NaN": "white"}, width=_WIDTH, height=_HEIGHT,
+                                toolbar="above", tools=[_hover([
+                         ("area", "@area"), ("population", "@pop"),
+                         (label, f"@{col}{fmt}{_unit_text(units)}"), ("", "@status")])]),
+                     mpl=dict(fig_inches=(12, 3.5), show_values=False, clipping_colors={"NaN": "#d9d9d9"}))
+        marks = df[absent | ~np.isfinite(df[col])]
+        labels = hv.Labels(marks.assign(mark="×"), kdims=["area", "pop"], vdims=["mark"])
+        labels = _opts(labels, bokeh=dict(text_color="black", text_font_size="14pt"),
+                       mpl=dict(color="black", size=14))
+        return heat * labels
+
+    return _frames(da, ["area", "pop"], draw)
+
+
+# --- D.3 instantaneous rate over areas, rates over time --------------------------
+
+def instantaneous_rate(data, var: str | None = None, *, areas: Sequence[str] | None = None,
+                       time: tuple[float, float] | None = None, neurons=None,
+                       cmap: str = "YlOrBr", title: str | None = None):
+    """Area x time heat map of the population-rate time series (dynamics.md §D.3).
+
+    Parameters
+    ----------
+    data : xr.DataArray or xr.Dataset
+        Rate series (area[, pop], time) in spikes/s, ``time`` in ms; default
+        variable ``rate_time_series``.  With a ``pop`` dim the area series is
+        the N-weighted mean over populations (needs ``neurons``).
+    areas : sequence of str, optional
+        Areas to show, first at the bottom (default: all areas of the data).
+    time : (float, float), optional
+        Window in ms (default: the whole series).  The axis shows these times.
+    neurons : xr.DataArray or xr.Dataset, optional
+        (area, pop) neuron numbers, or a structure Dataset.
+
+    Returns
+    -------
+    hv.HeatMap
+        kdims time (ms), area; vdim the rate (spikes/s).
+    """
+    _backends()
+    da = _dataarray(data, var, defaults=("rate_time_series_area", "rate_time_series", "rate"))
+    _require_dims(da, ["area", "time"], "data")
+    da = _time_window(_area_series(da, neurons, "the rate time series"), time)
+    areas = _check_areas(areas if areas is not None else
+                         [str(a) for a in da["area"].values], [str(a) for a in da["area"].values])
+    da = da.sel(area=areas).transpose("area", "time")
+    col, label, units = _meta(da, "rate")
+    t = np.asarray(da["time"].values, dtype=float)
+    df = pd.DataFrame({"time": np.tile(t, len(areas)), "area": np.repeat(areas, t.size),
+                       col: np.asarray(da.values, dtype=float).ravel()})
+    title = title or f"Instantaneous firing rate over areas, {t.min():g}–{t.max():g} ms"
+    heat = hv.HeatMap(df, kdims=[_time_dim(da), hv.Dimension("area", label="Area")],
+                      vdims=[_vdim(col, label, units)])
+    return _opts(heat, cmap=cmap, colorbar=True, clim=(0, None), title=title,
+                 bokeh=dict(width=_WIDTH, height=max(_HEIGHT, 14 * len(areas)),
+                            tools=[_hover([("area", "@area"), ("time", "@time{0.0} ms"),
+                                           (label, f"@{col}{{0.00}}{_unit_text(units)}")])]),
+                 mpl=dict(fig_inches=(12, 5), show_values=False, xticks=10))
+
+
+def rate_time_series(data, var: str | None = None, *, areas: Sequence[str] = (),
+                     time: tuple[float, float] | None = None, neurons=None,
+                     title: str | None = None):
+    """Rate over time of the whole network and of chosen areas (dynamics.md §D.2-D.3).
+
+    Parameters
+    ----------
+    data : xr.DataArray or xr.Dataset
+        Rate series (area[, pop], time) in spikes/s; default variable ``rate_time_series``.
+    areas : sequence of str
+        Areas drawn in addition to the network mean.
+    time : (float, float), optional
+        Window in ms.
+    neurons : xr.DataArray or xr.Dataset, optional
+        (area, pop) neuron numbers (or a structure Dataset).  Needed for a
+        ``pop`` dim; with it the network mean is N-weighted, else it is the
+        plain mean over areas (stated in the legend).
+
+    Returns
+    -------
+    hv.Overlay
+        ``Curve`` "all areas" (kdim time in ms, vdim rate in spikes/s), one
+        ``Curve`` per chosen area, and an ``HLine`` at the time-averaged rate
+        of the network (its value is in the title).
+    """
+    _backends()
+    da = _dataarray(data, var, defaults=("rate_time_series_area", "rate_time_series", "rate"))
+    _require_dims(da, ["area", "time"], "data")
+    area_da = _time_window(_area_series(da, neurons, "the rate time series"), time)
+    col, label, units = _meta(area_da, "rate")
+    areas = _check_areas(areas, [str(a) for a in area_da["area"].values]) if areas else []
+    if neurons is not None:
+        w = (neurons["neurons"] if isinstance(neurons, xr.Dataset) else neurons).fillna(0.0)
+        w = w.sum("pop") if "pop" in w.dims else w
+        w = w.sel(area=area_da["area"])
+        total = (area_da.fillna(0.0) * w).sum("area") / w.sum()
+        total_label = "all areas (N-weighted)"
+    else:
+        total = area_da.mean("area")
+        total_label = "all areas (mean over areas)"
+    tdim = _time_dim(area_da)
+    vdim = _vdim(col, label, units)
+    t = np.asarray(area_da["time"].values, dtype=float)
+    mean = float(np.nanmean(total.values))
+    tip = [("area", "@area"), ("time", "@time{0.0} ms"),
+           (label, f"@{col}{{0.00}}{_unit_text(units)}")]
+
+    def curve(values, name, colour, width):
+        df = pd.DataFrame({"time": t, col: np.asarray(values, dtype=float), "area": name})
+        c = hv.Curve(df, kdims=[tdim], vdims=[vdim, "area"], label=name)
+        return _opts(c, color=colour,
+                     bokeh=dict(line_width=width, tools=[_hover(tip)], width=_WIDTH, height=_HEIGHT),
+                     mpl=dict(linewidth=width))
+
+    palette = hv.Cycle.default_cycles.get("default_colors", ["#30a2da", "#fc4f30", "#e5ae38"])
+    layers = [curve(total.values, total_label, "black", 1.5)]
+    for i, a in enumerate(areas):
+        layers.append(curve(area_da.sel(area=a).values, a, palette[i % len(palette)], 1))
+    hline = _opts(hv.HLine(mean, kdims=[tdim, vdim]), color="grey",
+                  bokeh=dict(line_dash="dashed"), mpl=dict(linestyle="dashed"))
+    title = title or (f"Rate over time, {t.min():g}–{t.max():g} ms; time-averaged "
+                      f"{total_label.split(' (')[0]}: {mean:.3f}{_unit_text(units)}")
+    ov = hv.Overlay(layers + [hline])
+    return _opts(ov, title=title, bokeh=dict(legend_position="right"),
+                 mpl=dict(fig_inches=(12, 4)))
+
+
+def area_rate_time_series(data, var: str | None = None, *, areas: Sequence[str] = ("V1", "V2", "FEF"),
+                          time: tuple[float, float] | None = None, neurons=None):
+    """One rate curve per chosen area, stacked (dynamics.md §D.5 panel G).
+
+    Parameters
+    ----------
+    data : xr.DataArray or xr.Dataset
+        Rate series (area[, pop], time), default variable ``rate_time_series``.
+    areas : sequence of str
+        Areas, top to bottom (default V1, V2, FEF as upstream).
+    time : (float, float), optional
+        Window in ms.
+    neurons : optional
+        (area, pop) neuron numbers, needed when ``data`` has a ``pop`` dim.
+
+    Returns
+    -------
+    hv.Layout
+        One ``Curve`` per area (kdim time in ms, vdim rate in spikes/s), one column.
+    """
+    _backends()
+    da = _dataarray(data, var, defaults=("rate_time_series_area", "rate_time_series", "rate"))
+    _require_dims(da, ["area", "time"], "data")
+    da = _time_window(_area_series(da, neurons, "the rate time series"), time)
+    areas = _check_areas(areas, [str(a) for a in da["area"].values])
+    col, label, units = _meta(da, "rate")
+    tdim, vdim = _time_dim(da), _vdim(col, label, units)
+    t = np.asarray(da["time"].values, dtype=float)
+    curves = []
+    for a in areas:
+        df = pd.DataFrame({"time": t, col: np.asarray(da.sel(area=a).values, dtype=float), "area": a})
+        c = hv.Curve(df, kdims=[tdim], vdims=[vdim, "area"])
+        curves.append(_opts(c, title=f"{a}", color="#555555",
+                            bokeh=dict(width=_WIDTH, height=160, tools=[_hover([
+                                ("area", "@area"), ("time", "@time{0.0} ms"),
+                                (label, f"@{col}{{0.00}}{_unit_text(units)}")])]),
+                            mpl=dict(fig_inches=(12, 1.8))))
+    return hv.Layout(curves).cols(1)
+
+
+# --- D.5 raster -------------------------------------------------------------------
+
+def spike_table(spikes) -> pd.DataFrame:
+    """Spikes as one table with columns area, pop, neuron, time (ms).
+
+    Accepts a pandas DataFrame or an ``xr.Dataset`` with those columns /
+    variables along one dim (``sender`` is accepted for ``neuron``), or a
+    mapping ``{"V1-23E": array (n, 2) [neuron, time]}`` or
+    ``{("V1", "23E"): ...}``.  ``neuron`` is the index of the neuron in its
+    population (0 ... N-1).
+    """
+    if isinstance(spikes, xr.Dataset):
+        spikes = spikes.to_dataframe().reset_index()
+    if isinstance(spikes, pd.DataFrame):
+        df = spikes.rename(columns={"sender": "neuron", "senders": "neuron", "times": "time"})
+        missing = {"area", "pop", "neuron", "time"} - set(df.columns)
+        if missing:
+            raise ParameterError(invalid("spikes.columns", tuple(spikes.columns),
+                                         f"columns area, pop, neuron, time (missing {sorted(missing)})"))
+        return df[["area", "pop", "neuron", "time"]]
+    if isinstance(spikes, Mapping):
+        parts = []
+        for key, arr in spikes.items():
+            area, pop = key.split("-", 1) if isinstance(key, str) else key
+            arr = np.asarray(arr, dtype=float).reshape(-1, 2)
+            parts.append(pd.DataFrame({"area": area, "pop": pop,
+                                       "neuron": arr[:, 0].astype(np.int64), "time": arr[:, 1]}))
+        if not parts:
+            raise ParameterError(invalid("spikes", {}, "at least one population"))
+        return pd.concat(parts, ignore_index=True)
+    raise TypeError(f"spikes must be a DataFrame, Dataset or mapping, not {type(spikes).__name__}")
+
+
+def raster(spikes, *, areas: Sequence[str] = ("V1", "V2", "FEF"), fraction: float = 1.0,
+           time: tuple[float, float] | None = None, neurons=None, size: float = 1.0):
+    """Spike rasters of chosen areas, E blue and I red (dynamics.md §D.5 A-C).
+
+    Parameters
+    ----------
+    spikes
+        Spikes in any form :func:`spike_table` accepts (neuron = index in its population).
+    areas : sequence of str
+        Areas, one raster each (default V1, V2, FEF as upstream).
+    fraction : float
+        Fraction (0, 1] of each population's neurons shown: the neurons with
+        the lowest indices, ceil(fraction x N) of them.
+    time : (float, float), optional
+        Window in ms (default: the last 500 ms of the spikes, as upstream).
+    neurons : xr.DataArray or xr.Dataset, optional
+        (area, pop) neuron numbers (or a structure Dataset; floor(N) neurons
+        exist).  Default: the largest neuron index seen + 1 per population.
+
+    Returns
+    -------
+    hv.Layout
+        One ``Points`` per area: kdims time (ms), ``y`` (row; populations
+        stacked 2/3E at the top, 6I at the bottom); vdims pop, kind (E/I),
+        neuron.  Y ticks mark the layers.
+    """
+    _backends()
+    if not (isinstance(fraction, (int, float)) and 0 < fraction <= 1):
+        raise ParameterError(invalid("fraction", fraction, "a number in (0, 1]"))
+    df = spike_table(spikes)
+    areas = _check_areas(areas, list(dict.fromkeys(map(str, df["area"].unique()))))
+    if time is None:
+        t1 = float(df["time"].max())
+        time = (t1 - 500.0, t1)
+    if not (isinstance(time, Sequence) and len(time) == 2 and time[1] > time[0]):
+        raise ParameterError(invalid("time", time, "a (start, stop) pair in ms with start < stop"))
+    if neurons is not None:
+        neurons = neurons["neurons"] if isinstance(neurons, xr.Dataset) else neurons
+    plots = []
+    for area in areas:
+        sub = df[df["area"] == area]
+        present = [p for p in DISPLAY_POPS if (area, p) not in ABSENT
+                   and (neurons is not None or p in set(sub["pop"]))]
+        offset, rows, ticks = 0, [], {}
+        layer_rows: dict[str, list[float]] = {}
+        for pop in present:  # bottom (6I) to top (23E)
+            if neurons is not None:
+                n = int(np.floor(float(neurons.sel(area=area, pop=pop))))
+            else:
+                n = int(sub.loc[sub["pop"] == pop, "neuron"].max()) + 1
+            shown = int(math.ceil(fraction * n))
+            s = sub[(sub["pop"] == pop) & (sub["neuron"] < shown)
+                    & (sub["time"] >= time[0]) & (sub["time"] <= time[1])]
+            rows.append(pd.DataFrame({
+                "time": s["time"].to_numpy(float), "y": offset + s["neuron"].to_numpy(float),
+                "pop": POP_LABELS.get(pop, pop), "kind": pop[-1], "neuron": s["neuron"].to_numpy()}))
+            layer = "L" + POP_LABELS.get(pop, pop)[:-1]
+            layer_rows.setdefault(layer, []).extend([offset, offset + shown])
+            offset += shown
+        for layer, ys in layer_rows.items():  # one tick per layer, in its middle
+            ticks[(min(ys) + max(ys)) / 2.0] = layer
+        pts_df = (pd.concat(rows, ignore_index=True) if rows else
+                  pd.DataFrame({"time": [], "y": [], "pop": [], "kind": [], "neuron": []}))
+        pts = hv.Points(pts_df, kdims=[hv.Dimension("time", label="Time", unit="ms"),
+                                       hv.Dimension("y", label="Neuron")],
+                        vdims=[hv.Dimension("pop", label="Population"), "kind", "neuron"])
+        pts = _opts(pts, color="kind", cmap=COLOURS, yticks=sorted(ticks.items()),
+                    xlim=tuple(time), ylim=(0, max(offset, 1)),
+                    title=f"{area} ({fraction:.0%} of neurons, {time[0]:g}–{time[1]:g} ms)",
+                    bokeh=dict(size=max(size, 1.0) + 1, width=_WIDTH // max(1, min(3, len(areas))),
+                               height=_HEIGHT, tools=[_hover([
+                                   ("area", area), ("population", "@pop"),
+                                   ("neuron", "@neuron"), ("time", "@time{0.0} ms")])]),
+                    mpl=dict(s=size, fig_inches=(4, 4)))
+        plots.append(pts)
+    return hv.Layout(plots).cols(min(3, len(plots)))
+
+
+# --- D.5 box plots ----------------------------------------------------------------
+
+def box_plots(stats, variables: Sequence[str] | None = None):
+    """Box plots across areas, one box per population (dynamics.md §D.5 D-F).
+
+    Parameters
+    ----------
+    stats : xr.Dataset or xr.DataArray
+        Statistics with dims (area, pop).  Absent populations (NaN) are left out.
+    variables : sequence of str, optional
+        Variables to draw, one panel each (default: those of ``rate``,
+        ``corrcoeff``, ``lvr`` present in ``stats``).
+
+    Returns
+    -------
+    hv.Layout
+        Per variable an overlay of a horizontal ``BoxWhisker`` (kdim pop, bottom
+        to top 6I ... 2/3E; E boxes blue, I boxes red) and a ``Scatter`` of the
+        means ("x").
+    """
+    _backends()
+    if isinstance(stats, xr.DataArray):
+        arrays = [stats]
+    elif isinstance(stats, xr.Dataset):
+        if variables is None:
+            variables = [v for v in ("rate", "corrcoeff", "lvr") if v in stats.data_vars]
+            if not variables:
+                raise ParameterError(invalid("variables", None, "names of (area, pop) variables; "
+                                             f"the Dataset has {list(stats.data_vars)[:10]}"))
+        arrays = [_dataarray(stats, v, defaults=()) for v in
+                  ([variables] if isinstance(variables, str) else variables)]
+    else:
+        raise TypeError(f"stats must be an xarray Dataset or DataArray, not {type(stats).__name__}")
+    panels = []
+    for da in arrays:
+        _require_dims(da, ["area", "pop"], "stats")
+        if set(da.dims) - {"area", "pop"}:
+            raise ParameterError(invalid(f"{da.name}.dims", tuple(da.dims), "exactly (area, pop); "
+                                         "select one point of the other dims first"))
+        col, label, units = _meta(da, "value")
+        pops = _ordered_pops(da)
+        df = da.sel(pop=pops).to_dataframe(name=col).reset_index()[["area", "pop", col]]
+        df = df[np.isfinite(df[col].to_numpy(float))]
+        order = {p: i for i, p in enumerate(pops)}
+        df = df.sort_values("pop", key=lambda s: s.map(order), kind="stable")
+        df["pop"] = df["pop"].map(lambda p: POP_LABELS.get(p, p))
+        colours = {POP_LABELS.get(p, p): COLOURS.get(p[-1], "grey") for p in pops}
+        pdim = hv.Dimension("pop", label="Population")
+        vdim = _vdim(col, label, units)
+        box = hv.BoxWhisker(df, kdims=[pdim], vdims=[vdim])
+        box = _opts(box, invert_axes=True, title=label,
+                    bokeh=dict(box_fill_color=hv.dim("pop").categorize(colours), box_alpha=0.6,
+                               width=_WIDTH // 3, height=_HEIGHT,
+                               tools=[_hover([("population", "@pop"),
+                                              (label, f"@{col}{{0.0000}}{_unit_text(units)}")])]),
+                    mpl=dict(fig_inches=(4, 4)))
+        means = df.groupby("pop", sort=False)[col].mean()
+        mdf = pd.DataFrame({"pop": means.index, col: means.to_numpy(),
+                            "n_areas": df.groupby("pop", sort=False)[col].size().to_numpy()})
+        mean = hv.Scatter(mdf, kdims=[pdim], vdims=[vdim, "n_areas"], label="mean")
+        mean = _opts(mean, invert_axes=True, color="black", marker="x",
+                     bokeh=dict(size=10, tools=[_hover([
+                         ("population", "@pop"),
+                         (f"mean {label}", f"@{col}{{0.0000}}{_unit_text(units)}"),
+                         ("areas", "@n_areas")])]),
+                     mpl=dict(s=60))
+        panels.append(_opts(box * mean, title=label, bokeh=dict(show_legend=False)))
+    return hv.Layout(panels).cols(len(panels))
+
+
+# --- D.1 connectivity ---------------------------------------------------------------
+
+def connectivity_matrix(structure, *, relative: bool = True, title: str | None = None,
+                        floor: float = 1e-6):
+    """Area-level connectivity as relative indegrees (dynamics.md §D.1).
+
+    Parameters
+    ----------
+    structure : xr.Dataset or xr.DataArray
+        A structure Dataset (``area_indegree`` (area, source_area) and
+        ``external_area_indegree`` (area)) or an (area, source_area) DataArray.
+    relative : bool
+        Divide each target row by its total indegree including the external
+        input, as upstream (needs the Dataset).  False draws the values as given.
+    floor : float
+        Lower end of the logarithmic colour scale (zeros are shown white).
+
+    Returns
+    -------
+    hv.HeatMap
+        kdims source_area (x, V1 left), area (y, target, V1 at the top); vdim
+        ``relative_indegree`` (or the DataArray's name).
+    """
+    _backends()
+    if isinstance(structure, xr.Dataset):
+        K = _dataarray(structure, "area_indegree", defaults=())
+        if relative:
+            if "external_area_indegree" not in structure.data_vars:
+                raise ParameterError(invalid("structure", "Dataset without external_area_indegree",
+                                             "a structure Dataset (see mam_xr.flat) or relative=False"))
+            total = K.sum("source_area") + structure["external_area_indegree"]
+            K = (K / total).rename("relative_indegree")
+            K.attrs = {"units": "1", "long_name": "Relative indegree"}
+    elif isinstance(structure, xr.DataArray):
+        K = structure
+        if relative and K.name != "relative_indegree":
+            raise ParameterError(invalid("relative", relative, "False when passing a DataArray "
+                                         "(the external indegree is needed to normalise)"))
+    else:
+        raise TypeError(f"structure must be an xarray Dataset or DataArray, not {type(structure).__name__}")
+    _require_dims(K, ["area", "source_area"], "structure")
+    col, label, units = _meta(K, "relative_indegree")
+    K = K.transpose("area", "source_area")
+    targets = [str(a) for a in K["area"].values]
+    sources = [str(a) for a in K["source_area"].values]
+    vals = np.asarray(K.values, dtype=float)
+    vals = np.where(vals > 0, vals, np.nan)  # zeros masked (white), as upstream
+    rows = list(reversed(range(len(targets))))  # first target at the top
+    df = pd.DataFrame({
+        "source_area": np.tile(sources, len(targets)),
+        "area": np.repeat(np.asarray(targets)[rows], len(sources)),
+        col: vals[rows].ravel()})
+    heat = hv.HeatMap(df, kdims=[hv.Dimension("source_area", label="Source area"),
+                                 hv.Dimension("area", label="Target area")],
+                      vdims=[_vdim(col, label, units)])
+    title = title or "Area-level connectivity: relative indegree of each target area"
+    return _opts(heat, cmap="YlOrBr", logz=True, clim=(floor, 1.0), colorbar=True, xrotation=90,
+                 clipping_colors={"NaN": "white"}, title=title,
+                 bokeh=dict(width=620, height=560, tools=[_hover([
+                     ("target area", "@area"), ("source area", "@source_area"),
+                     (label, f"@{col}{{0.000000}}{_unit_text(units)}")])]),
+                 mpl=dict(fig_inches=(7, 6), show_values=False))
+
+
+# --- theory vs simulation ----------------------------------------------------------
+
+def theory_vs_simulation(theory, simulation, *, theory_var: str | None = None,
+                         simulation_var: str | None = None, logxy: bool = False):
+    """Mean-field vs simulated population rates, one colour per population.
+
+    Parameters
+    ----------
+    theory, simulation : xr.DataArray or xr.Dataset
+        (area, pop) rates in spikes/s (default variable ``rate``; for the theory
+        also ``final_rate``).
+    logxy : bool
+        Logarithmic axes.
+
+    Returns
+    -------
+    hv.Overlay
+        One ``Scatter`` per population (kdim ``theory``, vdims ``simulation``,
+        area, pop; both in spikes/s) and the identity line (``Curve``).  The
+        title gives the Pearson r and the mean of each.
+    """
+    _backends()
+    th = _dataarray(theory, theory_var, defaults=("rate", "final_rate", "rates"), argname="theory")
+    sim = _dataarray(simulation, simulation_var, defaults=("rate",), argname="simulation")
+    for name, da in (("theory", th), ("simulation", sim)):
+        _require_dims(da, ["area", "pop"], name)
+        if set(da.dims) - {"area", "pop"}:
+            raise ParameterError(invalid(f"{name}.dims", tuple(da.dims), "exactly (area, pop)"))
+    th, sim = xr.align(th, sim, join="inner")
+    units = str(sim.attrs.get("units", "spikes/s"))
+    df = pd.DataFrame({
+        "area": np.repeat([str(a) for a in th["area"].values], th.sizes["pop"]),
+        "pop": np.tile([str(p) for p in th["pop"].values], th.sizes["area"]),
+        "theory": np.asarray(th.transpose("area", "pop").values, dtype=float).ravel(),
+        "simulation": np.asarray(sim.transpose("area", "pop").values, dtype=float).ravel()})
+    df = df[np.isfinite(df["theory"]) & np.isfinite(df["simulation"])]
+    xdim = hv.Dimension("theory", label="Theory rate", unit=units)
+    ydim = hv.Dimension("simulation", label="Simulated rate", unit=units)
+    u = _unit_text(units)
+    palette = ["#1f5ea8", "#c0272d", "#4a90d9", "#e8706f", "#0b3d74", "#8c1016", "#7fb3e8", "#f2a5a1"]
+    layers = []
+    for i, pop in enumerate(p for p in POPS if p in set(df["pop"])):
+        sub = df[df["pop"] == pop].assign(pop=POP_LABELS.get(pop, pop))
+        sc = hv.Scatter(sub, kdims=[xdim], vdims=[ydim, "area", "pop"], label=POP_LABELS.get(pop, pop))
+        layers.append(_opts(sc, color=palette[i % len(palette)],
+                            bokeh=dict(size=7, marker="circle" if pop.endswith("E") else "triangle", tools=[_hover([
+                                ("area", "@area"), ("population", "@pop"),
+                                ("theory", f"@theory{{0.000}}{u}"),
+                                ("simulation", f"@simulation{{0.000}}{u}")])]),
+                            mpl=dict(s=25, marker="o" if pop.endswith("E") else "^")))
+    vals = df[["theory", "simulation"]].to_numpy()
+    lo = float(vals[vals > 0].min()) if logxy and (vals > 0).any() else 0.0
+    hi = float(vals.max()) * 1.05 if vals.size else 1.0
+    line = hv.Curve(pd.DataFrame({"theory": [lo, hi], "simulation": [lo, hi]}),
+                    kdims=[xdim], vdims=[ydim], label="identity")
+    line = _opts(line, color="grey", bokeh=dict(line_dash="dashed"), mpl=dict(linestyle="dashed"))
+    r = float(np.corrcoef(vals.T)[0, 1]) if len(df) > 1 else float("nan")
+    title = (f"Theory vs simulation: r = {r:.3f}, mean {df['theory'].mean():.2f} vs "
+             f"{df['simulation'].mean():.2f}{u} ({len(df)} populations)")
+    return _opts(hv.Overlay(layers + [line]), title=title, logx=logxy, logy=logxy,
+                 bokeh=dict(width=620, height=520, legend_position="right"),
+                 mpl=dict(fig_inches=(6, 5)))
+
+
+# --- D.6 functional connectivity ---------------------------------------------------
+
+def _fc_matrix(da: xr.DataArray, argname: str) -> xr.DataArray:
+    if da.ndim != 2:
+        raise ParameterError(invalid(f"{argname}.dims", tuple(da.dims), "two area dims"))
+    d0, d1 = da.dims
+    return da.rename({d0: "row", d1: "col"}).assign_coords(
+        row=[str(a) for a in da[d0].values], col=[str(a) for a in da[d1].values])
+
+
+def functional_connectivity(simulated, experimental=None, *, var: str | None = None,
+                            order: str | Sequence[str] = "fc_figure"):
+    """Simulated (and experimental) functional connectivity (dynamics.md §D.6).
+
+    Parameters
+    ----------
+    simulated, experimental : xr.DataArray or xr.Dataset
+        Area x area Pearson correlations (any two dims whose coords are area
+        names, e.g. (area, source_area)); default variable ``fc``.
+    order : "fc_figure", "model" or sequence of str
+        Area order, top to bottom and left to right: upstream's FC-figure order
+        with MSTl included (:data:`FC_FIGURE_ORDER`), the model order, or explicit.
+
+    Returns
+    -------
+    hv.Layout
+        ``HeatMap`` of the simulated FC (kdims ``area_x``, ``area_y``; vdim
+        ``fc``; diagonal omitted), and with ``experimental`` its ``HeatMap``
+        and a ``Scatter`` of the off-diagonal pairs (kdim ``experimental``,
+        vdim ``simulated``) whose title gives their Pearson r.
+    """
+    _backends()
+    mats = {"simulated": _fc_matrix(_dataarray(simulated, var, defaults=("fc", "functional_connectivity"),
+                                               argname="simulated"), "simulated")}
+    if experimental is not None:
+        mats["experimental"] = _fc_matrix(_dataarray(experimental, var, defaults=(
+            "fc", "functional_connectivity", "experimental_fc"), argname="experimental"), "experimental")
+    if isinstance(order, str):
+        if order not in ("fc_figure", "model"):
+            raise ParameterError(invalid("order", order, "'fc_figure', 'model' or a sequence of areas"))
+        order = FC_FIGURE_ORDER if order == "fc_figure" else AREAS
+    common = set.intersection(*(set(m["row"].values) & set(m["col"].values) for m in mats.values()))
+    areas = [a for a in order if a in common]
+    if len(areas) < 2:
+        raise ParameterError(invalid("order", tuple(order)[:5], "at least two areas present in the FC data"))
+    n = len(areas)
+    plots = []
+    values = {}
+    for kind, m in mats.items():
+        v = np.asarray(m.sel(row=areas, col=areas).values, dtype=float).copy()
+        values[kind] = v.copy()
+        v[np.eye(n, dtype=bool)] = np.nan
+        rows = list(reversed(range(n)))  # first area at the top
+        df = pd.DataFrame({"area_x": np.tile(areas, n), "area_y": np.repeat(np.asarray(areas)[rows], n),
+                           "fc": v[rows].ravel()})
+        if kind == "experimental":
+            src = mats[kind].attrs.get("hemisphere", "second")
+            title = f"Experimental FC (rs-fMRI, {src} hemisphere)"
+        else:
+            title = "Simulated FC"
+        heat = hv.HeatMap(df, kdims=[hv.Dimension("area_x", label="Cortical area (column)"),
+                                     hv.Dimension("area_y", label="Cortical area (row)")],
+                          vdims=[hv.Dimension("fc", label="Pearson r")], group=kind.capitalize())
+        plots.append(_opts(heat, cmap="RdBu_r", clim=(-1, 1), colorbar=True, xrotation=90,
+                           clipping_colors={"NaN": "white"}, title=title,
+                           bokeh=dict(width=520, height=480, tools=[_hover([
+                               ("areas", "@area_y – @area_x"), ("Pearson r", "@fc{0.000}")])]),
+                           mpl=dict(fig_inches=(5, 4.5), show_values=False)))
+    if experimental is not None:
+        iu = np.triu_indices(n, k=1)
+        df = pd.DataFrame({"experimental": values["experimental"][iu], "simulated": values["simulated"][iu],
+                           "pair": [f"{areas[i]} – {areas[j]}" for i, j in zip(*iu)]})
+        df = df[np.isfinite(df["experimental"]) & np.isfinite(df["simulated"])]
+        r = float(np.corrcoef(df["experimental"], df["simulated"])[0, 1]) if len(df) > 1 else float("nan")
+        sc = hv.Scatter(df, kdims=[hv.Dimension("experimental", label="Experimental FC")],
+                        vdims=[hv.Dimension("simulated", label="Simulated FC"), "pair"])
+        plots.append(_opts(sc, title=f"Simulated vs experimental: r = {r:.3f}",
+                           color="#444444",
+                           bokeh=dict(size=4, width=480, height=480, tools=[_hover([
+                               ("areas", "@pair"), ("experimental r", "@experimental{0.000}"),
+                               ("simulated r", "@simulated{0.000}")])]),
+                           mpl=dict(s=6, fig_inches=(4.5, 4.5))))
+    return hv.Layout(plots).cols(len(plots))
+
+
+# --- static export -------------------------------------------------------------------
+
+_STATIC_FORMATS = ("png", "svg", "pdf")
+
+
+def _factors(values) -> list:
+    return list(dict.fromkeys(values.tolist()))
+
+
+def _mpl_options(el) -> dict:
+    opts = {}
+    for group in ("plot", "style"):
+        opts.update(hv.Store.lookup_options("matplotlib", el, group).kwargs)
+    return opts
+
+
+def _heatmap_as_image(hm: hv.HeatMap):
+    """A categorical HeatMap as an ``Image`` with tick labels, plus its axis factors.
+
+    HoloViews' matplotlib HeatMap mislabels categorical rows that are not in
+    sorted order, so static figures draw heat maps as images on integer grids.
+    """
+    xd, yd = hm.kdims[:2]
+    xv, yv = hm.dimension_values(0), hm.dimension_values(1)
+    xs, ys = _factors(xv), _factors(yv)
+    xnum = xv.dtype.kind in "iuf"
+    ix = {x: i for i, x in enumerate(xs)}
+    iy = {y: i for i, y in enumerate(ys)}
+    grid = np.full((len(ys), len(xs)), np.nan)
+    grid[[iy[y] for y in yv.tolist()], [ix[x] for x in xv.tolist()]] = hm.dimension_values(2).astype(float)
+    keep = ("cmap", "clim", "logz", "colorbar", "title", "xrotation", "fig_inches",
+            "clipping_colors", "fontsize")
+    opts = {k: v for k, v in _mpl_options(hm).items() if k in keep}
+    if xnum and len(xs) > 1:
+        step = float(xs[1]) - float(xs[0])
+        bounds = (float(xs[0]) - step / 2, 0, float(xs[-1]) + step / 2, len(ys))
+    else:
+        bounds = (0, 0, len(xs), len(ys))
+        opts["xticks"] = [(i + 0.5, str(x)) for i, x in enumerate(xs)]
+    opts["yticks"] = [(i + 0.5, str(y)) for i, y in enumerate(ys)]
+    img = hv.Image(grid[::-1], bounds=bounds, kdims=[xd, yd], vdims=[hm.vdims[0]])
+    w, h = opts.get("fig_inches", (6, 5))
+    return img.opts(backend="matplotlib", aspect=w / h * 0.85, **opts), (xs, ys, xnum)
+
+
+def _for_matplotlib(obj):
+    """Prepare a figure for the matplotlib backend (static export).
+
+    Categorical heat maps become images with tick labels (see
+    :func:`_heatmap_as_image`), and the absent-population ``Labels`` of
+    :func:`rate_heatmap` move to the matching integer positions.
+    """
+    def convert(el):
+        if isinstance(el, hv.HeatMap):
+            return _heatmap_as_image(el)[0]
+        if isinstance(el, hv.Overlay):
+            heat = [e for e in el if isinstance(e, hv.HeatMap)]
+            if not heat:
+                return el
+            img, (xs, ys, xnum) = _heatmap_as_image(heat[0])
+            layers = []
+            for e in el:
+                if isinstance(e, hv.HeatMap):
+                    layers.append(img if e is heat[0] else _heatmap_as_image(e)[0])
+                elif isinstance(e, hv.Labels) and not xnum:
+                    df = e.dframe()
+                    x, y = e.kdims[0].name, e.kdims[1].name
+                    df[x] = [xs.index(v) + 0.5 for v in df[x]]
+                    df[y] = [ys.index(v) + 0.5 for v in df[y]]
+                    lab = hv.Labels(df, kdims=[img.kdims[0].name, img.kdims[1].name],
+                                    vdims=e.vdims)
+                    layers.append(lab.opts(backend="matplotlib", color="black", size=14))
+                else:
+                    layers.append(e)
+            return hv.Overlay(layers)
+        return el
+    if isinstance(obj, (hv.HeatMap, hv.Overlay)):
+        return convert(obj)
+    if isinstance(obj, (hv.Layout, hv.NdLayout)):
+        return obj.clone([(k, convert(v)) for k, v in obj.data.items()])
+    return obj
+
+
+def save_static(obj, path, *, fmt: str | None = None, dpi: int = 150) -> Path:
+    """Write a figure as PNG, SVG or PDF with HoloViews' matplotlib backend.
+
+    Parameters
+    ----------
+    obj : HoloViews object
+        Any figure of this module.  A ``HoloMap`` (sweep) is written as a grid
+        of all its frames.
+    path : str or Path
+        Output file; its suffix gives the format unless ``fmt`` is set.
+    fmt : {"png", "svg", "pdf"}, optional
+    dpi : int
+        Resolution of PNG output.
+
+    Returns
+    -------
+    Path
+        The file written.
+    """
+    _backends()
+    path = Path(path)
+    fmt = (fmt or path.suffix.lstrip(".")).lower()
+    if fmt not in _STATIC_FORMATS:
+        raise ParameterError(invalid("fmt", fmt, f"one of {_STATIC_FORMATS} (or a path ending so)"))
+    if path.suffix.lstrip(".").lower() != fmt:
+        path = path.with_name(f"{path.name}.{fmt}")
+    if isinstance(obj, hv.HoloMap) and not isinstance(obj, hv.DynamicMap):
+        obj = obj.layout()
+    obj = _for_matplotlib(obj)
+    import matplotlib
+    matplotlib.use("Agg", force=False)
+    renderer = hv.renderer("matplotlib").instance(dpi=dpi, fig=fmt)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    renderer.save(obj, str(path.with_suffix("")), fmt=fmt)
+    import matplotlib.pyplot as plt
+    plt.close("all")
+    return path
