@@ -168,8 +168,14 @@ def finish(nest, root, *, rank: int, n_ranks: int, n_spikes: int, timings: dict,
 
     Raises :class:`SimulationError` on rank 0 when a rank did not finish (the
     caller then marks the store failed)."""
+    # NEST's kernel counters (num_connections, memory_size) are per rank.
+    try:
+        local_connections = int(nest.GetKernelStatus("num_connections"))
+    except Exception:  # noqa: BLE001 - bookkeeping only
+        local_connections = None
     _store.set_rank_status(root, rank, "complete", n_spikes=int(n_spikes), timings=timings,
-                           host=socket.gethostname())
+                           host=socket.gethostname(), num_connections_local=local_connections,
+                           **complete_attrs)
     barrier(nest, n_ranks)
     error = None
     if rank == 0:
@@ -180,10 +186,22 @@ def finish(nest, root, *, rank: int, n_ranks: int, n_spikes: int, timings: dict,
         if bad or len(report) != n_ranks:
             error = ("not every rank finished: " + run.describe_missing())
         else:
-            total = 0
-            for r in range(n_ranks):
-                total += int(root["ranks"][f"rank{r}"].attrs.get("n_spikes", 0))
-            _store.set_status(root, "complete", timings=timings, n_spikes=total, **complete_attrs)
+            per_rank = [dict(root["ranks"][f"rank{r}"].attrs) for r in range(n_ranks)]
+            total = sum(int(a.get("n_spikes", 0)) for a in per_rank)
+            extra = dict(complete_attrs)
+            if n_ranks > 1:
+                # totals over ranks; rank 0's own figures stay in ranks/rank0
+                info = dict(root.attrs.get("nest") or {})
+                conns = [a.get("num_connections_local") for a in per_rank]
+                if None not in conns:
+                    info["num_connections"] = int(sum(conns))
+                    info["num_connections_per_rank"] = [int(c) for c in conns]
+                extra["nest"] = info
+                rss = [a.get("peak_rss_kB") for a in per_rank]
+                if None not in rss:
+                    extra["peak_rss_kB"] = int(max(rss))
+                    extra["peak_rss_kB_per_rank"] = [int(x) for x in rss]
+            _store.set_status(root, "complete", timings=timings, n_spikes=total, **extra)
     barrier(nest, n_ranks)  # nobody returns (and reads the store) before rank 0 has decided
     if error:
         raise SimulationError(error)
