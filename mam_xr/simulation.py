@@ -405,7 +405,7 @@ def simulate(params, store=None, structure: xr.Dataset | None = None, progress: 
 
         return run_brian2(params, structure=structure, store=store, overwrite=overwrite)
     _validate(params, store)
-    store_path = _store.check_writable(store)
+    store_path = _store.check_writable(store)  # path problems first, before the structure is built
     # Under MPI only rank 0 checks: it creates the store, possibly before another rank gets here.
     if store_path.exists() and not overwrite and _parallel.launcher_rank() == 0:
         raise StoreError(invalid("store", str(store_path), "a path that does not exist yet (or overwrite=True)"))
@@ -419,6 +419,7 @@ def simulate(params, store=None, structure: xr.Dataset | None = None, progress: 
         timings["structure"] = time.perf_counter() - t0
     sim = params.simulation
     plan = _Plan(params, structure)  # validates rates sources etc.
+    _store.check_writable(store_path, _store.estimate_run_bytes(plan.n_neurons, sim.t_sim))
 
     nest = _import_nest()
     rank, n_ranks = _parallel.ranks(nest)  # refuses mpirun with a NEST without MPI

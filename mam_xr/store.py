@@ -223,8 +223,12 @@ def versions() -> dict[str, str]:
     return out
 
 
-def check_writable(path) -> Path:
-    """Fail early (before NEST builds anything) if ``path`` cannot hold a run store."""
+def check_writable(path, needed_bytes: int = 0) -> Path:
+    """Fail early (before NEST builds anything) if ``path`` cannot hold a run store.
+
+    ``needed_bytes``: expected size of the store (e.g. from
+    :func:`estimate_run_bytes`); 16 MiB more are always required.
+    """
     path = Path(path)
     parent = path.parent if path.parent != Path("") else Path(".")
     if not parent.exists():
@@ -235,9 +239,19 @@ def check_writable(path) -> Path:
         free = shutil.disk_usage(parent).free
     except OSError:
         free = None
-    if free is not None and free < 16 * 2**20:
-        raise StoreError(invalid("store", str(path), f"a file system with free space (only {free} bytes free)"))
+    need = int(needed_bytes) + 16 * 2**20
+    if free is not None and free < need:
+        raise StoreError(invalid("store", str(path), f"a file system with at least {need / 2**20:.0f} MiB "
+                                 f"free for this run (only {free / 2**20:.0f} MiB free)"))
     return path
+
+
+def estimate_run_bytes(n_neurons: int, t_sim_ms: float, rate: float = 50.0,
+                       bytes_per_spike: float = 4.0) -> int:
+    """Generous upper estimate of a run store's spike bytes: ``n_neurons``
+    firing at ``rate`` spikes/s for t_sim at ``bytes_per_spike`` (measured:
+    about 1.9 on the tutorial run)."""
+    return int(n_neurons * rate * t_sim_ms * 1e-3 * bytes_per_spike)
 
 
 def create_run(path, *, structure: xr.Dataset | None, dt: float, t_sim: float,

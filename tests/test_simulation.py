@@ -168,6 +168,9 @@ def test_invalid_requests_fail_before_nest(tmp_path):
     (tmp_path / "exists.zarr").mkdir()
     with pytest.raises(StoreError, match="a path that does not exist yet"):
         simulate(p, store=tmp_path / "exists.zarr")
+    # a run whose spikes cannot fit on the file system (here: 10^9 ms) fails before NEST
+    with pytest.raises(StoreError, match=r"expected a file system with at least \d+ MiB free for this run"):
+        simulate(p.update(t_sim=1e9), store=tmp_path / "a.zarr")
     assert not (tmp_path / "a.zarr").exists()
     with pytest.raises(ParameterError, match="areas_simulated"):
         Params.tutorial(areas_simulated=["V0"])
