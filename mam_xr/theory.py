@@ -874,6 +874,41 @@ def _solve(system: _System, nu0: np.ndarray, tol: float, held_shift: bool = Fals
     return best[0], best[1], nfev, best[3]
 
 
+def _homotopy(system: _System, tol: float, dt: float = 0.1, n_steps: int = 500):
+    """Fixed point reached by continuation in the cortico-cortical coupling strength.
+
+    With the CC parts of A and B scaled by s and s² (J -> sJ), s = 0 is a set of
+    isolated areas whose pseudo-dynamics settle; the fixed point is then
+    followed to s = 1 with Newton steps (step in s halved on failure).  This
+    does not depend on where an unsettled trajectory happens to end.
+    Returns (ν, max |F|, n_evaluations) or None.
+    """
+    cc = _FLAT_CC[np.ix_(system.dyn, system.dyn)]
+    local_A, cc_A = np.where(cc, 0.0, system.A), np.where(cc, system.A, 0.0)
+    local_B, cc_B = np.where(cc, 0.0, system.B), np.where(cc, system.B, 0.0)
+
+    def at(s):
+        return replace(system, A=local_A + s * cc_A, B=local_B + s * s * cc_B)
+
+    nu = _relax(at(0.0), np.zeros(system.dyn.size), dt, n_steps)
+    nu, res, nfev = _newton(at(0.0), nu, tol)
+    if res > tol:
+        return None
+    s, h = 0.0, 0.1
+    while s < 1.0:
+        t = min(1.0, s + h)
+        trial, res, n = _newton(system if t == 1.0 else at(t), nu, tol)
+        nfev += n
+        if res <= tol:
+            s, nu = t, trial
+            h = min(0.25, 1.5 * h)
+        else:
+            h *= 0.5
+            if h < 1e-3:
+                return None
+    return nu, res, nfev
+
+
 def _eigen(G: np.ndarray):
     lam = np.linalg.eigvals(G)
     k = int(np.argmax(lam.real))
@@ -1001,25 +1036,35 @@ def fixed_point(structure: xr.Dataset, params=None, *, initial=None, tol: float 
     if isinstance(initial, xr.Dataset) and {"trajectory", "converged"} <= set(initial.variables):
         run = initial
         how = (f"integrate (T={run.attrs.get('T_ms')} ms, initial rates {run.attrs.get('initial_rates')}); "
-               "if not converged, first the mean rates over its second half")
+               "if not converged: continuation in the CC coupling from isolated areas, "
+               "else the mean rates over the trajectory's second half, else its end")
         ends, _ = _initial(system, p, _with_draw(run["rate"]), None, None, None)
         t_end = float(run["time"][-1])
         late = run["trajectory"].sel(time=slice(0.5 * t_end, None)).mean("time")
         means, _ = _initial(system, p, _with_draw(late), None, None, None)
         ok = np.atleast_1d(run["converged"].values)
-        # A trajectory that has not settled (oscillating or chaotic) is a poor start; its
-        # time average usually lies close to a fixed point.
-        candidates = [[e] if good else [m, e] for e, m, good in zip(ends, means, ok)]
+        # A trajectory that has not settled (oscillating or chaotic) is a poor start, and
+        # which fixed point Newton reaches from it is a matter of chance: such draws use
+        # the fixed point continued from isolated areas (_homotopy), then the trajectory.
+        candidates = [[e] if good else ["homotopy", m, e] for e, m, good in zip(ends, means, ok)]
     else:
         if isinstance(initial, xr.Dataset):
             initial = initial["rate"]
         nu0, _ = _initial(system, p, initial, None, None, None)
         candidates = [[x0] for x0 in nu0]
     results = []
+    homotopy = None
     for starts in candidates:
         nfev, best = 0, None
         for x0 in starts:
-            r = _solve(system, x0, tol, held_shift)
+            if isinstance(x0, str):
+                if homotopy is None:
+                    homotopy = _homotopy(system, tol, p.theory.dt, int(round(p.theory.T / p.theory.dt)))
+                if homotopy is None:
+                    continue
+                r = (*homotopy, "continuation in the CC coupling")
+            else:
+                r = _solve(system, x0, tol, held_shift)
             nfev += r[2]
             if best is None or r[1] < best[1]:
                 best = r

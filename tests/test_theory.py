@@ -451,3 +451,15 @@ def test_fixed_point_from_a_given_unconverged_integration(default, default_fixed
     fp = theory.fixed_point(default, Params(), initial=run, with_gain=False)
     assert bool(fp["converged"])
     xr.testing.assert_allclose(fp["rate"], default_fixed_point["rate"], rtol=1e-9)
+
+
+def test_default_fixed_point_does_not_depend_on_the_chaotic_trajectory(default_fixed_point):
+    # structure.build(Params()) differs from the reference structure by rounding only, which
+    # changes the unsettled T = 50 ms trajectory completely, but not the fixed point found.
+    from mam_xr import structure
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", theory.ConvergenceWarning)
+        fp = theory.fixed_point(structure.build(Params()), with_gain=False)
+    assert "continuation in the CC coupling" in fp.attrs["started_from"]
+    xr.testing.assert_allclose(fp["rate"], default_fixed_point["rate"], rtol=1e-8)
