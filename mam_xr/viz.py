@@ -30,6 +30,7 @@ so ``hv.render(obj, backend="matplotlib")`` also works.
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -75,9 +76,15 @@ _DEFAULT_META: dict[str, tuple[str, str]] = {
     "cv_isi": ("1", "CV ISI"),
     "synchrony": ("1", "Synchrony"),
     "corrcoeff": ("1", "Correlation coefficient"),
+    "corrcoef": ("1", "Correlation coefficient"),
+    "area_rate": ("spikes/s", "Area rate"),
     "fc": ("1", "Pearson r"),
     "relative_indegree": ("1", "Relative indegree"),
 }
+
+# Variables drawn by default, in order of preference (names of mam_xr.analysis).
+_TS_DEFAULTS = ("area_rate", "rate_time_series", "rate")
+_BOX_DEFAULTS = (("rate",), ("corrcoef", "corrcoeff"), ("lvr",))
 
 _HEIGHT = 320
 _WIDTH = 900
@@ -134,7 +141,8 @@ def _check_areas(areas, available: Sequence[str], argname: str = "areas") -> lis
     areas = [areas] if isinstance(areas, str) else list(areas)
     for a in areas:
         if a not in available:
-            close = [b for b in available if b.lower() == str(a).lower()]
+            close = ([b for b in available if b.lower() == str(a).lower()]
+                     or difflib.get_close_matches(str(a), list(available), n=1))
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ParameterError(invalid(argname, a, f"areas of the data {list(available)}{hint}"))
     if not areas:
@@ -320,7 +328,7 @@ def instantaneous_rate(data, var: str | None = None, *, areas: Sequence[str] | N
         kdims time (ms), area; vdim the rate (spikes/s).
     """
     _backends()
-    da = _dataarray(data, var, defaults=("rate_time_series_area", "rate_time_series", "rate"))
+    da = _dataarray(data, var, defaults=_TS_DEFAULTS)
     _require_dims(da, ["area", "time"], "data")
     da = _time_window(_area_series(da, neurons, "the rate time series"), time)
     areas = _check_areas(areas if areas is not None else
@@ -366,7 +374,7 @@ def rate_time_series(data, var: str | None = None, *, areas: Sequence[str] = (),
         of the network (its value is in the title).
     """
     _backends()
-    da = _dataarray(data, var, defaults=("rate_time_series_area", "rate_time_series", "rate"))
+    da = _dataarray(data, var, defaults=_TS_DEFAULTS)
     _require_dims(da, ["area", "time"], "data")
     area_da = _time_window(_area_series(da, neurons, "the rate time series"), time)
     col, label, units = _meta(area_da, "rate")
@@ -428,7 +436,7 @@ def area_rate_time_series(data, var: str | None = None, *, areas: Sequence[str] 
         One ``Curve`` per area (kdim time in ms, vdim rate in spikes/s), one column.
     """
     _backends()
-    da = _dataarray(data, var, defaults=("rate_time_series_area", "rate_time_series", "rate"))
+    da = _dataarray(data, var, defaults=_TS_DEFAULTS)
     _require_dims(da, ["area", "time"], "data")
     da = _time_window(_area_series(da, neurons, "the rate time series"), time)
     areas = _check_areas(areas, [str(a) for a in da["area"].values])
@@ -452,12 +460,23 @@ def area_rate_time_series(data, var: str | None = None, *, areas: Sequence[str] 
 def spike_table(spikes) -> pd.DataFrame:
     """Spikes as one table with columns area, pop, neuron, time (ms).
 
-    Accepts a pandas DataFrame or an ``xr.Dataset`` with those columns /
+    Accepts a :class:`mam_xr.store.Spikes` selection (``run.spikes(...)``),
+    a pandas DataFrame or an ``xr.Dataset`` with those columns /
     variables along one dim (``sender`` is accepted for ``neuron``), or a
     mapping ``{"V1-23E": array (n, 2) [neuron, time]}`` or
     ``{("V1", "23E"): ...}``.  ``neuron`` is the index of the neuron in its
     population (0 ... N-1).
     """
+    if all(hasattr(spikes, a) for a in ("populations", "offsets", "senders", "times")):
+        counts = np.diff(np.asarray(spikes.offsets))   # a mam_xr.store.Spikes selection
+        labels = np.repeat(np.asarray(spikes.populations, dtype=object), counts)
+        split = np.array([lab.split("-", 1) for lab in spikes.populations] or np.empty((0, 2)),
+                         dtype=object).reshape(-1, 2)
+        idx = np.repeat(np.arange(len(spikes.populations)), counts)
+        return pd.DataFrame({"area": split[idx, 0] if len(labels) else [],
+                             "pop": split[idx, 1] if len(labels) else [],
+                             "neuron": np.asarray(spikes.senders, dtype=np.int64),
+                             "time": np.asarray(spikes.times, dtype=float)})
     if isinstance(spikes, xr.Dataset):
         spikes = spikes.to_dataframe().reset_index()
     if isinstance(spikes, pd.DataFrame):
@@ -497,7 +516,8 @@ def raster(spikes, *, areas: Sequence[str] = ("V1", "V2", "FEF"), fraction: floa
         Window in ms (default: the last 500 ms of the spikes, as upstream).
     neurons : xr.DataArray or xr.Dataset, optional
         (area, pop) neuron numbers (or a structure Dataset; floor(N) neurons
-        exist).  Default: the largest neuron index seen + 1 per population.
+        exist).  Default: those of a ``Spikes`` selection, else the largest
+        neuron index seen + 1 per population.
 
     Returns
     -------
@@ -510,24 +530,30 @@ def raster(spikes, *, areas: Sequence[str] = ("V1", "V2", "FEF"), fraction: floa
     if not (isinstance(fraction, (int, float)) and 0 < fraction <= 1):
         raise ParameterError(invalid("fraction", fraction, "a number in (0, 1]"))
     df = spike_table(spikes)
+    if neurons is None and hasattr(spikes, "n_neurons") and hasattr(spikes, "populations"):
+        neurons = {tuple(lab.split("-", 1)): int(n) for lab, n in zip(spikes.populations, spikes.n_neurons)}
     areas = _check_areas(areas, list(dict.fromkeys(map(str, df["area"].unique()))))
     if time is None:
         t1 = float(df["time"].max())
         time = (t1 - 500.0, t1)
     if not (isinstance(time, Sequence) and len(time) == 2 and time[1] > time[0]):
         raise ParameterError(invalid("time", time, "a (start, stop) pair in ms with start < stop"))
-    if neurons is not None:
-        neurons = neurons["neurons"] if isinstance(neurons, xr.Dataset) else neurons
+    if isinstance(neurons, xr.Dataset):
+        neurons = neurons["neurons"]
+    if isinstance(neurons, xr.DataArray):
+        neurons = {(str(a), str(p)): float(neurons.sel(area=a, pop=p))
+                   for a in neurons["area"].values for p in neurons["pop"].values}
     plots = []
     for area in areas:
         sub = df[df["area"] == area]
         present = [p for p in DISPLAY_POPS if (area, p) not in ABSENT
-                   and (neurons is not None or p in set(sub["pop"]))]
+                   and (neurons.get((area, p), 0) > 0 if neurons is not None
+                        else p in set(sub["pop"]))]
         offset, rows, ticks = 0, [], {}
         layer_rows: dict[str, list[float]] = {}
         for pop in present:  # bottom (6I) to top (23E)
             if neurons is not None:
-                n = int(np.floor(float(neurons.sel(area=area, pop=pop))))
+                n = int(np.floor(neurons.get((area, pop), 0.0)))
             else:
                 n = int(sub.loc[sub["pop"] == pop, "neuron"].max()) + 1
             shown = int(math.ceil(fraction * n))
@@ -569,7 +595,8 @@ def box_plots(stats, variables: Sequence[str] | None = None):
         Statistics with dims (area, pop).  Absent populations (NaN) are left out.
     variables : sequence of str, optional
         Variables to draw, one panel each (default: those of ``rate``,
-        ``corrcoeff``, ``lvr`` present in ``stats``).
+        ``corrcoef`` (or ``corrcoeff``), ``lvr`` present in ``stats``; merge
+        the analysis Datasets ``rates``, ``correlation`` and ``irregularity``).
 
     Returns
     -------
@@ -583,7 +610,8 @@ def box_plots(stats, variables: Sequence[str] | None = None):
         arrays = [stats]
     elif isinstance(stats, xr.Dataset):
         if variables is None:
-            variables = [v for v in ("rate", "corrcoeff", "lvr") if v in stats.data_vars]
+            variables = [next(v for v in names if v in stats.data_vars)
+                         for names in _BOX_DEFAULTS if any(v in stats.data_vars for v in names)]
             if not variables:
                 raise ParameterError(invalid("variables", None, "names of (area, pop) variables; "
                                              f"the Dataset has {list(stats.data_vars)[:10]}"))
@@ -695,7 +723,7 @@ def connectivity_matrix(structure, *, relative: bool = True, title: str | None =
 # --- theory vs simulation ----------------------------------------------------------
 
 def theory_vs_simulation(theory, simulation, *, theory_var: str | None = None,
-                         simulation_var: str | None = None, logxy: bool = False):
+                         simulation_var: str | None = None, draw: int = 0, logxy: bool = False):
     """Mean-field vs simulated population rates, one colour per population.
 
     Parameters
@@ -703,6 +731,8 @@ def theory_vs_simulation(theory, simulation, *, theory_var: str | None = None,
     theory, simulation : xr.DataArray or xr.Dataset
         (area, pop) rates in spikes/s (default variable ``rate``; for the theory
         also ``final_rate``).
+    draw : int
+        Initial condition of the theory shown when it has a ``draw`` dim.
     logxy : bool
         Logarithmic axes.
 
@@ -716,6 +746,8 @@ def theory_vs_simulation(theory, simulation, *, theory_var: str | None = None,
     _backends()
     th = _dataarray(theory, theory_var, defaults=("rate", "final_rate", "rates"), argname="theory")
     sim = _dataarray(simulation, simulation_var, defaults=("rate",), argname="simulation")
+    if "draw" in th.dims:
+        th = th.isel(draw=draw)
     for name, da in (("theory", th), ("simulation", sim)):
         _require_dims(da, ["area", "pop"], name)
         if set(da.dims) - {"area", "pop"}:
@@ -774,7 +806,9 @@ def functional_connectivity(simulated, experimental=None, *, var: str | None = N
     ----------
     simulated, experimental : xr.DataArray or xr.Dataset
         Area x area Pearson correlations (any two dims whose coords are area
-        names, e.g. (area, source_area)); default variable ``fc``.
+        names, e.g. (area, source_area)); default variable ``fc``.  A
+        Dataset holding ``fc_experimental`` (mam_xr.analysis's
+        ``functional_connectivity``) supplies ``experimental`` itself.
     order : "fc_figure", "model" or sequence of str
         Area order, top to bottom and left to right: upstream's FC-figure order
         with MSTl included (:data:`FC_FIGURE_ORDER`), the model order, or explicit.
@@ -788,11 +822,14 @@ def functional_connectivity(simulated, experimental=None, *, var: str | None = N
         vdim ``simulated``) whose title gives their Pearson r.
     """
     _backends()
+    if (experimental is None and isinstance(simulated, xr.Dataset)
+            and "fc_experimental" in simulated.data_vars):
+        experimental = simulated["fc_experimental"]
     mats = {"simulated": _fc_matrix(_dataarray(simulated, var, defaults=("fc", "functional_connectivity"),
                                                argname="simulated"), "simulated")}
     if experimental is not None:
-        mats["experimental"] = _fc_matrix(_dataarray(experimental, var, defaults=(
-            "fc", "functional_connectivity", "experimental_fc"), argname="experimental"), "experimental")
+        mats["experimental"] = _fc_matrix(_dataarray(experimental, None, defaults=(
+            "fc_experimental", "fc"), argname="experimental"), "experimental")
     if isinstance(order, str):
         if order not in ("fc_figure", "model"):
             raise ParameterError(invalid("order", order, "'fc_figure', 'model' or a sequence of areas"))
@@ -812,7 +849,7 @@ def functional_connectivity(simulated, experimental=None, *, var: str | None = N
         df = pd.DataFrame({"area_x": np.tile(areas, n), "area_y": np.repeat(np.asarray(areas)[rows], n),
                            "fc": v[rows].ravel()})
         if kind == "experimental":
-            src = mats[kind].attrs.get("hemisphere", "second")
+            src = "first" if "first hemisphere" in str(mats[kind].attrs.get("source", "")) else "second"
             title = f"Experimental FC (rs-fMRI, {src} hemisphere)"
         else:
             title = "Simulated FC"
