@@ -35,6 +35,8 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=2, help="worker processes (local)")
     ap.add_argument("--config", default=None, help="dask-jobqueue YAML (slurm; default runners/dask/jobqueue.yaml)")
     ap.add_argument("--statistics", nargs="*", default=None, help="subset of mam_xr.analysis.STATISTICS")
+    ap.add_argument("--t-min-ms", type=float, default=None,
+                    help="start of the analysis window (default: mam_xr's 500 ms)")
     ap.add_argument("--allow-incomplete", action="store_true",
                     help="analyse the committed segments of a store that is not complete")
     ap.add_argument("--dry-run", action="store_true", help="slurm: print the worker job script and exit")
@@ -79,7 +81,9 @@ def main(argv=None) -> int:
             try:
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always")
-                    res = mam_xr.analyze(path, args.statistics, allow_incomplete=args.allow_incomplete)
+                    definition = {} if args.t_min_ms is None else {"t_min_ms": args.t_min_ms}
+                    res = mam_xr.analyze(path, args.statistics, allow_incomplete=args.allow_incomplete,
+                                         **definition)
                 for w in caught:
                     if "incomplete" in str(w.message):
                         print(f"warning: {w.message}", file=sys.stderr)
