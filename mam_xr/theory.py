@@ -633,6 +633,8 @@ def _initial(system: _System, p, initial_rates, n_draws, seed, rate_max) -> tupl
         elif arr.ndim != 2 or arr.shape[1] != N_POPULATIONS:
             raise ParameterError(invalid("initial_rates", f"<array of shape {arr.shape}>",
                                          f"({N_POPULATIONS},) or (draw, {N_POPULATIONS}) rates"))
+        else:
+            arr = np.stack([_rates_vector(row, "initial_rates") for row in arr])
     return arr[:, system.dyn], "given"
 
 
