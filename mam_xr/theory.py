@@ -639,15 +639,16 @@ def _initial(system: _System, p, initial_rates, n_draws, seed, rate_max) -> tupl
 
 
 def _run(system: _System, nu0: np.ndarray, dt: float, n_steps: int, first_step_decay: bool,
-         record: bool = True):
+         record: bool = True, stride: int = 1):
     """Exponential-Euler integration of τ dν/dt = −ν + Φ(μ(ν), σ(ν)) (§B.4 step 4).
 
-    nu0: (draw, n).  Returns the trajectory (draw, n, n_steps + 1) or only the
-    last two states if ``record`` is False.
+    nu0: (draw, n).  Returns the trajectory (draw, n, n_steps // stride + 1),
+    sampled every ``stride`` steps (None if ``record`` is False), the last
+    state and the state one step before.
     """
     decay = math.exp(-dt / TAU_RATE_MS)
     nu = nu0.copy()
-    traj = np.empty(nu.shape + (n_steps + 1,)) if record else None
+    traj = np.empty(nu.shape + (n_steps // stride + 1,)) if record else None
     if record:
         traj[..., 0] = nu
     prev = nu
@@ -658,8 +659,8 @@ def _run(system: _System, nu0: np.ndarray, dt: float, n_steps: int, first_step_d
             nu = decay * nu
         else:
             nu = decay * nu + (1.0 - decay) * system.phi(nu)
-        if record:
-            traj[..., k] = nu
+        if record and k % stride == 0:
+            traj[..., k // stride] = nu
     return traj, nu, prev
 
 
@@ -682,7 +683,8 @@ def integrate(structure: xr.Dataset, params=None, *, initial_rates=None, n_draws
               T: float | None = None, rate_ext: float | None = None,
               areas_simulated: Sequence[str] | None = None, replace: str | None = None,
               replacement_rates=None, tol: float = 1e-6, first_step: Literal["nest", "euler"] = "nest",
-              cutoff: bool = True, warn: bool = True) -> xr.Dataset:
+              rec_interval: float | None = None, cutoff: bool = True,
+              warn: bool = True) -> xr.Dataset:
     """Integrate the mean-field pseudo-dynamics as upstream does (spec/dynamics.md §B.4).
 
     τ dν/dt = −ν + Φ(μ(ν), σ(ν)), τ = 1 ms, exponential Euler with step
@@ -714,6 +716,9 @@ def integrate(structure: xr.Dataset, params=None, *, initial_rates=None, n_draws
     tol : float, default: 1e-6
         Converged if max |Φ(ν(T)) − ν(T)| <= tol (spikes/s), i.e. τ|dν/dt| at T.
     first_step : {"nest", "euler"}
+    rec_interval : float, optional
+        Sampling interval of ``trajectory`` (ms, a multiple of ``dt``; default
+        ``dt``, as upstream).  ``T`` must be a multiple of it.
     cutoff : bool, default: True
         NEST 3's Φ = 0 for θ − μ > 6σ.
     warn : bool, default: True
@@ -739,6 +744,11 @@ def integrate(structure: xr.Dataset, params=None, *, initial_rates=None, n_draws
     n_steps = int(round(T / dt))
     if abs(n_steps * dt - T) > 1e-9 * T:
         raise ParameterError(invalid("T", T, f"a multiple of dt={dt} ms"))
+    rec = dt if rec_interval is None else float(rec_interval)
+    stride = int(round(rec / dt))
+    if not (stride >= 1 and abs(stride * dt - rec) <= 1e-9 * rec and n_steps % stride == 0):
+        raise ParameterError(invalid("rec_interval", rec_interval,
+                                     f"a multiple of dt={dt} ms that divides T={T} ms"))
     if first_step not in ("nest", "euler"):
         raise ParameterError(invalid("first_step", first_step, "'nest' or 'euler'"))
     if not tol > 0:
@@ -748,7 +758,7 @@ def integrate(structure: xr.Dataset, params=None, *, initial_rates=None, n_draws
     system = _system(structure, p, neuron=nrn, rate_ext=rate_ext, areas_simulated=areas,
                      replace=replace, replacement=repl)
     nu0, how = _initial(system, p, initial_rates, n_draws, seed, rate_max)
-    traj, nu, prev = _run(system, nu0, dt, n_steps, first_step == "nest")
+    traj, nu, prev = _run(system, nu0, dt, n_steps, first_step == "nest", stride=stride)
     residual = system.phi(nu) - nu
     max_res = np.max(np.abs(residual), axis=-1)
     converged = max_res <= tol
@@ -762,7 +772,7 @@ def integrate(structure: xr.Dataset, params=None, *, initial_rates=None, n_draws
             ConvergenceWarning, stacklevel=2)
     mu, sigma = system.mu_sigma(nu)
 
-    times = dt * np.arange(n_steps + 1)
+    times = stride * dt * np.arange(n_steps // stride + 1)
     traj_da = _labelled(system, np.moveaxis(traj, -1, 0), "rate trajectory of the mean-field "
                         "pseudo-dynamics", "spikes/s", fill_fixed=True)
     traj_da = traj_da.rename(dim_0="time", **({"dim_1": "draw"} if traj.ndim == 3 else {}))
@@ -785,7 +795,8 @@ def integrate(structure: xr.Dataset, params=None, *, initial_rates=None, n_draws
         ds = ds.isel(draw=0, drop=True)
     ds.attrs = _jsonable({
         **_common_attrs(p, nrn, system, rate_ext, replace),
-        "dt_ms": dt, "T_ms": T, "initial_rates": how, "first_step": first_step,
+        "dt_ms": dt, "T_ms": T, "rec_interval_ms": stride * dt, "initial_rates": how,
+        "first_step": first_step,
         "integration": "exponential Euler of tau dnu/dt = -nu + Phi(nu), spec/dynamics.md B.4",
         "tol": tol, "converged": bool(converged.all()),
         "history": _history("integrate", p),

@@ -463,3 +463,13 @@ def test_default_fixed_point_does_not_depend_on_the_chaotic_trajectory(default_f
         fp = theory.fixed_point(structure.build(Params()), with_gain=False)
     assert "continuation in the CC coupling" in fp.attrs["started_from"]
     xr.testing.assert_allclose(fp["rate"], default_fixed_point["rate"], rtol=1e-8)
+
+
+def test_integrate_rec_interval_thins_the_trajectory(downscaled, p_down):
+    ref = load_reference("theory_downscaled_tutorial.npz")
+    ds = theory.integrate(downscaled, p_down, rec_interval=1.0)
+    assert ds.sizes["time"] == 51 and ds.attrs["rec_interval_ms"] == 1.0
+    np.testing.assert_allclose(to_flat_vector(ds["trajectory"]), ref["rates_trajectory"][:, ::10],
+                               rtol=1e-9)
+    with pytest.raises(ParameterError, match=r"rec_interval=0\.15 is invalid: expected a multiple"):
+        theory.integrate(downscaled, p_down, rec_interval=0.15)
