@@ -651,7 +651,7 @@ def box_plots(stats, variables: Sequence[str] | None = None):
                          ("population", "@pop"),
                          (f"mean {label}", f"@{col}{{0.0000}}{_unit_text(units)}"),
                          ("areas", "@n_areas")])]),
-                     mpl=dict(s=60))
+                     mpl=dict(s=60, edgecolors="black"))
         panels.append(_opts(box * mean, title=label, bokeh=dict(show_legend=False)))
     return hv.Layout(panels).cols(len(panels))
 
