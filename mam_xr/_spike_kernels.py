@@ -219,10 +219,11 @@ def _lvr(g, s, nrn_pop, w, P, n_tot, R_ms):
     tot = i1 + i2
     i1 *= i2
     i1 *= 4.0
-    i1 /= tot * tot
-    term = 1.0 - i1                       # 1 - 4 I_k I_k+1 / (I_k + I_k+1)^2
-    del i1, i2
-    term *= 1.0 + 4.0 * R_ms / tot
+    with np.errstate(invalid="ignore", divide="ignore"):   # two spikes in one step: NaN, as upstream
+        i1 /= tot * tot
+        term = 1.0 - i1                       # 1 - 4 I_k I_k+1 / (I_k + I_k+1)^2
+        del i1, i2
+        term *= 1.0 + 4.0 * R_ms / tot
     del tot
     owner = gl[2:][pair]
     n_iv = np.bincount(gl[1:][same], minlength=n_tot)

@@ -29,20 +29,19 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import re
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Iterable, Literal, Sequence
+from typing import Any, Iterable, Literal
 
 import numpy as np
 import xarray as xr
 
 from . import _spike_kernels as _k
 from .errors import DataError, ParameterError, StoreError, invalid
-from .flat import (ABSENT, AREAS, N_POPULATIONS, POPS, exists, from_flat_vector,
-                   population_labels, to_flat_matrix, to_flat_vector)
+from .flat import (AREAS, N_POPULATIONS, exists, from_flat_vector, population_labels,
+                   to_flat_matrix, to_flat_vector)
 
 __all__ = ["STATISTICS", "DEFAULTS", "analyze", "import_upstream", "lazy_spikes",
            "experimental_fc", "read_analysis", "plan_groups"]
@@ -1003,7 +1002,6 @@ def lazy_spikes(run, *, area=None, pop=None, t_start_ms: float | None = None,
         raise ParameterError(invalid("area/pop", (area, pop), "a selection with at least one population"))
     counts = np.zeros(N_POPULATIONS, dtype=np.int64)
     counts[sel] = _pop_counts(run)[sel]
-    labels = population_labels()
     chunks = []
     for areas, pops in plan_groups(counts, chunk_spikes):
         idx = [i for i in _group_flat_indices(areas, pops) if i in set(sel.tolist())]

@@ -349,6 +349,15 @@ def test_lazy_spikes_select_without_reading_the_rest(run1):
 # Bounded memory: a store larger than the memory given to Dask
 # --------------------------------------------------------------------------------------
 
+def _peak_rss_bytes():
+    """Peak RSS of this process since it started (VmHWM; ru_maxrss survives exec and
+    would include the parent's memory at spawn time)."""
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
 @pytest.mark.slow
 def test_large_store_under_a_dask_memory_limit(tmp_path):
     distributed = pytest.importorskip("distributed")
@@ -361,9 +370,12 @@ def test_large_store_under_a_dask_memory_limit(tmp_path):
     per = n_spikes // n_seg
     seg_steps = int(t_sim / n_seg * 10)
     for s in range(n_seg):
-        pops = rng.integers(0, flat.N_POPULATIONS, per)
-        w.append_segment(rng.integers(s * seg_steps + 1, (s + 1) * seg_steps + 1, per),
-                         rng.integers(0, 400, per), pops, s * t_sim / n_seg, (s + 1) * t_sim / n_seg)
+        # random (population, neuron, step) triples without repeats: a neuron spikes at most
+        # once per step, as in NEST
+        key = np.unique(rng.integers(0, flat.N_POPULATIONS * 400 * seg_steps, int(per * 1.01)))[:per]
+        pops, rest = np.divmod(key, 400 * seg_steps)
+        senders, steps = np.divmod(rest, seg_steps)
+        w.append_segment(steps + s * seg_steps + 1, senders, pops, s * t_sim / n_seg, (s + 1) * t_sim / n_seg)
     set_status(root, "complete")
     data_bytes = n_spikes * 8                     # int32 times + int32 senders, uncompressed
     limit = 350 * 2**20
@@ -376,12 +388,9 @@ def test_large_store_under_a_dask_memory_limit(tmp_path):
                                                         memory_limit=limit, dashboard_address=None) as cl, \
             distributed.Client(cl) as client:
         st = A.analyze(tmp_path / "big.zarr", ["rates", "irregularity", "correlation"], memory_limit=limit)
-        import resource
-
-        peak = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    peak = max(peak.values())
+        peak = max(client.run(_peak_rss_bytes).values())
     assert int(st["rates"]["n_spikes"].sum()) == n_spikes
     assert peak < limit, f"worker peak RSS {peak / 2**20:.0f} MiB above the limit"
-    # Poisson-like random spikes: LvR near 1 (R = 2 ms adds a little), correlations near 0
-    assert 0.9 < float(st["irregularity"]["lvr"].mean()) < 1.3
+    # Poisson-like random spikes at ~50 spikes/s: LvR above 1 (R = 2 ms), correlations near 0
+    assert 1.0 < float(st["irregularity"]["lvr"].mean()) < 1.6
     assert abs(float(st["correlation"]["corrcoef"].mean())) < 1e-3
