@@ -362,12 +362,6 @@ class _System:
             dvar = np.where(sigma > 0, dsig / (2.0 * sigma), 0.0)
         return phi, dmu[:, None] * self.A + dvar[:, None] * self.B
 
-    def full(self, rates_dyn: np.ndarray) -> np.ndarray:
-        """Dynamic rates (..., n_dyn) -> all 254 (fixed rates for replaced pops)."""
-        out = np.broadcast_to(self.fixed_rates, rates_dyn.shape[:-1] + (N_POPULATIONS,)).copy()
-        out[..., self.dyn] = rates_dyn
-        return out
-
 
 def _params(params, structure: xr.Dataset | None = None):
     """The Params to use: given, else those stored with the structure (attrs["params"],
@@ -611,15 +605,11 @@ def _common_attrs(p, nrn: _Neuron, system: _System, rate_ext: float, replace) ->
         "tau_rate_ms": TAU_RATE_MS, "rate_ext": rate_ext, "cutoff_sigmas": CUTOFF_SIGMAS if nrn.cutoff else None,
         "transfer_function": "Siegert with colored-noise shift (Fourcaud & Brunel 2002), "
                              "spec/dynamics.md B.3",
-        "areas_simulated": [AREAS[i] for i in sorted({int(np.searchsorted(_AREA_START, d, side='right') - 1)
-                                                      for d in system.dyn})],
+        "areas_simulated": [a for a in AREAS if a in set(_POP_AREA[system.dyn])],
         "replace_non_simulated_areas": replace if len(system.dyn) < N_POPULATIONS else None,
         "params_label": p.label(),
         "mam_xr_version": __version__,
     }
-
-
-_AREA_START = np.array([population_labels().index(f"{a}-23E") for a in AREAS])
 
 
 # --- integration ----------------------------------------------------------------
