@@ -747,6 +747,17 @@ def integrate(structure: xr.Dataset, params=None, *, initial_rates=None, n_draws
         ([draw]) in spikes/s, ``converged`` ([draw]) bool; coords ``time`` (ms),
         ``exists``, ``simulated``.  The ``draw`` dim is present when there is
         more than one initial condition.
+
+    Raises
+    ------
+    ParameterError
+        Invalid dt, T, rec_interval, tol, first_step or initial rates; a
+        subset of areas without a stationary replacement mode.
+
+    Warns
+    -----
+    ConvergenceWarning
+        If a draw has not converged after ``T`` (also flagged in ``converged``).
     """
     p, areas, replace, repl = _settings(params, areas_simulated, replace, replacement_rates, structure)
     dt = p.theory.dt if dt is None else float(dt)
@@ -1039,6 +1050,17 @@ def fixed_point(structure: xr.Dataset, params=None, *, initial=None, tol: float 
         (upstream's √max Re λ), ``stable`` (max Re λ < 1), ``converged``,
         ``n_evaluations``.
 
+    Raises
+    ------
+    ParameterError
+        Invalid tol or initial rates, or integration options together with
+        ``initial``.
+
+    Warns
+    -----
+    ConvergenceWarning
+        If no start led to max |Φ(ν) − ν| <= tol (also flagged in ``converged``).
+
     Notes
     -----
     G_ij = τ_m (S_i K_ij J_ij + T_i K_ij J_ij²) with S = ∂Φ/∂μ and
@@ -1220,6 +1242,12 @@ def rescale_cc(structure: xr.Dataset, *, chi: float, chi_I: float, chi_old: floa
     -------
     xr.Dataset
         A new structure Dataset; attrs gain ``chi`` and ``chi_I``.
+
+    Raises
+    ------
+    ParameterError
+        A factor <= 0, or a down-scaled structure without ``K_scaling`` < 1
+        and full-scale rates.
     """
     for name, value in (("chi", chi), ("chi_I", chi_I), ("chi_old", chi_old), ("chi_I_old", chi_I_old)):
         if not (isinstance(value, (int, float)) and value > 0):
@@ -1337,6 +1365,18 @@ def sweep(structure: xr.Dataset, param: str, values: Sequence[float], params=Non
         ``sigma`` (param, area, pop), ``converged``, ``stable``,
         ``eigenvalue_max_real``, ``eigenvalue_max_imag``, ``lambda_max``,
         ``n_evaluations``, ``restarted`` (param).
+
+    Raises
+    ------
+    ParameterError
+        An unknown parameter for the fast path, no ``mam_xr.structure.build``
+        with ``fast=False``, a down-scaled structure without scale and
+        full-scale rates, or an invalid value for Params.
+
+    Warns
+    -----
+    ConvergenceWarning
+        For points without a fixed point within ``tol`` (flagged in ``converged``).
     """
     if not isinstance(param, str) or not param:
         raise ParameterError(invalid("param", param, "a parameter name, e.g. 'chi'"))
