@@ -66,20 +66,23 @@ def one(engine: str, threads: int, store: str, build_dir: str | None) -> dict:
     t_import = time.perf_counter() - t0
     s = _structure(0.005)
     p = _params(engine, threads)
+    cpu0 = time.process_time()
     if engine == "nest":
         run = simulation.simulate(p, store=store, structure=s, progress=False, overwrite=True)
+        cpu = time.process_time() - cpu0       # build + simulate + write, all threads
         tm = run.attrs["timings"]
         build = tm.get("prepare", 0) + tm.get("create", 0) + tm.get("connect", 0) + tm.get("replacement", 0)
         compile_s = 0.0
     else:
         run = eb.run(p, s, store, overwrite=True, build_dir=build_dir)
         tm = run.attrs["timings"]
+        cpu = time.process_time() - cpu0 + tm["run_process_cpu"]   # without the compiler
         # build = numpy draws + Brian2 objects + the binary's set-up/teardown outside Network::run
         build = tm["draw"] + tm["setup"] + (tm["run_process"] - tm["simulate"])
         compile_s = tm["compile"]
     return {"engine": engine, "threads": threads, "import": t_import, "build": build,
             "compile": compile_s, "simulate": tm["simulate"], "write": tm.get("write", 0.0),
-            "n_spikes": run.n_spikes(), "process": time.perf_counter() - t0,
+            "n_spikes": run.n_spikes(), "process": time.perf_counter() - t0, "cpu": cpu,
             "peak_rss_MB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "child_rss_MB": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
 
@@ -107,10 +110,11 @@ def timing(args) -> None:
             rows.append(r)
     print(f"\nTutorial network, 2000 ms, this machine ({os.cpu_count()} CPUs); seconds of wall-clock time")
     print(f"{'engine':16s} {'thr':>3s} {'build':>7s} {'compile':>8s} {'simulate':>9s} {'process':>8s} "
-          f"{'spikes':>8s} {'load':>5s}  vs upstream simulate")
+          f"{'spikes':>8s} {'load':>5s} {'cpu':>6s}  vs upstream simulate")
     for r in rows:
         print(f"{r['engine']:16s} {r['threads']:3d} {r['build']:7.2f} {r['compile']:8.2f} "
               f"{r['simulate']:9.2f} {r['process_wall']:8.2f} {r['n_spikes']:8d} {r['load_before']:5.1f}"
+              f" {r['cpu']:6.1f}"
               f"  {UPSTREAM_SIMULATE[r['threads']] / r['simulate']:5.1f}x")
     for threads in (1, 2):
         nest = next(r for r in rows if r["engine"] == "nest" and r["threads"] == threads)
@@ -120,6 +124,8 @@ def timing(args) -> None:
                   f"faster than NEST, whole process {nest['process_wall'] / b2['process_wall']:.1f}x "
                   f"(upstream whole process {UPSTREAM_PROCESS[threads]} s: "
                   f"{UPSTREAM_PROCESS[threads] / b2['process_wall']:.1f}x)")
+    print("cpu = CPU seconds of build + simulate + write (all threads, compiler excluded): "
+          "robust to other load; load = 1-min load average before the run")
     print(json.dumps(rows))
 
 

@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ParameterError, SimulationError, StoreError, invalid
-from .flat import AREAS, N_POPULATIONS, POPS, population_labels, to_flat_matrix, to_flat_vector
+from .flat import N_POPULATIONS, population_labels, to_flat_matrix, to_flat_vector
 
 #: Format identifier of a saved connectivity group.
 CONNECTIVITY_FORMAT = "mam_xr.connectivity/1"
@@ -493,6 +493,7 @@ def run(params, structure=None, store=None, *, connectivity=None, save_connectiv
     # per-neuron replacement channels: channel c of a population = its c-th distinct input
     n_channels = max((len(v) for v in per_pop.values()), default=0)
     two_currents = neuron.tau_syn_ex != neuron.tau_syn_in
+    p_seed = sim.seed if poisson_seed is None else int(poisson_seed)
     timings["draw"] = time.perf_counter() - t1
 
     # --- the project directory -----------------------------------------------------
@@ -508,7 +509,7 @@ def run(params, structure=None, store=None, *, connectivity=None, save_connectiv
                          n_vp=sim.threads, threads=sim.threads, engine="brian2",
                          overwrite=overwrite, n_neurons=n,
                          extra_attrs={"brian2_version": b2.__version__, "build_dir": str(project),
-                                      "poisson_seed": poisson_seed or sim.seed,
+                                      "poisson_seed": p_seed,
                                       "areas_simulated": list(sim.areas_simulated),
                                       "replace_non_simulated_areas": sim.replace_non_simulated_areas,
                                       "segment": float(sim.segment),
@@ -519,10 +520,14 @@ def run(params, structure=None, store=None, *, connectivity=None, save_connectiv
         if save_connectivity:
             save_connectivity_fn(conn, root)
         with _locked(project):
-            spikes_i, spikes_step, t_info = _simulate(
-                b2, project, sim, neuron, params.network.input.rate_ext, conn, n, pop_of_neuron, first, k_ext, w_ext, dc,
-                per_pop, n_channels, two_currents, current, n_steps,
-                poisson_seed or sim.seed)
+            try:
+                spikes_i, spikes_step, t_info = _simulate(
+                    b2, project, sim, neuron, params.network.input.rate_ext, conn, n,
+                    pop_of_neuron, k_ext, w_ext, dc, per_pop, n_channels, two_currents, current,
+                    p_seed)
+            finally:
+                _reset_device(b2)
+                b2.set_device("runtime")
         timings.update(t_info)
         t2 = time.perf_counter()
         writer = st.SpikeWriter(root)
@@ -557,21 +562,19 @@ def _describe(connectivity) -> str | None:
     return str(connectivity)
 
 
-def _simulate(b2, project, sim, neuron, rate_ext, conn, n, pop_of_neuron, first, k_ext, w_ext, dc,
-              per_pop, n_channels, two_currents, current, n_steps, poisson_seed):
+def _simulate(b2, project, sim, neuron, rate_ext, conn, n, pop_of_neuron, k_ext, w_ext, dc,
+              per_pop, n_channels, two_currents, current, poisson_seed):
     """Build the Brian2 network, generate and compile the project, run it.
 
     Returns (neuron index, spike step) of every spike and the timings.
     """
-    from brian2 import amp, mV, ms, pA, pF, second
+    from brian2 import mV, ms, pA, pF, second
 
     timings = {}
     t0 = time.perf_counter()
     _reset_device(b2)
     b2.set_device("cpp_standalone", build_on_run=False, directory=str(project))
     b2.prefs.devices.cpp_standalone.openmp_threads = 0 if sim.threads == 1 else int(sim.threads)
-    b2.prefs.codegen.cpp.extra_compile_args_gcc = ["-w", "-O3", "-ffast-math",
-                                                   "-fno-finite-math-only", "-march=native"]
     b2.defaultclock.dt = sim.dt * ms
     b2.seed(int(poisson_seed))
     N = int(n.sum())
@@ -627,25 +630,35 @@ def _simulate(b2, project, sim, neuron, rate_ext, conn, n, pop_of_neuron, first,
     net.run(sim.t_sim * ms, namespace=ns)
     timings["setup"] = time.perf_counter() - t0
     t1 = time.perf_counter()
+    cpu0 = _children_cpu()
     try:
         b2.device.build(directory=str(project), compile=True, run=False, clean=False,
                         with_output=False)
     except Exception as exc:
         raise SimulationError(f"Brian2 code generation/compilation failed in {project}: {exc}") from exc
     timings["compile"] = time.perf_counter() - t1
+    timings["compile_cpu"] = _children_cpu() - cpu0
     t2 = time.perf_counter()
+    cpu0 = _children_cpu()
     try:
         b2.device.run(directory=str(project), with_output=False)
     except Exception as exc:
         raise SimulationError(f"the Brian2 standalone binary failed in {project}: {exc}") from exc
     timings["run_process"] = time.perf_counter() - t2
+    # CPU seconds of the binary (all threads): robust to other load on the machine
+    timings["run_process_cpu"] = _children_cpu() - cpu0
     timings["simulate"] = float(b2.device._last_run_time)
     i = np.asarray(mon.i[:], dtype=np.int64)
     step = (np.rint(np.asarray(mon.t[:] / second) * 1e3 / sim.dt).astype(np.int64) + 1).astype(np.int32)
     del G, mon, objects, net
-    _reset_device(b2)
-    b2.set_device("runtime")
     return i, step, timings
+
+
+def _children_cpu() -> float:
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def _reset_device(b2) -> None:
