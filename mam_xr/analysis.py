@@ -197,10 +197,10 @@ def _fingerprint(run) -> dict:
             "status": a.get("status"), "label": a.get("label", "")}
 
 
-def _definition_of(name: str, d: dict, run) -> dict:
+def _definition_of(name: str, d: dict, run, fingerprint: dict | None = None) -> dict:
     out = {k: d[k] for k in _DEPENDS[name]}
     out["version"] = ANALYSIS_VERSION
-    out["spikes"] = _fingerprint(run)
+    out["spikes"] = fingerprint if fingerprint is not None else _fingerprint(run)
     if name == "functional_connectivity":
         out["tau_syn_ex_ms"] = _tau_syn_ex(run)
     return out
@@ -490,8 +490,10 @@ def _gauss_smooth(counts: np.ndarray, sigma_bins: np.ndarray) -> np.ndarray:
     Each row is convolved with a unit-sum Gaussian sampled at the bins and
     truncated at ±5 SD (at most the window), zero outside the window, and
     divided by the kernel mass that falls inside the window.  All rows at once
-    through one FFT.
+    through one real FFT.
     """
+    from scipy import fft
+
     R, B = counts.shape
     out = np.full(counts.shape, np.nan)
     ok = np.isfinite(sigma_bins) & (sigma_bins > 0)
@@ -503,11 +505,15 @@ def _gauss_smooth(counts: np.ndarray, sigma_bins: np.ndarray) -> np.ndarray:
     u = np.arange(-H, H + 1)
     ker = np.exp(-u[None, :] ** 2 / (2 * s[:, None] ** 2)) * (np.abs(u)[None, :] <= half[:, None])
     ker /= ker.sum(axis=1, keepdims=True)
-    n = 1 << int(np.ceil(np.log2(B + 2 * H + 1)))
-    fk = np.fft.rfft(ker, n, axis=1)
-    num = np.fft.irfft(np.fft.rfft(counts[ok], n, axis=1) * fk, n, axis=1)[:, H:H + B]
-    den = np.fft.irfft(np.fft.rfft(np.ones(B), n)[None, :] * fk, n, axis=1)[:, H:H + B]
-    out[ok] = num / den
+    n = fft.next_fast_len(B + 2 * H, real=True)
+    num = fft.irfft(fft.rfft(counts[ok], n, axis=1, workers=-1) * fft.rfft(ker, n, axis=1, workers=-1),
+                    n, axis=1, workers=-1)[:, H:H + B]
+    # kernel mass inside the window at bin i: Σ ker[u] over -i <= u <= B-1-i
+    cum = np.concatenate([np.zeros((len(s), 1)), np.cumsum(ker, axis=1)], axis=1)
+    i = np.arange(B)
+    hi = np.clip(B - 1 - i + H, -1, 2 * H) + 1
+    lo = np.clip(-i + H, 0, 2 * H + 1)
+    out[ok] = num / (cum[:, hi] - cum[:, lo])
     return out
 
 
@@ -870,7 +876,8 @@ def analyze(runs, statistics: Iterable[str] | str | None = None, *, recompute: b
     pending = []          # (run index, run, defs, names to compute, delayed parts)
     for i, run in enumerate(opened):
         d = _resolve_definition(run, definition)
-        defs = {n: _definition_of(n, d, run) for n in names}
+        fp = _fingerprint(run)
+        defs = {n: _definition_of(n, d, run, fp) for n in names}
         res = {}
         if not recompute:
             for n in names:
