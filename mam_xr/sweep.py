@@ -852,9 +852,15 @@ def slurm_options(*, threads: int = 1, memory: float | None = None, **options) -
     ``memory`` bytes (default 4 GB); ``options`` (queue, account, walltime,
     job_extra_directives, job_script_prologue, python, ...) are passed on.
     """
+    import dask
+
     mem_gb = max(1, math.ceil((memory or 4e9) / 1e9))
-    kw = dict(cores=1, processes=1, job_cpu=int(threads), memory=f"{mem_gb}GB", walltime="04:00:00",
+    kw = dict(cores=1, processes=1, job_cpu=int(threads), memory=f"{mem_gb}GB",
               scheduler_options={"dashboard": False})
+    # A site configuration (DASK_CONFIG, e.g. runners/dask/jobqueue.yaml) sets the
+    # walltime, queue, account and prologue; without one, allow points 4 hours.
+    if dask.config.get("jobqueue.slurm.walltime", None) in (None, "00:30:00"):
+        kw["walltime"] = "04:00:00"
     kw.update({k: v for k, v in options.items() if v is not None})
     return kw
 

@@ -29,7 +29,7 @@ def parse(argv=None):
     ap.add_argument("--jobs", type=int, default=None, help="SLURM jobs (= points at a time); default: one per point")
     ap.add_argument("--threads", type=int, default=1, help="NEST threads = CPUs per job (default 1)")
     ap.add_argument("--memory", default=None, help="memory per job, e.g. 32GB (default: estimated per point)")
-    ap.add_argument("--walltime", default="04:00:00")
+    ap.add_argument("--walltime", default=None, help="per job (default: the dask-jobqueue config, else 04:00:00)")
     ap.add_argument("--queue", default=None, help="partition")
     ap.add_argument("--account", default=None)
     ap.add_argument("--job-extra", action="append", default=[], help="extra #SBATCH directive (repeatable)")
@@ -41,9 +41,12 @@ def parse(argv=None):
 
 if __name__ == "__main__":
     args = parse()
-    options = {"walltime": args.walltime, "job_extra_directives": args.job_extra,
-               "job_script_prologue": args.prologue}
-    for key in ("queue", "account", "memory", "python"):
+    options = {}
+    if args.job_extra:
+        options["job_extra_directives"] = args.job_extra
+    if args.prologue:
+        options["job_script_prologue"] = args.prologue
+    for key in ("walltime", "queue", "account", "memory", "python"):
         if getattr(args, key):
             options[key] = getattr(args, key)
     try:
