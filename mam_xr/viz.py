@@ -266,7 +266,7 @@ def rate_heatmap(data, var: str | None = None, *, title: str | None = None,
         hi = float(finite.max()) if finite.size else 1.0
         lo = float(finite[finite > 0].min()) if (logz and finite.size and (finite > 0).any()) else 0.0
         clim = (lo if logz else 0.0, hi if hi > lo else lo + 1.0)
-    title = title or (f"Time-averaged {label.lower()} over populations" if col == "rate"
+    title = title or ("Time-averaged firing rate over populations" if col == "rate"
                       else f"{label} per population")
     fmt = "{0.000}" if units == "spikes/s" else "{0.0000}"
 

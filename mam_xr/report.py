@@ -1,0 +1,398 @@
+"""One self-contained HTML report of a run: figures, parameters and provenance.
+
+:func:`write_report` draws the figures of :mod:`mam_xr.viz` from the data it
+is given (any of structure, theory, statistics, spikes), renders them with
+Bokeh and writes a single HTML file with Bokeh's JavaScript and CSS inlined:
+no CDN, no server, so it opens offline and can be mailed to a colleague.
+A sweep (a ``HoloMap`` over e.g. ``chi``) gets a selector that switches
+between its frames; figures that need a single point show the first one and
+say so.  The report takes data, not a run store: the command line reads the
+store and passes its Datasets (spec/design.md: viz is the last stage).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import html
+import json
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+import holoviews as hv
+
+from . import __version__, viz
+from .errors import MamXrError, ParameterError, invalid
+
+__all__ = ["write_report", "report_sections"]
+
+# Where mam_xr.analysis puts each variable: (statistic group, variable name).
+_STAT_SOURCES: dict[str, tuple[tuple[str, str], ...]] = {
+    "rate": (("rates", "rate"),),
+    "corrcoef": (("correlation", "corrcoef"), ("correlation", "corrcoeff")),
+    "lvr": (("irregularity", "lvr"),),
+    "cv_isi": (("irregularity", "cv_isi"),),
+    "synchrony": (("synchrony", "synchrony"),),
+    "rate_time_series": (("rate_time_series", "area_rate"), ("rate_time_series", "rate")),
+    "fc": (("functional_connectivity", "fc"),),
+    "fc_experimental": (("functional_connectivity", "fc_experimental"),),
+}
+# The same variables in one merged Dataset.
+_FLAT_NAMES: dict[str, tuple[str, ...]] = {
+    "rate": ("rate",), "corrcoef": ("corrcoef", "corrcoeff"), "lvr": ("lvr",), "cv_isi": ("cv_isi",),
+    "synchrony": ("synchrony",), "rate_time_series": ("rate_time_series", "area_rate"),
+    "fc": ("fc",), "fc_experimental": ("fc_experimental",),
+}
+
+_CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 1.5em auto;
+       max-width: 1250px; color: #222; padding: 0 1em; }
+h1 { font-size: 1.6em; margin-bottom: 0.2em; } h2 { font-size: 1.25em; margin-top: 1.8em;
+     border-bottom: 1px solid #ddd; padding-bottom: 0.2em; }
+p.note { color: #555; font-size: 0.92em; max-width: 60em; }
+table.kv { border-collapse: collapse; font-size: 0.88em; }
+table.kv td, table.kv th { border: 1px solid #ddd; padding: 2px 8px; text-align: left;
+                           vertical-align: top; }
+table.kv th { background: #f4f4f4; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+nav a { margin-right: 1em; } .figure { margin: 0.6em 0 1.2em 0; }
+.warn { color: #8a4b00; }
+"""
+
+
+# Page skeleton: our HTML with the Bokeh roots embedded in place; resources inline.
+_TEMPLATE = """{% from macros import embed %}<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>{{ title | e }}</title>
+<style>{{ page_css }}</style>
+{{ bokeh_css }}
+{{ bokeh_js }}
+</head>
+<body>
+{% for part, root in items %}{{ part }}
+{% if root %}<div class="figure">{{ embed(docs[0].roots[root]) }}</div>
+{% endif %}{% endfor %}
+{{ plot_script }}
+</body>
+</html>
+"""
+
+
+def _pick(stats, key: str):
+    """A variable of the statistics by its role (see _STAT_SOURCES), or None."""
+    if stats is None:
+        return None
+    if isinstance(stats, Mapping):
+        for group, var in _STAT_SOURCES[key]:
+            ds = stats.get(group)
+            if isinstance(ds, xr.Dataset) and var in ds.data_vars:
+                da = ds[var]
+                if key == "rate_time_series" and "time" not in da.dims:
+                    continue
+                return da
+        return None
+    if isinstance(stats, xr.Dataset):
+        for var in _FLAT_NAMES[key]:
+            if var in stats.data_vars:
+                da = stats[var]
+                if key == "rate_time_series" and "time" not in da.dims:
+                    continue
+                if key != "rate_time_series" and "time" in da.dims:
+                    continue
+                return da
+    return None
+
+
+def _first_point(da: xr.DataArray, core: Sequence[str]) -> tuple[xr.DataArray, str]:
+    """Select the first point of every dim outside ``core``; describe the choice."""
+    extra = [d for d in da.dims if d not in core]
+    if not extra:
+        return da, ""
+    sel = {d: 0 for d in extra}
+    out = da.isel(sel)
+    desc = ", ".join(f"{d} = {_fmt(out[d].item()) if d in out.coords else 0}" for d in extra)
+    return out, f"Shown for the first point of the sweep ({desc})."
+
+
+def _fmt(x) -> str:
+    if isinstance(x, (float, np.floating)):
+        return f"{x:.6g}"
+    return str(x)
+
+
+# --- rendering ------------------------------------------------------------------------
+
+def _render(obj):
+    """A Bokeh model of a HoloViews object; a HoloMap gets a frame selector."""
+    from bokeh.layouts import column
+    from bokeh.models import CustomJS, Div, Select
+
+    if isinstance(obj, hv.HoloMap) and not isinstance(obj, hv.DynamicMap) and len(obj) > 1:
+        names = [d.name for d in obj.kdims]
+        labels, models = [], []
+        for i, (key, frame) in enumerate(obj.items()):
+            key = key if isinstance(key, tuple) else (key,)
+            labels.append(", ".join(f"{n} = {_fmt(k)}" for n, k in zip(names, key)))
+            model = hv.render(frame, backend="bokeh")
+            model.visible = i == 0
+            models.append(model)
+        select = Select(title="Sweep point: " + ", ".join(names), value=labels[0], options=labels,
+                        width=320)
+        select.js_on_change("value", CustomJS(args=dict(models=models, labels=labels), code="""
+            const i = labels.indexOf(cb_obj.value);
+            for (let k = 0; k < models.length; k++) { models[k].visible = (k === i); }
+        """))
+        return column(select, *models, name="sweep")
+    if isinstance(obj, hv.HoloMap) and len(obj) == 1:
+        obj = obj.last
+    return hv.render(obj, backend="bokeh")
+
+
+def _table(rows: Sequence[tuple[str, object]], header=("name", "value")) -> str:
+    body = "".join(
+        f"<tr><td>{html.escape(str(k))}</td><td class='{'num' if isinstance(v, (int, float)) else ''}'>"
+        f"{html.escape(_fmt(v))}</td></tr>" for k, v in rows)
+    return (f"<table class='kv'><tr><th>{html.escape(header[0])}</th><th>{html.escape(header[1])}</th></tr>"
+            f"{body}</table>")
+
+
+def _flatten(d, prefix: str = "") -> list[tuple[str, object]]:
+    out: list[tuple[str, object]] = []
+    if isinstance(d, Mapping):
+        for k, v in d.items():
+            out.extend(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    elif isinstance(d, (list, tuple)) and d and all(isinstance(x, Mapping) for x in d):
+        for i, v in enumerate(d):
+            out.extend(_flatten(v, f"{prefix}[{i}]"))
+    else:
+        if isinstance(d, (list, tuple)):
+            d = ", ".join(map(_fmt, d)) if len(d) <= 40 else f"{len(d)} items: " + ", ".join(map(_fmt, d[:8])) + ", ..."
+        out.append((prefix, d))
+    return out
+
+
+def _params_dict(params) -> dict:
+    if params is None:
+        return {}
+    if hasattr(params, "model_dump"):
+        d = params.model_dump(mode="json")
+        if hasattr(params, "label"):
+            try:
+                d = {"label": params.label(), **d}
+            except Exception:  # noqa: BLE001 - a label is a nicety, not required
+                pass
+        return d
+    if isinstance(params, (str, bytes)):
+        return json.loads(params)
+    if isinstance(params, Mapping):
+        return dict(params)
+    raise TypeError(f"params must be a Params, a mapping or a JSON string, not {type(params).__name__}")
+
+
+_EXTERNAL = re.compile(r"""<script\b[^>]*\bsrc=["'][^"']*["'][^>]*>\s*</script>|"""
+                       r"""<link\b[^>]*\bhref=["'](?:https?:)?//[^"']*["'][^>]*>""", re.IGNORECASE)
+
+
+def _strip_external(page: str) -> str:
+    """Drop references to files outside the page.
+
+    With Panel installed (HoloViews imports it), Bokeh's bundle gains a
+    ``<script src="static/extensions/panel/...">`` for Panel's ES-module
+    components, which this report does not use; offline (or from a mail
+    attachment) such a reference only produces a load error.
+    """
+    return _EXTERNAL.sub("", page)
+
+
+# --- the report -----------------------------------------------------------------------
+
+def report_sections(*, structure=None, theory=None, stats=None, spikes=None,
+                    raster_areas: Sequence[str] = ("V1", "V2", "FEF"), raster_fraction: float = 1.0,
+                    time_series_areas: Sequence[str] = ("V1", "V2", "FEF")) -> list[dict]:
+    """The figures of a report: a list of {id, title, note, figure} (HoloViews objects).
+
+    Figures whose inputs are missing are left out; figures whose input does not
+    fit (e.g. an area not simulated) get ``figure=None`` and the reason in ``note``.
+    """
+    sections: list[dict] = []
+    neurons = structure["neurons"] if isinstance(structure, xr.Dataset) and "neurons" in structure else None
+
+    def add(id_, title, make, note=""):
+        try:
+            fig = make()
+        except (MamXrError, KeyError) as err:  # data that does not fit this figure: say why
+            sections.append({"id": id_, "title": title, "figure": None,
+                             "note": f"Not drawn: {err}"})
+            return
+        sections.append({"id": id_, "title": title, "figure": fig, "note": note})
+
+    rate = _pick(stats, "rate")
+    if rate is not None:
+        add("rates", "Time-averaged population rates (spec/dynamics.md D.4)",
+            lambda: viz.rate_heatmap(rate),
+            "Area × population; TH has no layer 4 (×). Hover for values."
+            + (" Use the selector to move along the sweep." if set(rate.dims) - {"area", "pop"} else ""))
+        r1, n1 = _first_point(rate, ("area", "pop"))
+        w = neurons.where(np.isfinite(r1)) if neurons is not None else None
+        mean = float(r1.mean(skipna=True))
+        text = f"Mean over populations: {mean:.3f} spikes/s"
+        if w is not None:
+            text += f"; neuron-weighted: {float((r1 * w).sum() / w.sum()):.3f} spikes/s"
+        sections[-1]["summary"] = text + (f" ({n1[:-1].split('(')[1]})" if n1 else "") + "."
+    ts = _pick(stats, "rate_time_series")
+    if ts is not None:
+        ts1, n1 = _first_point(ts, ("area", "pop", "time"))
+        add("instantaneous", "Instantaneous firing rate over areas (D.3)",
+            lambda: viz.instantaneous_rate(ts1, neurons=neurons), n1)
+        areas = [a for a in time_series_areas if a in set(map(str, ts1["area"].values))]
+        add("rate_over_time", "Rate over time: all areas and chosen areas (D.2, D.3)",
+            lambda: viz.rate_time_series(ts1, areas=areas, neurons=neurons), n1)
+    if spikes is not None:
+        add("raster", "Spike rasters (D.5 A–C)",
+            lambda: viz.raster(spikes, areas=raster_areas, fraction=raster_fraction, neurons=structure),
+            "Excitatory neurons blue, inhibitory red; populations stacked 2/3E (top) to 6I (bottom).")
+    box_vars = {k: _pick(stats, k) for k in ("rate", "corrcoef", "lvr")}
+    box_vars = {k: v for k, v in box_vars.items() if v is not None}
+    if box_vars:
+        notes = []
+        arrays = []
+        for k, v in box_vars.items():
+            v1, n1 = _first_point(v, ("area", "pop"))
+            arrays.append(v1.rename(k) if v1.name is None else v1)
+            notes.append(n1)
+        ds = xr.Dataset({str(a.name): a for a in arrays})
+        add("boxes", "Rates, correlation coefficients and irregularity across areas (D.5 D–F)",
+            lambda: viz.box_plots(ds), "One box per population over the simulated areas; × = mean. "
+            + next((n for n in notes if n), ""))
+    if ts is not None:
+        ts1, n1 = _first_point(ts, ("area", "pop", "time"))
+        add("area_rates", "Area rate time series (D.5 G)",
+            lambda: viz.area_rate_time_series(ts1, areas=[a for a in time_series_areas
+                                                          if a in set(map(str, ts1["area"].values))]
+                                              or [str(ts1["area"].values[0])], neurons=neurons), n1)
+    if theory is not None and rate is not None:
+        th = theory
+        if isinstance(th, xr.Dataset):
+            th = viz._dataarray(th, None, defaults=("rate", "final_rate"), argname="theory")
+        th1, n_th = _first_point(th, ("area", "pop", "draw"))
+        r1, n1 = _first_point(rate, ("area", "pop"))
+        add("theory", "Mean-field theory vs simulation", lambda: viz.theory_vs_simulation(th1, r1),
+            "Population rates; dashed: identity. " + (n_th or n1))
+    fc = _pick(stats, "fc")
+    if fc is not None:
+        exp = _pick(stats, "fc_experimental")
+        fc1, n1 = _first_point(fc, fc.dims[-2:])
+        exp1 = _first_point(exp, exp.dims[-2:])[0] if exp is not None else None
+        add("fc", "Functional connectivity: simulation vs experiment (D.6)",
+            lambda: viz.functional_connectivity(fc1, exp1),
+            "Area order of upstream's figure with MSTl included; experimental FC from macaque "
+            "resting-state fMRI (Babapoor-Farrokhran et al. 2013), second hemisphere block as upstream. "
+            + n1)
+    if structure is not None:
+        add("connectivity", "Inter-areal connectivity (D.1)", lambda: viz.connectivity_matrix(structure),
+            "Area-level indegree of each target area from each source area, relative to its total "
+            "indegree including the external input (as upstream); log colour scale, zeros white.")
+    return sections
+
+
+def write_report(path, *, structure=None, theory=None, stats=None, spikes=None, params=None,
+                 provenance=None, title: str = "mam_xr run report",
+                 raster_areas: Sequence[str] = ("V1", "V2", "FEF"), raster_fraction: float = 1.0,
+                 time_series_areas: Sequence[str] = ("V1", "V2", "FEF")) -> Path:
+    """Write one self-contained HTML file with the figures, parameters and provenance.
+
+    Parameters
+    ----------
+    path : str or Path
+        Output file (``.html``).
+    structure : xr.Dataset, optional
+        Structure Dataset (connectivity figure; neuron numbers for weighting).
+    theory : xr.Dataset or xr.DataArray, optional
+        Mean-field result (``rate`` (area, pop[, draw]) in spikes/s).
+    stats : dict of str -> xr.Dataset, or xr.Dataset, optional
+        Statistics as :func:`mam_xr.analysis.analyze` returns them (``rates``,
+        ``rate_time_series``, ``correlation``, ``irregularity``,
+        ``functional_connectivity``, ...), or one Dataset holding ``rate``,
+        ``corrcoef``, ``lvr``, ``rate_time_series``, ``fc``, ``fc_experimental``.
+        Extra (sweep) dims give a selector on the rate heat map.
+    spikes : optional
+        Spikes for the rasters, any form :func:`mam_xr.viz.spike_table` accepts.
+    params : Params, mapping or JSON str, optional
+        Parameters, shown as a table.
+    provenance : mapping, optional
+        Versions, data sources, timings, labels ..., shown as a table.
+    title : str
+    raster_areas, raster_fraction, time_series_areas
+        Areas and neuron fraction of the rasters, areas of the time-series plots.
+
+    Returns
+    -------
+    Path
+        The file written.  Bokeh's JavaScript is inlined (about 3 MB plus the data).
+    """
+    from bokeh.embed import file_html
+    from bokeh.resources import INLINE
+    from jinja2 import Template
+
+    path = Path(path)
+    if path.suffix.lower() not in (".html", ".htm"):
+        raise ParameterError(invalid("path", str(path), "a file name ending in .html"))
+    if all(x is None for x in (structure, theory, stats, spikes, params, provenance)):
+        raise ParameterError(invalid("data", None, "at least one of structure, theory, stats, spikes, "
+                                     "params, provenance"))
+    sections = report_sections(structure=structure, theory=theory, stats=stats, spikes=spikes,
+                               raster_areas=raster_areas, raster_fraction=raster_fraction,
+                               time_series_areas=time_series_areas)
+    items: list[tuple[str, str | None]] = []   # (HTML, name of the Bokeh root after it)
+    models = []
+    for sec in sections:
+        if sec["figure"] is not None:
+            model = _render(sec["figure"])
+            model.name = f"fig_{sec['id']}"
+            models.append(model)
+
+    now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    parts = [f"<h1>{html.escape(title)}</h1>",
+             f"<p class='note'>Written {now} by mam_xr {html.escape(__version__)}. "
+             "Interactive figures (Bokeh): hover for values, drag to pan, scroll to zoom, "
+             "toolbar to reset or save a PNG.</p>"]
+    nav = [(s["id"], s["title"]) for s in sections]
+    if params is not None:
+        nav.append(("parameters", "Parameters"))
+    if provenance is not None:
+        nav.append(("provenance", "Provenance"))
+    parts.append("<nav>" + "".join(f"<a href='#{i}'>{html.escape(t.split(' (')[0])}</a>"
+                                   for i, t in nav) + "</nav>")
+    for s in sections:
+        parts.append(f"<h2 id='{s['id']}'>{html.escape(s['title'])}</h2>")
+        if s.get("summary"):
+            parts.append(f"<p><b>{html.escape(s['summary'])}</b></p>")
+        if s["note"]:
+            cls = "note warn" if s["figure"] is None else "note"
+            parts.append(f"<p class='{cls}'>{html.escape(s['note'])}</p>")
+        if s["figure"] is not None:
+            items.append(("\n".join(parts), f"fig_{s['id']}"))
+            parts = []
+    if params is not None:
+        parts.append("<h2 id='parameters'>Parameters</h2>")
+        parts.append(_table(_flatten(_params_dict(params)), ("parameter", "value")))
+    if provenance is not None:
+        parts.append("<h2 id='provenance'>Provenance</h2>")
+        prov = provenance if isinstance(provenance, Mapping) else {"provenance": provenance}
+        parts.append(_table(_flatten(dict(prov)), ("item", "value")))
+    items.append(("\n".join(parts), None))
+    if models:
+        page = file_html(models, resources=INLINE, title=title, template=Template(_TEMPLATE),
+                         template_variables={"items": items, "page_css": _CSS})
+    else:  # parameters / provenance only: no Bokeh needed
+        page = Template(_TEMPLATE).render(items=items, page_css=_CSS, title=title, docs=[],
+                                          bokeh_css="", bokeh_js="", plot_script="",
+                                          macros=Template("{% macro embed(x) %}{% endmacro %}"))
+    page = _strip_external(page)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(page, encoding="utf-8")
+    return path
