@@ -885,6 +885,8 @@ def analyze(runs, statistics: Iterable[str] | str | None = None, *, recompute: b
                 if ds is not None:
                     res[n] = ds
         todo = [n for n in names if n not in res]
+        if "functional_connectivity" in todo:
+            _require_structure(run)     # fail before the pass over the spikes
         results.append(res)
         if todo:
             pending.append((i, run, d, defs, todo))
@@ -906,7 +908,11 @@ def analyze(runs, statistics: Iterable[str] | str | None = None, *, recompute: b
             for n, ds in new.items():
                 ds.attrs["definition"] = _definition_json(defs[n])
                 if store:
-                    _write_analysis(run, n, ds, defs[n])
+                    try:
+                        _write_analysis(run, n, ds, defs[n])
+                    except OSError as exc:   # e.g. a read-only shared store: results stay valid
+                        warnings.warn(f"run store {run.path!r}: analysis/{n} could not be cached ({exc})",
+                                      stacklevel=2)
                 results[i][n] = ds
 
     if single:
@@ -938,12 +944,16 @@ def _n_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _structure_weights(run) -> xr.Dataset:
-    """``weight_mean`` and ``indegree`` of the run's structure group (read directly:
-    the full checked load of :func:`mam_xr.store.load_structure` is not needed here)."""
+def _require_structure(run) -> None:
     if "structure" not in run.root or "weight_mean" not in run.root["structure"]:
         raise StoreError(f"run store {run.path!r} has no structure: the functional connectivity needs "
                          "weight_mean and indegree (import_upstream(..., structure=...))")
+
+
+def _structure_weights(run) -> xr.Dataset:
+    """``weight_mean`` and ``indegree`` of the run's structure group (read directly:
+    the full checked load of :func:`mam_xr.store.load_structure` is not needed here)."""
+    _require_structure(run)
     ds = xr.open_zarr(run.path, group="structure", consolidated=False, zarr_format=3)
     return ds[["weight_mean", "indegree"]].load()
 

@@ -323,6 +323,14 @@ def test_incomplete_and_foreign_stores(tmp_path):
         A.analyze(tmp_path / "missing.zarr")
 
 
+def test_fc_needs_the_structure(tmp_path):
+    run = A.import_upstream(REFERENCE / "spikes_sim_threads1.npz", tmp_path / "nostruct.zarr", t_sim_ms=2000.0,
+                            gids=REFERENCE / "network_gids.json")
+    with pytest.raises(StoreError, match="has no structure: the functional connectivity needs"):
+        A.analyze(run, "functional_connectivity")
+    assert "rate" in A.analyze(run, "rates", store=False)["rates"]
+
+
 def test_import_errors(tmp_path):
     with pytest.raises(DataError, match="source="):
         A.import_upstream(tmp_path / "nothing.npz", tmp_path / "x.zarr", t_sim_ms=2000.0)
