@@ -238,20 +238,23 @@ def test_tutorial_meets_the_acceptance_figures(tmp_path, seed):
 # --- NEST and Brian2 on the same network ----------------------------------------------------
 
 @needs_brian2
-def test_nest_and_brian2_spike_identically_without_noise(tiny, tmp_path):
-    """Same connectivity and V0, DC drive only (no Poisson input): the two engines
-    must produce the same spikes, step by step (exact propagators, refractoriness,
-    delays on the grid, spike stamps at the step end)."""
+@pytest.mark.parametrize("mode", ["hom_poisson_stat", "het_current_nonstat"])
+def test_nest_and_brian2_spike_identically_without_noise(tiny, tmp_path, mode):
+    """Same connectivity and V0, no Poisson input (rate_ext = 0, so hom_poisson_stat
+    replaces with nothing), a DC drive and, for het_current_nonstat, the replacement
+    step currents: the two engines must produce the same spikes, step by step
+    (exact propagators, refractoriness, delays on the grid, spike stamps at the step
+    end, onset and delay of the replacement current)."""
     p, s = tiny
     s = s.copy()
     s["dc_drive"] = s["dc_drive"] + 500.0                        # V_inf = E_L + 20 mV > V_th
-    p0 = p.update(rate_ext=0.0, t_sim=100.0, replace_non_simulated_areas="hom_poisson_stat")
+    p0 = p.update(rate_ext=0.0, replace_non_simulated_areas=mode)
     run = eb.run(p0, s, tmp_path / "det.zarr")
     sp = run.spikes()
     res = eb.nest_run_with_connectivity(p0.update(engine="nest"), s, tmp_path / "det.zarr")
     a = np.lexsort((sp.senders, sp.pop, sp.steps))
     b = np.lexsort((res["senders"], res["pop"], res["steps"]))
-    assert len(sp) > 2000
+    assert len(sp) > 5000
     assert len(sp) == res["steps"].size
     assert np.array_equal(sp.steps[a], res["steps"][b])
     assert np.array_equal(sp.pop[a], res["pop"][b])
