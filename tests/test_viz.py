@@ -8,55 +8,36 @@ import xarray as xr
 
 hv = pytest.importorskip("holoviews")
 
-from conftest import load_reference, reference_structure  # noqa: E402
+import viz_data as vd  # noqa: E402
+from conftest import load_reference  # noqa: E402
 from mam_xr import viz  # noqa: E402
 from mam_xr.errors import ParameterError  # noqa: E402
 from mam_xr.flat import AREAS, POPS, from_flat_vector  # noqa: E402
-
-T_BINS = 501.0 + np.arange(1500)  # bin centres (ms) of the reference 1-ms series, as mam_xr.analysis
-
+from viz_data import T_BINS  # noqa: E402
 
 @pytest.fixture(scope="module")
 def ref():
-    return load_reference("analysis_sim_threads1.npz")
+    return vd.analysis_ref()
 
 
 @pytest.fixture(scope="module")
 def structure():
-    return reference_structure("downscaled_tutorial")
+    return vd.structure()
 
 
 @pytest.fixture(scope="module")
-def stats(ref):
-    """rates + correlation + irregularity, named as mam_xr.analysis names them."""
-    return xr.Dataset({
-        "rate": from_flat_vector(ref["Analysis_pop_rates"], attrs={
-            "units": "spikes/s", "long_name": "time-averaged population rate"}),
-        "corrcoef": from_flat_vector(ref["M2E_pop_corrcoeff"], attrs={
-            "units": "1", "long_name": "correlation coefficient"}),
-        "lvr": from_flat_vector(ref["Analysis_pop_LvR"], attrs={"units": "1", "long_name": "LvR"}),
-    })
+def stats():
+    return vd.stats_dataset()
 
 
 @pytest.fixture(scope="module")
-def series(ref):
-    """rate_time_series Dataset: rate (area, pop, time) and area_rate (area, time)."""
-    pop = from_flat_vector(ref["Analysis_rate_time_series_pop"]).rename(dim_0="time")
-    area = xr.DataArray(ref["Analysis_rate_time_series_area"], dims=("area", "time"),
-                        coords={"area": list(AREAS)})
-    ds = xr.Dataset({"rate": pop, "area_rate": area}).assign_coords(time=T_BINS)
-    for v in ds.data_vars:
-        ds[v].attrs.update(units="spikes/s", long_name="population rate (binned)")
-    ds["time"].attrs.update(units="ms")
-    return ds
+def series():
+    return vd.rate_time_series()
 
 
 @pytest.fixture(scope="module")
 def spikes():
-    """Reference spikes as {label: [neuron index in population, time ms]}."""
-    sp = load_reference("spikes_sim_threads1.npz")
-    gids = load_reference("network_gids.json")
-    return {k: np.c_[v[:, 0] - gids[k][0], v[:, 1]] for k, v in sp.items()}
+    return vd.spikes()
 
 
 def _hover_tooltips(obj) -> list[tuple[str, str]]:
@@ -269,11 +250,8 @@ def test_theory_vs_simulation_scatter(stats):
 # --- functional connectivity ---------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def fc_ds(ref):
-    from mam_xr.analysis import experimental_fc
-    sim = xr.DataArray(np.corrcoef(ref["Analysis_rate_time_series_area"]), dims=("area", "source_area"),
-                       coords={"area": list(AREAS), "source_area": list(AREAS)}, attrs={"units": "1"})
-    return xr.Dataset({"fc": sim, "fc_experimental": experimental_fc()})
+def fc_ds():
+    return vd.fc_dataset()
 
 
 def test_functional_connectivity_matrices_and_scatter(fc_ds):
