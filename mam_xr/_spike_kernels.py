@@ -150,16 +150,33 @@ def group_statistics(pop: np.ndarray, sender: np.ndarray, steps: np.ndarray,
 def _sort_by_neuron(pop, sender, steps, base):
     """Neuron index g (within the group) and step s of every spike, sorted by (g, s).
 
-    One sort of a single integer key: per-neuron statistics never depend on
-    the order the spikes were recorded in (decisions.md: LvR/CV ISI fix).
+    Per-neuron statistics must never depend on the order the spikes were
+    recorded in (decisions.md: LvR/CV ISI fix).  A single-rank store keeps each
+    population's spikes in time order, so a stable O(n) radix sort by neuron
+    (uint16 digits) already gives (g, s) order; that is checked, and any other
+    input (several ranks, foreign order) falls back to one sort of the key
+    g·span + s.
     """
+    n_tot = int(base[-1])
+    g = base[:-1][pop]
+    g += sender
+    if len(g) and n_tot < 2**32:
+        if n_tot <= 2**16:
+            o = np.argsort(g.astype(np.uint16), kind="stable")
+        else:
+            o = np.argsort((g & 0xFFFF).astype(np.uint16), kind="stable")
+            o = o[np.argsort((g[o] >> 16).astype(np.uint16), kind="stable")]
+        gs, ss = g[o], steps[o]
+        del o
+        if not np.any((gs[1:] == gs[:-1]) & (ss[1:] < ss[:-1])):
+            return gs.astype(np.int32) if n_tot < 2**31 else gs, ss.astype(np.int32, copy=False)
+        del gs, ss
     span = int(steps.max()) + 1 if len(steps) else 1
-    key = base[:-1][pop]
-    key += sender
+    key = g
     key *= span
     key += steps
     key.sort()
-    small = int(base[-1]) * span < 2**31
+    small = n_tot * span < 2**31
     g = (key // span).astype(np.int32 if small else np.int64)
     key -= g.astype(np.int64) * span
     return g, key.astype(np.int32)

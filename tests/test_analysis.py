@@ -402,3 +402,22 @@ def test_large_store_under_a_dask_memory_limit(tmp_path):
     # Poisson-like random spikes at ~50 spikes/s: LvR above 1 (R = 2 ms), correlations near 0
     assert 1.0 < float(st["irregularity"]["lvr"].mean()) < 1.6
     assert abs(float(st["correlation"]["corrcoef"].mean())) < 1e-3
+
+
+@pytest.mark.parametrize("n_per_pop, time_sorted", [(30, True), (30, False), (40_000, True), (40_000, False)])
+def test_sort_by_neuron_any_order_and_size(n_per_pop, time_sorted):
+    """(neuron, time) order from the radix path (1 or 2 uint16 digits) and the fallback."""
+    rng = np.random.default_rng(3)
+    n = 200_000
+    pop = rng.integers(0, 3, n)
+    sender = rng.integers(0, n_per_pop, n)
+    steps = rng.integers(0, 20_000, n)
+    if time_sorted:
+        o = np.argsort(steps, kind="stable")
+        pop, sender, steps = pop[o], sender[o], steps[o]
+    base = np.array([0, n_per_pop, 2 * n_per_pop, 3 * n_per_pop])
+    g, s = A._k._sort_by_neuron(pop, sender.copy(), steps, base)
+    g_ref = base[pop] + sender
+    o = np.lexsort((steps, g_ref))
+    np.testing.assert_array_equal(g, g_ref[o])
+    np.testing.assert_array_equal(s, steps[o])
