@@ -302,9 +302,12 @@ def _main(argv=None) -> int:
         print(f"{args.store}: status={run.status} ranks={run.n_ranks} "
               f"threads={run.attrs.get('threads')} segments={len(run.segments())}/"
               f"{run.attrs.get('n_segments_planned')}")
+        now = time.time()
         for i in run.rank_report():
+            age = f", last update {now - i['updated']:.0f} s ago" if i["updated"] else ""
             print(f"  rank {i['rank']}: {i['status']}, {i['segments']} segments"
-                  + (f", host {i['host']}" if i["host"] else "") + (f", {i['error']}" if i["error"] else ""))
+                  + (f", host {i['host']}" if i["host"] else "") + age
+                  + (f", {i['error']}" if i["error"] else ""))
         if run.attrs.get("error"):
             print(f"  error: {run.attrs['error']}")
         return 0 if run.status == "complete" else 1
