@@ -873,7 +873,7 @@ class _Cluster:
 
 
 def _start_cluster(kind, *, n_workers: int, threads: int, memory: float | None,
-                   options: dict) -> _Cluster:
+                   options: dict, subprocesses: bool = False) -> _Cluster:
     from distributed import Client
 
     if not isinstance(kind, str):  # an existing Client
@@ -886,10 +886,15 @@ def _start_cluster(kind, *, n_workers: int, threads: int, memory: float | None,
     if kind == "local":
         from distributed import LocalCluster
 
-        kw = dict(n_workers=n_workers, threads_per_worker=1, processes=True,
+        # Simulating points run in a fresh process each (NEST's kernel is process-global),
+        # so their workers only wait for it: threads of this process do, and start in
+        # milliseconds instead of seconds.  Theory points compute inside the worker:
+        # worker processes then (no GIL contention).
+        kw = dict(n_workers=n_workers, threads_per_worker=1, processes=not subprocesses,
                   scheduler_kwargs={"dashboard": False}, silence_logs=40)
-        if memory:
-            kw["memory_limit"] = int(memory)
+        # A worker's memory monitor sees its own process, not the point's: the sizing
+        # against the machine's memory is done before (see _run_points).
+        kw["memory_limit"] = 0 if subprocesses else "auto"
         kw.update(options)
         cluster = LocalCluster(**kw)
         client = Client(cluster)
@@ -1227,7 +1232,8 @@ def _run_points(spec, directory, todo, states, cluster, n_workers, threads, opti
             bar.write(f"memory: {fit} of {n_workers} workers fit ({memory / 1e9:.1f} GB per point); "
                       f"using {fit}")
             n_workers = fit
-    c = _start_cluster(cluster, n_workers=n_workers, threads=threads, memory=memory, options=options)
+    c = _start_cluster(cluster, n_workers=n_workers, threads=threads, memory=memory, options=options,
+                       subprocesses=simulate_)
     try:
         write_manifest()
         futures = {}
