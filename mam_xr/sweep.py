@@ -1065,8 +1065,10 @@ def run_sweep(spec, directory, *, cluster="auto", n_workers: int | None = None,
     directory : path
         Sweep directory (created).  Running again skips complete points.
     cluster : {"auto", "local", "serial", "slurm", "mpi"} or str or distributed.Client, default: "auto"
-        ``local``: a ``distributed.LocalCluster`` of single-threaded worker
-        processes; ``slurm``: ``dask_jobqueue.SLURMCluster``, one job per
+        ``local``: a ``distributed.LocalCluster`` of single-threaded workers
+        (threads waiting for the points' own processes when simulating, worker
+        processes for theory points; scripts need the ``if __name__ ==
+        "__main__":`` guard); ``slurm``: ``dask_jobqueue.SLURMCluster``, one job per
         worker; ``mpi``: ``dask_mpi.initialize()`` (launch with mpirun; rank 0
         scheduler, rank 1 this code, the others workers); ``serial``: one point
         after another from this process; a scheduler address or a Client uses
@@ -1125,6 +1127,9 @@ def run_sweep(spec, directory, *, cluster="auto", n_workers: int | None = None,
         n_points = sum(p.valid for p in plan(spec))
         threads = _resolve_threads(directory, cluster, n_workers, threads, n_points)
         points = plan(spec, threads=threads)
+        if "simulate" in spec.run and any(p.valid for p in points):
+            # The spec may set the threads itself: size the workers by what points use.
+            threads = max(p.params.simulation.threads for p in points if p.valid)
         bad = [p for p in points if not p.valid]
         if strict and bad:
             raise ParameterError("; ".join(f"point {p.coords}: {p.error}" for p in bad))
