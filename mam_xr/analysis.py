@@ -319,13 +319,13 @@ def _read_slices(arr, slices: list[tuple[int, int]], max_chunks: int = 4) -> np.
     return out
 
 
-def _read_group(run, idx: np.ndarray):
+def _read_group(run, idx: np.ndarray, n_common: int | None = None):
     """(pop index within the group, sender, steps) of consecutive flat populations ``idx``,
     all committed segments of every rank, in storage order (the kernel sorts)."""
     p0, p1 = int(idx[0]), int(idx[-1]) + 1
     if not np.array_equal(idx, np.arange(p0, p1)):
         raise StoreError("internal error: an analysis group must be consecutive populations")
-    n = run._n_common()
+    n = run._n_common() if n_common is None else n_common
     pops, senders, steps = [], [], []
     for r in run.ranks:
         g = run.root["spikes"][r]
@@ -341,17 +341,14 @@ def _read_group(run, idx: np.ndarray):
     return cat(pops, np.int32), cat(senders, np.int32), cat(steps, np.int32)
 
 
-def _run_group(path: str, areas: list[str], pops: list[str] | None, d: dict, allow_incomplete: bool,
+def _run_group(run, idx: np.ndarray, n_common: int, n_neurons: np.ndarray, d: dict,
                parts: frozenset = _k.PARTS):
-    """One Dask task: read a group's spikes and compute all its per-population statistics."""
-    from .store import open_run
+    """One Dask task: read a group's spikes and compute all its per-population statistics.
 
-    with warnings.catch_warnings():   # analyze() already warned about an incomplete run
-        warnings.simplefilter("ignore", UserWarning)
-        run = open_run(path, allow_incomplete=allow_incomplete)
-    idx = _group_flat_indices(areas, pops)
-    pop, senders, steps = _read_group(run, idx)
-    n_neurons = np.asarray(run.root["spikes"].attrs["n_neurons"], dtype=np.int64)[idx]
+    ``run`` is the opened RunStore (it pickles to a few hundred bytes for
+    distributed workers); ``n_common`` the segments every rank committed.
+    """
+    pop, senders, steps = _read_group(run, idx, n_common)
     w = _k.make_windows(dt=run.dt, t_min=d["t_min_ms"], t_max=d["t_max_ms"],
                         bin_ms=d["bin_ms"], cc_bin_ms=d["cc_bin_ms"])
     out = _k.group_statistics(pop, senders, steps, n_neurons, w, R_ms=d["R_ms"],
@@ -900,8 +897,11 @@ def analyze(runs, statistics: Iterable[str] | str | None = None, *, recompute: b
             counts = _pop_counts(run)
             groups = plan_groups(counts, int(chunk_spikes), min_groups=n_workers)
             parts = frozenset(x for n in todo for x in _PARTS[n])
-            tasks.append([delayed(_run_group, pure=False)(run.path, a, p, d, allow_incomplete, parts)
-                          for a, p in groups])
+            n_common = run._n_common()
+            n_all = np.asarray(run.root["spikes"].attrs["n_neurons"], dtype=np.int64)
+            group_idx = [_group_flat_indices(a, p) for a, p in groups]
+            tasks.append([delayed(_run_group, pure=False)(run, idx, n_common, n_all[idx], d, parts)
+                          for idx in group_idx])
         computed = dask.compute(*tasks, scheduler=scheduler) if scheduler else dask.compute(*tasks)
         for (i, run, d, defs, todo), parts in zip(pending, computed):
             new = _build(run, list(parts), d, todo)

@@ -236,7 +236,7 @@ def test_cache_is_reused_and_invalidated_by_definition(run1, stats1, monkeypatch
     real = A._run_group
 
     def counting(*args, **kw):
-        calls.append(args[1])
+        calls.append(args[1].tolist())
         return real(*args, **kw)
 
     monkeypatch.setattr(A, "_run_group", counting)
