@@ -809,6 +809,7 @@ def _cached(run, name: str, defn: dict) -> xr.Dataset | None:
 def analyze(runs, statistics: Iterable[str] | str | None = None, *, recompute: bool = False,
             store: bool = True, chunk_spikes: int | None = None, memory_limit: int | str | None = None,
             scheduler: str | None = None, allow_incomplete: bool = False,
+            dim: str = "run", coords: Iterable | None = None,
             **definition) -> dict[str, xr.Dataset]:
     """All spike statistics of one run (or several) in one call, cached in the run store.
 
@@ -831,6 +832,10 @@ def analyze(runs, statistics: Iterable[str] | str | None = None, *, recompute: b
         Passed to ``dask.compute`` (default: the active distributed client, else threads).
     allow_incomplete : bool, default False
         Analyse the committed segments of a run that is not complete.
+    dim, coords : optional
+        For a list of runs: the name of the new dimension (default ``"run"``; a sweep
+        uses its parameter, e.g. ``dim="chi", coords=[1.0, 1.9]``) and its coordinate
+        values (default: each run's label, or its path if labels repeat).
     **definition
         Definition parameters, see :data:`DEFAULTS` (``t_min_ms``, ``t_max_ms``, ``bin_ms``,
         ``smooth_sigma_ms``, ``R_ms``, ``cc_bin_ms``, ``cc_max_neurons``, ``cc_id_span``,
@@ -917,13 +922,18 @@ def analyze(runs, statistics: Iterable[str] | str | None = None, *, recompute: b
 
     if single:
         return {n: results[0][n] for n in names}
-    run_coord = [r.attrs.get("label") or r.path for r in opened]
-    if len(set(run_coord)) < len(run_coord):
-        run_coord = [r.path for r in opened]
+    if coords is not None:
+        run_coord = list(coords)
+        if len(run_coord) != len(opened):
+            raise ParameterError(invalid("coords", coords, f"{len(opened)} values, one per run"))
+    else:
+        run_coord = [r.attrs.get("label") or r.path for r in opened]
+        if len(set(run_coord)) < len(run_coord):
+            run_coord = [r.path for r in opened]
     out = {}
     for n in names:
         dss = [res[n] for res in results]
-        out[n] = xr.concat(dss, dim=xr.DataArray(run_coord, dims="run", name="run"),
+        out[n] = xr.concat(dss, dim=xr.DataArray(run_coord, dims=dim, name=dim),
                            join="outer", combine_attrs="drop_conflicts", fill_value=_fill(n))
     return out
 

@@ -259,6 +259,10 @@ def test_list_of_runs_gets_a_run_dimension(run1, tmp_path):
     assert list(both["rates"]["run"].values) == ["threads1", "threads2"]
     assert both["rates"]["rate"].dims == ("run", "area", "pop")
     np.testing.assert_allclose(both["rate_distribution"]["fraction"].sum("rate").sel(area="V1", pop="23E"), 1.0)
+    sweep = A.analyze([run1, other], "rates", dim="threads", coords=[1, 2])
+    assert sweep["rates"]["rate"].dims == ("threads", "area", "pop")
+    xr.testing.assert_identical(sweep["rates"]["rate"].sel(threads=2).drop_vars("threads"),
+                                both["rates"]["rate"].sel(run="threads2").drop_vars("run"))
 
 
 # --------------------------------------------------------------------------------------
