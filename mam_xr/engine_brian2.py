@@ -408,7 +408,8 @@ def _neuron_equations(two_currents: bool, n_channels: int, current: bool) -> str
         eqs += ["dI_ex/dt = -I_ex/tau_syn_ex : amp", "dI_in/dt = -I_in/tau_syn_in : amp"]
     else:
         eqs += ["dI/dt = -I/tau_syn_ex : amp"]
-    eqs += ["I_e : amp (constant)", "w_ext : amp (constant)", "lam_ext : 1 (constant)"]
+    eqs += ["I_e : amp (constant)", "w_ext : amp (constant)", "lam_ext : 1 (constant)",
+            "p0_ext : 1 (constant)"]
     for c in range(n_channels):
         eqs += [f"w_rep{c} : amp (constant)"]
     if current:
@@ -593,8 +594,11 @@ def _simulate(b2, project, sim, neuron, rate_ext, conn, n, pop_of_neuron, k_ext,
     G.v = conn.v0.astype(np.float64) * mV
     G.I_e = dc[pop_of_neuron] * pA
     G.w_ext = w_ext[pop_of_neuron] * pA
-    G.lam_ext = (rate_ext * k_ext * sim.dt * 1e-3)[pop_of_neuron]
-    drive = ["w_ext * poisson(lam_ext * int(t_in_timesteps >= d_ext))"]
+    lam_ext = (rate_ext * k_ext * sim.dt * 1e-3)[pop_of_neuron]
+    G.lam_ext = lam_ext
+    G.p0_ext = np.exp(-lam_ext)
+    ns["poisson_inv"] = _poisson_inverse(b2)
+    drive = ["w_ext * poisson_inv(lam_ext, p0_ext) * int(t_in_timesteps >= d_ext)"]
     rows = np.flatnonzero(n > 0)            # simulated populations = table columns
     for c in range(n_channels):
         w_c = np.zeros(N_POPULATIONS)
@@ -652,6 +656,42 @@ def _simulate(b2, project, sim, neuron, rate_ext, conn, n, pop_of_neuron, k_ext,
     step = (np.rint(np.asarray(mon.t[:] / second) * 1e3 / sim.dt).astype(np.int64) + 1).astype(np.int32)
     del G, mon, objects, net
     return i, step, timings
+
+
+_POISSON_INV_CPP = """
+int32_t _mam_poisson_inv(double lam, double p0, int _vectorisation_idx) {
+    // Poisson(lam) by inversion of the CDF with one uniform draw; p0 = exp(-lam)
+    // is precomputed per neuron (Brian2's poisson() computes exp(-lam) and draws
+    // lam + 1 uniforms per call).  Large means use Brian2's PTRS sampler.
+    if (lam >= 10.0)
+        return _poisson(lam, _vectorisation_idx);
+    const double u = _rand(_vectorisation_idx);
+    int32_t k = 0;
+    double p = p0, F = p0;
+    while (u > F && p > 0.0) {
+        k += 1;
+        p *= lam / k;
+        F += p;
+    }
+    return k;
+}
+"""
+
+
+def _poisson_inverse(b2):
+    """``poisson_inv(lam, exp(-lam))``: a Poisson count, cheaper than ``poisson(lam)``
+    when the mean is a per-neuron constant (the external drive)."""
+    from brian2.core.functions import DEFAULT_FUNCTIONS
+
+    def _python(lam, p0):  # the runtime fallback (not used by the standalone device)
+        return np.random.poisson(lam)
+
+    f = b2.Function(_python, arg_units=[1, 1], return_unit=1, arg_types=["float", "float"],
+                    return_type="integer", stateless=False, auto_vectorise=True)
+    f.implementations.add_implementation(
+        "cpp", code=_POISSON_INV_CPP, name="_mam_poisson_inv",
+        dependencies={"_rand": DEFAULT_FUNCTIONS["rand"], "_poisson": DEFAULT_FUNCTIONS["poisson"]})
+    return f
 
 
 def _children_cpu() -> float:

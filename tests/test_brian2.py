@@ -259,3 +259,33 @@ def test_nest_and_brian2_spike_identically_without_noise(tiny, tmp_path, mode):
     assert np.array_equal(sp.steps[a], res["steps"][b])
     assert np.array_equal(sp.pop[a], res["pop"][b])
     assert np.array_equal(sp.senders[a], res["senders"][b])
+
+
+@needs_brian2
+def test_poisson_sampler_of_the_external_drive(tmp_path):
+    """The standalone Poisson sampler (CDF inversion with exp(-lam) precomputed, Brian2's
+    PTRS above lam = 10): mean, variance and P(0) of 10^6 draws per mean."""
+    b2 = eb.import_brian2()
+    lams = np.array([0.002, 0.015, 0.3, 2.0, 15.0])
+    n_per, steps = 1000, 1000
+    try:
+        b2.set_device("cpp_standalone", build_on_run=False, directory=str(tmp_path / "p"))
+        G = b2.NeuronGroup(lams.size * n_per, "lam : 1 (constant)\np0 : 1 (constant)\n"
+                           "k : 1\nx : 1\nx2 : 1\nk0 : 1", namespace={"poisson_inv": eb._poisson_inverse(b2)})
+        G.lam = np.repeat(lams, n_per)
+        G.p0 = np.exp(-np.repeat(lams, n_per))
+        G.run_regularly("k = poisson_inv(lam, p0)\nx += k\nx2 += k*k\nk0 += int(k == 0)")
+        net = b2.Network(G)
+        net.run(steps * b2.defaultclock.dt)
+        b2.device.build(directory=str(tmp_path / "p"), compile=True, run=True, with_output=False)
+        x, x2, k0 = (np.asarray(getattr(G, v)[:]).reshape(lams.size, -1).sum(1) for v in ("x", "x2", "k0"))
+    finally:
+        eb._reset_device(b2)
+        b2.set_device("runtime")
+    n = n_per * steps
+    mean, var, p0 = x / n, x2 / n - (x / n) ** 2, k0 / n
+    np.testing.assert_array_less(np.abs(mean - lams), 5 * np.sqrt(lams / n))
+    # SD of a sample variance of Poisson draws: sqrt((mu4 - var^2) / n) = sqrt((lam + 2 lam^2) / n)
+    np.testing.assert_array_less(np.abs(var - lams), 5 * np.sqrt((lams + 2 * lams**2) / n))
+    q = np.exp(-lams)
+    np.testing.assert_array_less(np.abs(p0 - q), 5 * np.sqrt(q * (1 - q) / n) + 1e-12)
