@@ -160,6 +160,10 @@ def _meta(da: xr.DataArray, default_name: str) -> tuple[str, str, str]:
     return col, label, units
 
 
+def _capital(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
 def _unit_text(units: str) -> str:
     return "" if units in ("", "1", "dimensionless") else f" {units}"
 
@@ -575,6 +579,7 @@ def raster(spikes, *, areas: Sequence[str] = ("V1", "V2", "FEF"), fraction: floa
         pts = _opts(pts, color="kind", cmap=COLOURS, yticks=sorted(ticks.items()),
                     xlim=tuple(time), ylim=(0, max(offset, 1)),
                     title=f"{area} ({fraction:.0%} of neurons, {time[0]:g}–{time[1]:g} ms)",
+                    show_legend=False,
                     bokeh=dict(size=max(size, 1.0) + 1, width=_WIDTH // max(1, min(3, len(areas))),
                                height=_HEIGHT, tools=[_hover([
                                    ("area", area), ("population", "@pop"),
@@ -636,8 +641,11 @@ def box_plots(stats, variables: Sequence[str] | None = None):
         pdim = hv.Dimension("pop", label="Population")
         vdim = _vdim(col, label, units)
         box = hv.BoxWhisker(df, kdims=[pdim], vdims=[vdim])
-        box = _opts(box, invert_axes=True, title=label,
+        finite = df[col].to_numpy(float)
+        span = float(finite.max() - finite.min()) if finite.size else 1.0
+        box = _opts(box, invert_axes=True, title=_capital(label),
                     bokeh=dict(box_fill_color=hv.dim("pop").categorize(colours), box_alpha=0.6,
+                               outlier_radius=0.006 * (span or 1.0),
                                width=_WIDTH // 3, height=_HEIGHT,
                                tools=[_hover([("population", "@pop"),
                                               (label, f"@{col}{{0.0000}}{_unit_text(units)}")])]),
@@ -652,7 +660,7 @@ def box_plots(stats, variables: Sequence[str] | None = None):
                          (f"mean {label}", f"@{col}{{0.0000}}{_unit_text(units)}"),
                          ("areas", "@n_areas")])]),
                      mpl=dict(s=60, edgecolors="black"))
-        panels.append(_opts(box * mean, title=label, bokeh=dict(show_legend=False)))
+        panels.append(_opts(box * mean, title=_capital(label), show_legend=False))
     return hv.Layout(panels).cols(len(panels))
 
 
@@ -858,7 +866,7 @@ def functional_connectivity(simulated, experimental=None, *, var: str | None = N
                           vdims=[hv.Dimension("fc", label="Pearson r")], group=kind.capitalize())
         plots.append(_opts(heat, cmap="RdBu_r", clim=(-1, 1), colorbar=True, xrotation=90,
                            clipping_colors={"NaN": "white"}, title=title,
-                           bokeh=dict(width=520, height=480, tools=[_hover([
+                           bokeh=dict(width=450, height=420, tools=[_hover([
                                ("areas", "@area_y – @area_x"), ("Pearson r", "@fc{0.000}")])]),
                            mpl=dict(fig_inches=(5, 4.5), show_values=False)))
     if experimental is not None:
@@ -871,7 +879,7 @@ def functional_connectivity(simulated, experimental=None, *, var: str | None = N
                         vdims=[hv.Dimension("simulated", label="Simulated FC"), "pair"])
         plots.append(_opts(sc, title=f"Simulated vs experimental: r = {r:.3f}",
                            color="#444444",
-                           bokeh=dict(size=4, width=480, height=480, tools=[_hover([
+                           bokeh=dict(size=4, width=360, height=380, tools=[_hover([
                                ("areas", "@pair"), ("experimental r", "@experimental{0.000}"),
                                ("simulated r", "@simulated{0.000}")])]),
                            mpl=dict(s=6, fig_inches=(4.5, 4.5))))

@@ -1,0 +1,179 @@
+"""mam_xr.report: one self-contained HTML file; checked as text and in headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+pytest.importorskip("holoviews")
+
+import viz_data as vd  # noqa: E402
+from mam_xr import report  # noqa: E402
+from mam_xr.errors import ParameterError  # noqa: E402
+
+PARAMS = {"network": {"scale": 0.005, "connection": {"chi": 1.0, "g": -11.0}},
+          "simulation": {"t_sim": 2000.0, "areas_simulated": ["V1", "V2"]}}
+PROVENANCE = {"source": "upstream reference run threads1", "versions": {"nest": "3.10.0"}}
+
+
+@pytest.fixture(scope="module")
+def full_report(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("report") / "run.html"
+    return report.write_report(
+        path, structure=vd.structure(), theory=vd.theory(), stats=vd.analysis_dict(),
+        spikes=vd.spikes(), params=PARAMS, provenance=PROVENANCE, title="Tutorial run",
+        raster_fraction=0.5)
+
+
+@pytest.fixture(scope="module")
+def sweep_report(tmp_path_factory) -> Path:
+    rate = vd.stats_dataset()["rate"]
+    chi = xr.DataArray([1.0, 1.5, 1.9], dims="chi", name="chi")
+    swept = xr.concat([rate, 1.5 * rate, 2.0 * rate], dim=chi)
+    path = tmp_path_factory.mktemp("report") / "sweep.html"
+    return report.write_report(path, stats={"rates": xr.Dataset({"rate": swept})},
+                               structure=vd.structure(), title="chi sweep")
+
+
+def _docs_json(page: str) -> dict:
+    """The Bokeh document JSON embedded in the page."""
+    m = re.search(r'<script type="application/json" id="[^"]+">\s*(.*?)\s*</script>', page, re.S)
+    assert m, "no Bokeh document in the page"
+    return json.loads(m.group(1))
+
+
+def test_report_is_self_contained_with_all_sections(full_report):
+    page = full_report.read_text()
+    assert not re.search(r"<script[^>]*\bsrc=", page), "external script reference"
+    assert not re.search(r"<link[^>]*href=[\"'](https?:)?//", page), "external stylesheet"
+    assert "cdn.bokeh.org" not in page and "cdn.holoviz.org" not in page
+    assert "Bokeh" in page and len(page) > 1_000_000  # BokehJS is inlined
+    for sec in ("rates", "instantaneous", "rate_over_time", "raster", "boxes", "area_rates",
+                "theory", "fc", "connectivity", "parameters", "provenance"):
+        assert f"id='{sec}'" in page, sec
+    assert "<title>Tutorial run</title>" in page
+    # summary numbers from the reference rates (reference/README.md §3.4: 23.547 / 18.094)
+    assert "Mean over populations: 23.547 spikes/s; neuron-weighted: 18.094 spikes/s" in page
+    roots = [r["attributes"].get("name") for doc in _docs_json(page).values() for r in doc["roots"]]
+    assert roots == ["fig_rates", "fig_instantaneous", "fig_rate_over_time", "fig_raster", "fig_boxes",
+                     "fig_area_rates", "fig_theory", "fig_fc", "fig_connectivity"]
+
+
+def test_report_embeds_the_data_it_shows(full_report):
+    page = full_report.read_text()
+    docs = json.dumps(_docs_json(page))
+    # a few exact values that must travel into the page: reference rates of V1 2/3E and STPp 5I
+    a = vd.analysis_ref()
+    for value in (a["Analysis_pop_rates"][0], a["Analysis_pop_rates"].max()):
+        assert repr(float(value))[:12] in docs or f"{value:.12g}"[:10] in docs
+
+
+def test_report_parameters_and_provenance_tables(full_report):
+    page = full_report.read_text()
+    params = page[page.index("id='parameters'"):page.index("id='provenance'")]
+    assert "network.scale</td><td class='num'>0.005" in params
+    assert "network.connection.g</td><td class='num'>-11" in params
+    assert "simulation.areas_simulated</td><td class=''>V1, V2" in params
+    prov = page[page.index("id='provenance'"):]
+    assert "versions.nest" in prov and "3.10.0" in prov
+
+
+def test_sweep_report_has_a_selector(sweep_report):
+    page = sweep_report.read_text()
+    docs = json.dumps(_docs_json(page))
+    assert "Sweep point: chi" in docs
+    for label in ("chi = 1", "chi = 1.5", "chi = 1.9"):
+        assert f'"{label}"' in docs
+    assert "Use the selector to move along the sweep" in page
+
+
+def test_report_notes_figures_that_do_not_fit(tmp_path):
+    path = report.write_report(tmp_path / "r.html", spikes=vd.spikes(), raster_areas=("V1", "MSTI"))
+    page = path.read_text()
+    assert "Not drawn: areas=&#x27;MSTI&#x27; is invalid" in page and "did you mean" in page
+
+
+def test_report_errors(tmp_path):
+    with pytest.raises(ParameterError, match=r"path='.*r.txt' is invalid: expected a file name ending in .html"):
+        report.write_report(tmp_path / "r.txt", params=PARAMS)
+    with pytest.raises(ParameterError, match="data=None is invalid"):
+        report.write_report(tmp_path / "r.html")
+
+
+def test_parameters_only_report_needs_no_bokeh(tmp_path):
+    page = report.write_report(tmp_path / "p.html", params=PARAMS).read_text()
+    assert "network.scale" in page and "<script" not in page
+
+
+# --- in a browser ---------------------------------------------------------------------------
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+
+
+def _browser(tmp_path):
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is absent (Debian package chromium)")
+    if not Path(CHROMEDRIVER).exists():
+        pytest.skip("chromedriver is absent (Debian package chromium-driver)")
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 f"--user-data-dir={tmp_path / 'chromium-profile'}", "--window-size=1400,1000",
+                 "--force-device-scale-factor=1"):
+        opts.add_argument(flag)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+
+
+_COUNT_CANVAS = """
+function count(root) { let n = root.querySelectorAll('canvas').length;
+  for (const el of root.querySelectorAll('*')) if (el.shadowRoot) n += count(el.shadowRoot);
+  return n; }
+return count(document);"""
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("which", ["full_report", "sweep_report"])
+def test_report_renders_in_headless_chromium(which, request, tmp_path):
+    from PIL import Image
+    from selenium.webdriver.common.by import By
+
+    path = request.getfixturevalue(which)
+    driver = _browser(tmp_path)
+    try:
+        driver.get(path.resolve().as_uri())
+        deadline = time.time() + 60
+        n_figures = len(driver.find_elements(By.CSS_SELECTOR, "div.figure"))
+        assert n_figures >= (9 if which == "full_report" else 2)
+        while time.time() < deadline:  # Bokeh draws asynchronously after load
+            if driver.execute_script(_COUNT_CANVAS) >= n_figures:
+                break
+            time.sleep(0.5)
+        n_canvas = driver.execute_script(_COUNT_CANVAS)
+        logs = driver.get_log("browser")
+        severe = [e for e in logs if e["level"] == "SEVERE"]
+        assert not severe, severe
+        assert n_canvas >= n_figures
+        time.sleep(1.0)
+        for k, fig in enumerate(driver.find_elements(By.CSS_SELECTOR, "div.figure")):
+            driver.execute_script("arguments[0].scrollIntoView();", fig)
+            png = tmp_path / f"figure{k}.png"
+            png.write_bytes(fig.screenshot_as_png)
+            img = np.asarray(Image.open(png).convert("L"), dtype=float)
+            assert img.shape[0] > 100 and img.shape[1] > 200, (k, img.shape)
+            non_white = float((img < 240).mean())
+            assert img.std() > 8 and non_white > 0.02, (k, img.std(), non_white)
+    finally:
+        driver.quit()
