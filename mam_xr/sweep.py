@@ -557,6 +557,13 @@ def _structure_for_theory(params) -> xr.Dataset:
     return structure
 
 
+def _without_attrs(ds: xr.Dataset) -> xr.Dataset:
+    """A shallow copy without Dataset attrs (variable attrs kept)."""
+    out = ds.copy(deep=False)
+    out.attrs = {}
+    return out
+
+
 def _theory_dataset(params, options: dict) -> xr.Dataset:
     """Theory rates of one point: :func:`mam_xr.theory.integrate` without the trajectory.
 
@@ -602,7 +609,7 @@ def _analysis_dataset(run, options: dict) -> xr.Dataset:
         if isinstance(ds, xr.DataArray):
             ds = ds.to_dataset(name=ds.name or stat)
         definitions[stat] = ds.attrs
-        parts.append(_prefixed(ds, stat).drop_attrs(deep=False))
+        parts.append(_without_attrs(_prefixed(ds, stat)))
     merged = xr.merge(parts, compat="override", join="outer", combine_attrs="drop")
     merged.attrs = {"statistics": json.dumps(definitions, default=str)}
     return merged
@@ -648,7 +655,7 @@ def run_point(point_dir) -> dict:
         attrs = {}
         for part in parts:
             attrs.update(part.attrs)
-        result = xr.merge([q.drop_attrs(deep=False) for q in parts], compat="override", join="outer",
+        result = xr.merge([_without_attrs(q) for q in parts], compat="override", join="outer",
                           combine_attrs="drop") if parts else xr.Dataset()
         result.attrs.update(attrs)
         result.attrs.update({"label": task["label"], "params": task["params"],
@@ -1346,7 +1353,7 @@ def combine(directory, *, write: bool = True) -> xr.Dataset:
     flat = []
     for e in entries:
         ds = datasets.get(tuple(e["index"]), empty)
-        ds = ds.drop_attrs(deep=False)
+        ds = _without_attrs(ds)
         flat.append(ds)
     nested = np.empty(shape, dtype=object)
     for e, ds in zip(entries, flat):
