@@ -177,3 +177,26 @@ def test_report_renders_in_headless_chromium(which, request, tmp_path):
             assert img.std() > 8 and non_white > 0.02, (k, img.std(), non_white)
     finally:
         driver.quit()
+
+
+def test_report_from_an_analysed_run_store(tmp_path):
+    """End to end on mam_xr's own data path: reference spikes -> run store -> analyze -> report."""
+    from conftest import REFERENCE
+    from mam_xr import analysis
+
+    run = analysis.import_upstream(REFERENCE / "spikes_sim_threads1.npz", tmp_path / "run.zarr",
+                                   t_sim_ms=2000.0, gids=REFERENCE / "network_gids.json",
+                                   structure=vd.structure())
+    stats = analysis.analyze(run, ["rates", "rate_time_series", "correlation", "irregularity"])
+    spikes = run.spikes(area=["V1", "V2", "FEF"], t_start=1500.0)
+    path = report.write_report(tmp_path / "run.html", structure=run.structure(), theory=vd.theory(),
+                               stats=stats, spikes=spikes, params=run.params,
+                               provenance={"label": run.attrs.get("label", "")})
+    page = path.read_text()
+    roots = [r["attributes"].get("name") for doc in _docs_json(page).values() for r in doc["roots"]]
+    assert roots == ["fig_rates", "fig_instantaneous", "fig_rate_over_time", "fig_raster", "fig_boxes",
+                     "fig_area_rates", "fig_theory", "fig_connectivity"]
+    # analysis divides by floor(N) (decisions.md), so the mean is a little above the reference 23.547
+    mean = float(stats["rates"]["rate"].mean())
+    assert 23.547 < mean < 23.547 * 1.03
+    assert f"Mean over populations: {mean:.3f} spikes/s" in page
