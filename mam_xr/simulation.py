@@ -91,8 +91,8 @@ class _Plan:
         M = np.floor(S).astype(np.int64)  # upstream's int() truncation
         both = self.simulated[:, None] & self.simulated[None, :]
         tgt, src = np.nonzero(both & (M > 0))
-        # NEST's creation order: targets area by area, as upstream creates
-        # intra-area projections area by area and CC projections afterwards.
+        # Connect order fixes which random numbers each projection draws: intra-area
+        # projections first, then cortico-cortical ones (as upstream), target-major.
         order = np.lexsort((src, tgt, ~same_area[tgt, src]))
         tgt, src = tgt[order], src[order]
         self.proj_target, self.proj_source = tgt, src
