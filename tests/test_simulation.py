@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import zarr
 
-from conftest import load_reference, reference_structure
+from conftest import load_reference
 from mam_xr import store
 from mam_xr.errors import ParameterError, SimulationError, StoreError
 from mam_xr.flat import AREAS, population_labels, to_flat_matrix, to_flat_vector
