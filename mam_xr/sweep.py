@@ -615,6 +615,25 @@ def _analysis_dataset(run, options: dict) -> xr.Dataset:
     return merged
 
 
+def _run_steps(params, steps, task: dict, point_dir: Path, timings: dict) -> list[xr.Dataset]:
+    parts = []
+    if "theory" in steps:
+        t0 = time.perf_counter()
+        parts.append(_theory_dataset(params, task.get("theory_options", {})))
+        timings["theory"] = time.perf_counter() - t0
+    if "simulate" in steps:
+        from .simulation import simulate
+
+        t0 = time.perf_counter()
+        run = simulate(params, store=point_dir / "run.zarr", overwrite=True, progress=False)
+        timings["simulate"] = time.perf_counter() - t0
+        if "analyse" in steps:
+            t0 = time.perf_counter()
+            parts.append(_analysis_dataset(run, task.get("analysis_options", {})))
+            timings["analyse"] = time.perf_counter() - t0
+    return parts
+
+
 def run_point(point_dir) -> dict:
     """Run one point from its ``task.json`` (normally in its own process) and write ``result.nc``.
 
@@ -636,22 +655,8 @@ def run_point(point_dir) -> dict:
         import dask
 
         # Dask inside a point (analysis) uses the point's share of the cores only.
-        dask.config.set(num_workers=params.simulation.threads)
-        parts = []
-        if "theory" in steps:
-            t0 = time.perf_counter()
-            parts.append(_theory_dataset(params, task.get("theory_options", {})))
-            timings["theory"] = time.perf_counter() - t0
-        if "simulate" in steps:
-            from .simulation import simulate
-
-            t0 = time.perf_counter()
-            run = simulate(params, store=point_dir / "run.zarr", overwrite=True, progress=False)
-            timings["simulate"] = time.perf_counter() - t0
-            if "analyse" in steps:
-                t0 = time.perf_counter()
-                parts.append(_analysis_dataset(run, task.get("analysis_options", {})))
-                timings["analyse"] = time.perf_counter() - t0
+        with dask.config.set(num_workers=params.simulation.threads):
+            parts = _run_steps(params, steps, task, point_dir, timings)
         attrs = {}
         for part in parts:
             attrs.update(part.attrs)
