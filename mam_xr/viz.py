@@ -654,12 +654,12 @@ def box_plots(stats, variables: Sequence[str] | None = None):
         mdf = pd.DataFrame({"pop": means.index, col: means.to_numpy(),
                             "n_areas": df.groupby("pop", sort=False)[col].size().to_numpy()})
         mean = hv.Scatter(mdf, kdims=[pdim], vdims=[vdim, "n_areas"], label="mean")
-        mean = _opts(mean, invert_axes=True, color="black", marker="x",
-                     bokeh=dict(size=10, tools=[_hover([
+        mean = _opts(mean, invert_axes=True, color="black",
+                     bokeh=dict(marker="x", size=10, tools=[_hover([
                          ("population", "@pop"),
                          (f"mean {label}", f"@{col}{{0.0000}}{_unit_text(units)}"),
                          ("areas", "@n_areas")])]),
-                     mpl=dict(s=60, edgecolors="black"))
+                     mpl=dict(marker="X", s=50))  # filled: mpl warns on edge colours of "x"
         panels.append(_opts(box * mean, title=_capital(label), show_legend=False))
     return hv.Layout(panels).cols(len(panels))
 
