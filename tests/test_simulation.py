@@ -40,7 +40,7 @@ def tiny_run(tmp_path_factory, tiny_structure):
     run = simulate(Params.tutorial(**TINY), store=path, structure=tiny_structure, progress=False)
     import nest
 
-    conns = nest.GetConnections(synapse_model="static_synapse")
+    conns = nest.GetConnections(synapse_model="static_synapse_hpc")
     table = conns.get(["source", "target", "weight", "delay"], output="pandas")
     return run, table
 
