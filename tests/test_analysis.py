@@ -300,6 +300,18 @@ def test_empty_and_single_neuron_populations_give_documented_values(tmp_path):
     assert float(irr["cv_isi"].sel(area="V1", pop="23I")) == 0.0
 
 
+def test_run_without_spikes(tmp_path):
+    root = create_run(tmp_path / "silent.zarr", structure=reference_structure(), dt=0.1, t_sim=1000.0,
+                      n_segments_planned=1, n_neurons=[10] * flat.N_POPULATIONS)
+    SpikeWriter(root).append_segment(np.zeros(0, int), np.zeros(0, int), np.zeros(0, int), 0.0, 1000.0)
+    set_status(root, "complete")
+    st = A.analyze(tmp_path / "silent.zarr", store=False)
+    assert float(st["rates"]["rate"].max()) == 0.0 and float(st["irregularity"]["lvr"].max()) == 0.0
+    assert bool(st["correlation"]["corrcoef"].isnull().all())
+    assert bool(st["functional_connectivity"]["fc"].isnull().all())
+    assert float(st["rate_distribution"]["fraction_silent"].min()) == 1.0
+
+
 def test_window_outside_the_simulated_time(run1):
     with pytest.raises(ParameterError, match=r"t_max_ms=3000.0 is invalid: expected a time within"):
         A.analyze(run1, t_max_ms=3000.0)
@@ -402,6 +414,8 @@ def test_large_store_under_a_dask_memory_limit(tmp_path):
         st = A.analyze(tmp_path / "big.zarr", ["rates", "irregularity", "correlation"], memory_limit=limit)
         peak = max(client.run(_peak_rss_bytes).values())
     assert int(st["rates"]["n_spikes"].sum()) == n_spikes
+    print(f"\n{n_spikes:,} spikes ({data_bytes / 2**20:.0f} MiB of spike arrays): worker peak RSS "
+          f"{peak / 2**20:.0f} MiB, limit {limit / 2**20:.0f} MiB")
     assert peak < limit, f"worker peak RSS {peak / 2**20:.0f} MiB above the limit"
     # Poisson-like random spikes at ~50 spikes/s: LvR above 1 (R = 2 ms), correlations near 0
     assert 1.0 < float(st["irregularity"]["lvr"].mean()) < 1.6
