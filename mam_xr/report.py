@@ -210,6 +210,9 @@ def _strip_external(page: str) -> str:
 
 # --- the report -----------------------------------------------------------------------
 
+# Section titles follow upstream's tutorial figures (spec/dynamics.md §D: D.4 rates, D.3
+# instantaneous rate, D.2/D.3 rate over time, D.5 rasters, box plots and area series, D.6 FC,
+# D.1 connectivity).
 def report_sections(*, structure=None, theory=None, stats=None, spikes=None,
                     raster_areas: Sequence[str] = ("V1", "V2", "FEF"), raster_fraction: float = 1.0,
                     time_series_areas: Sequence[str] = ("V1", "V2", "FEF")) -> list[dict]:
@@ -232,7 +235,7 @@ def report_sections(*, structure=None, theory=None, stats=None, spikes=None,
 
     rate = _pick(stats, "rate")
     if rate is not None:
-        add("rates", "Time-averaged population rates (spec/dynamics.md D.4)",
+        add("rates", "Time-averaged population rates",
             lambda: viz.rate_heatmap(rate),
             "Area × population; TH has no layer 4 (×). Hover for values."
             + (" Use the selector to move along the sweep." if set(rate.dims) - {"area", "pop"} else ""))
@@ -246,13 +249,13 @@ def report_sections(*, structure=None, theory=None, stats=None, spikes=None,
     ts = _pick(stats, "rate_time_series")
     if ts is not None:
         ts1, n1 = _first_point(ts, ("area", "pop", "time"))
-        add("instantaneous", "Instantaneous firing rate over areas (D.3)",
+        add("instantaneous", "Instantaneous firing rate over areas",
             lambda: viz.instantaneous_rate(ts1, neurons=neurons), n1)
         areas = [a for a in time_series_areas if a in set(map(str, ts1["area"].values))]
-        add("rate_over_time", "Rate over time: all areas and chosen areas (D.2, D.3)",
+        add("rate_over_time", "Rate over time: all areas and chosen areas",
             lambda: viz.rate_time_series(ts1, areas=areas, neurons=neurons), n1)
     if spikes is not None:
-        add("raster", "Spike rasters (D.5 A–C)",
+        add("raster", "Spike rasters",
             lambda: viz.raster(spikes, areas=raster_areas, fraction=raster_fraction, neurons=structure),
             "Excitatory neurons blue, inhibitory red; populations stacked 2/3E (top) to 6I (bottom).")
     box_vars = {k: _pick(stats, k) for k in ("rate", "corrcoef", "lvr")}
@@ -265,12 +268,12 @@ def report_sections(*, structure=None, theory=None, stats=None, spikes=None,
             arrays.append(v1.rename(k) if v1.name is None else v1)
             notes.append(n1)
         ds = xr.Dataset({str(a.name): a for a in arrays})
-        add("boxes", "Rates, correlation coefficients and irregularity across areas (D.5 D–F)",
+        add("boxes", "Rates, correlation coefficients and irregularity across areas",
             lambda: viz.box_plots(ds), "One box per population over the simulated areas; × = mean. "
             + next((n for n in notes if n), ""))
     if ts is not None:
         ts1, n1 = _first_point(ts, ("area", "pop", "time"))
-        add("area_rates", "Area rate time series (D.5 G)",
+        add("area_rates", "Area rate time series",
             lambda: viz.area_rate_time_series(ts1, areas=[a for a in time_series_areas
                                                           if a in set(map(str, ts1["area"].values))]
                                               or [str(ts1["area"].values[0])], neurons=neurons), n1)
@@ -287,13 +290,13 @@ def report_sections(*, structure=None, theory=None, stats=None, spikes=None,
         exp = _pick(stats, "fc_experimental")
         fc1, n1 = _first_point(fc, fc.dims[-2:])
         exp1 = _first_point(exp, exp.dims[-2:])[0] if exp is not None else None
-        add("fc", "Functional connectivity: simulation vs experiment (D.6)",
+        add("fc", "Functional connectivity: simulation vs experiment",
             lambda: viz.functional_connectivity(fc1, exp1),
             "Area order of upstream's figure with MSTl included; experimental FC from macaque "
             "resting-state fMRI (Babapoor-Farrokhran et al. 2013), second hemisphere block as upstream. "
             + n1)
     if structure is not None:
-        add("connectivity", "Inter-areal connectivity (D.1)", lambda: viz.connectivity_matrix(structure),
+        add("connectivity", "Inter-areal connectivity", lambda: viz.connectivity_matrix(structure),
             "Area-level indegree of each target area from each source area, relative to its total "
             "indegree including the external input (as upstream); log colour scale, zeros white.")
     return sections
@@ -365,7 +368,7 @@ def write_report(path, *, structure=None, theory=None, stats=None, spikes=None, 
         nav.append(("parameters", "Parameters"))
     if provenance is not None:
         nav.append(("provenance", "Provenance"))
-    parts.append("<nav>" + "".join(f"<a href='#{i}'>{html.escape(t.split(' (')[0])}</a>"
+    parts.append("<nav>" + "".join(f"<a href='#{i}'>{html.escape(t.split(':')[0])}</a>"
                                    for i, t in nav) + "</nav>")
     for s in sections:
         parts.append(f"<h2 id='{s['id']}'>{html.escape(s['title'])}</h2>")
