@@ -175,6 +175,20 @@ def test_report_renders_in_headless_chromium(which, request, tmp_path):
             assert img.shape[0] > 100 and img.shape[1] > 200, (k, img.shape)
             non_white = float((img < 240).mean())
             assert img.std() > 8 and non_white > 0.02, (k, img.std(), non_white)
+        if which == "sweep_report":  # the selector switches the visible frame
+            visible = ("return Bokeh.documents[0].get_model_by_name('fig_rates')"
+                       ".children.slice(1).map(m => m.visible);")
+            assert driver.execute_script(visible) == [True, False, False]
+            driver.execute_script("""
+                const sel = [...Bokeh.documents[0].all_models].find(m => m.options !== undefined
+                                                                      && m.value !== undefined);
+                sel.value = 'chi = 1.9';""")
+            for _ in range(20):  # CustomJS runs asynchronously
+                if driver.execute_script(visible) == [False, False, True]:
+                    break
+                time.sleep(0.25)
+            assert driver.execute_script(visible) == [False, False, True]
+            assert not [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
     finally:
         driver.quit()
 
