@@ -40,7 +40,7 @@ import xarray as xr
 
 from . import _spike_kernels as _k
 from .errors import DataError, ParameterError, StoreError, invalid
-from .flat import (AREAS, N_POPULATIONS, exists, from_flat_vector, population_labels,
+from .flat import (AREAS, N_POPULATIONS, POPS, exists, from_flat_vector, population_labels,
                    to_flat_matrix, to_flat_vector)
 
 __all__ = ["STATISTICS", "DEFAULTS", "analyze", "import_upstream", "lazy_spikes",
@@ -771,22 +771,20 @@ def read_analysis(run, name: str) -> xr.Dataset | None:
                           zarr_format=3).load()
     except Exception as exc:  # noqa: BLE001 - a damaged cache is recomputed
         raise StoreError(f"run store {run.path!r}: analysis/{name} cannot be read: {exc}") from exc
-    for c in ("area", "pop", "source_area"):
-        if c in ds.coords:
-            ds = ds.assign_coords({c: np.array(ds[c].values.tolist(), dtype=str)})
+    # the fixed vocabulary is not stored (fewer Zarr arrays): restore it
+    names = {"area": list(AREAS), "pop": list(POPS), "source_area": list(AREAS)}
+    ds = ds.assign_coords({c: np.array(v, dtype=str) for c, v in names.items() if c in ds.dims})
+    if "area" in ds.dims and "pop" in ds.dims:
+        ds["exists"] = exists()
     for v in ds.variables:
         ds[v].encoding = {}
-        for k, val in list(ds[v].attrs.items()):
-            if isinstance(val, str) and k == "_json":
-                ds[v].attrs.update(json.loads(val))
     return ds
 
 
 def _write_analysis(run, name: str, ds: xr.Dataset, defn: dict) -> None:
     """Write one statistic to ``analysis/<name>/`` with its definition (JSON) in attrs."""
-    out = ds.copy()
-    out = out.assign_coords({c: out[c].astype(object) for c in ("area", "pop", "source_area")
-                             if c in out.coords})
+    # area/pop names and the exists mask are fixed vocabulary (mam_xr.flat): not written
+    out = ds.drop_vars(["exists", "area", "pop", "source_area"], errors="ignore")
     out.attrs = dict(out.attrs, definition=_definition_json(defn))
     for v in out.variables:
         out[v].encoding = {}
