@@ -27,7 +27,7 @@ import holoviews as hv
 from . import __version__, viz
 from .errors import MamXrError, ParameterError, invalid
 
-__all__ = ["write_report", "report_sections"]
+__all__ = ["write_report", "report_for", "report_sections"]
 
 # Where mam_xr.analysis puts each variable: (statistic group, variable name).
 _STAT_SOURCES: dict[str, tuple[tuple[str, str], ...]] = {
@@ -245,13 +245,17 @@ def report_sections(*, structure=None, theory=None, stats=None, spikes=None,
         text = f"Mean over populations: {mean:.3f} spikes/s"
         if w is not None:
             text += f"; neuron-weighted: {float((r1 * w).sum() / w.sum()):.3f} spikes/s"
-        sections[-1]["summary"] = text + (f" ({n1[:-1].split('(')[1]})" if n1 else "") + "."
+        point = re.search(r"\((.*)\)", n1)
+        sections[-1]["summary"] = text + (f" ({point.group(1)})" if point else "") + "."
     ts = _pick(stats, "rate_time_series")
     if ts is not None:
         ts1, n1 = _first_point(ts, ("area", "pop", "time"))
         add("instantaneous", "Instantaneous firing rate over areas",
             lambda: viz.instantaneous_rate(ts1, neurons=neurons), n1)
-        areas = [a for a in time_series_areas if a in set(map(str, ts1["area"].values))]
+        with_data = [str(a) for a, ok in zip(ts1["area"].values,
+                                             np.isfinite(ts1).any([d for d in ts1.dims if d != "area"]).values)
+                     if ok]
+        areas = [a for a in time_series_areas if a in with_data]
         add("rate_over_time", "Rate over time: all areas and chosen areas",
             lambda: viz.rate_time_series(ts1, areas=areas, neurons=neurons), n1)
     if spikes is not None:
@@ -272,11 +276,8 @@ def report_sections(*, structure=None, theory=None, stats=None, spikes=None,
             lambda: viz.box_plots(ds), "One box per population over the simulated areas; × = mean. "
             + next((n for n in notes if n), ""))
     if ts is not None:
-        ts1, n1 = _first_point(ts, ("area", "pop", "time"))
         add("area_rates", "Area rate time series",
-            lambda: viz.area_rate_time_series(ts1, areas=[a for a in time_series_areas
-                                                          if a in set(map(str, ts1["area"].values))]
-                                              or [str(ts1["area"].values[0])], neurons=neurons), n1)
+            lambda: viz.area_rate_time_series(ts1, areas=areas or with_data[:3], neurons=neurons), n1)
     if theory is not None and rate is not None:
         th = theory
         if isinstance(th, xr.Dataset):
@@ -399,3 +400,105 @@ def write_report(path, *, structure=None, theory=None, stats=None, spikes=None, 
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page, encoding="utf-8")
     return path
+
+
+# --- from a run store or a sweep directory (used by ``mam-xr report``) -------------------
+
+#: Flat-name prefixes of a sweep's combined Dataset (mam_xr.sweep: ``<statistic>_<variable>``).
+_SWEEP_VARS: dict[str, tuple[str, str]] = {
+    "rates_rate": ("rates", "rate"),
+    "correlation_corrcoef": ("correlation", "corrcoef"),
+    "irregularity_lvr": ("irregularity", "lvr"),
+    "rate_time_series_area_rate": ("rate_time_series", "area_rate"),
+    "functional_connectivity_fc": ("functional_connectivity", "fc"),
+    "functional_connectivity_fc_experimental": ("functional_connectivity", "fc_experimental"),
+}
+
+
+def _raster_choice(areas_simulated: Sequence[str], wanted: Sequence[str]) -> list[str]:
+    chosen = [a for a in wanted if a in areas_simulated]
+    return chosen or list(areas_simulated[:3])
+
+
+def report_for(run_or_sweep, out=None, *, title: str | None = None,
+               raster_areas: Sequence[str] = ("V1", "V2", "FEF"),
+               max_raster_neurons: int = 3000) -> Path:
+    """Write the report of a run store or of a sweep directory.
+
+    Parameters
+    ----------
+    run_or_sweep : path
+        A run store (``mam_xr.simulation.simulate``; its statistics are computed
+        with :func:`mam_xr.analysis.analyze` unless cached, and its ``theory``
+        group is used when present) or a sweep directory holding ``sweep.zarr``
+        (:func:`mam_xr.sweep.open_sweep`).
+    out : path, optional
+        HTML file (default: the input path with suffix ``.html``).
+    title : str, optional
+    raster_areas : sequence of str
+        Areas of the rasters (those that were simulated; else the first three simulated).
+    max_raster_neurons : int
+        The rasters show at most about this many neurons per area (a fraction of each
+        population), keeping full-scale reports small.
+
+    Returns
+    -------
+    Path
+        The HTML file written.
+    """
+    path = Path(run_or_sweep)
+    out = Path(out) if out is not None else Path(str(path).rstrip("/")).with_suffix(".html")
+    sweep_zarr = path / "sweep.zarr" if (path / "sweep.zarr").exists() else (
+        path if path.name == "sweep.zarr" else None)
+    if sweep_zarr is not None:
+        return _report_for_sweep(sweep_zarr.parent, out, title=title)
+    from .analysis import analyze
+    from .store import open_run
+
+    run = open_run(path)
+    stats = analyze(str(path))
+    structure = run.structure()
+    theory = None
+    try:
+        theory = xr.open_zarr(str(path), group="theory", zarr_format=3).load()
+    except (OSError, KeyError, ValueError, FileNotFoundError):
+        theory = None
+    simulated = list(dict.fromkeys(lab.split("-")[0] for lab in run.population_labels))
+    areas = _raster_choice(simulated, raster_areas)
+    rates = stats.get("rates")
+    t_max = float(rates.attrs.get("t_max_ms")) if rates is not None and "t_max_ms" in rates.attrs else None
+    spikes = run.spikes(area=areas, t_start=None if t_max is None else max(0.0, t_max - 500.0))
+    per_area = {}
+    for lab, n in zip(spikes.populations, spikes.n_neurons):
+        per_area[lab.split("-")[0]] = per_area.get(lab.split("-")[0], 0) + int(n)
+    fraction = min(1.0, max_raster_neurons / max(per_area.values(), default=1))
+    attrs = run.attrs
+    provenance = {k: v for k, v in attrs.items() if k not in ("params",)}
+    return write_report(out, structure=structure, theory=theory, stats=stats, spikes=spikes,
+                        params=run.params, provenance=provenance,
+                        title=title or f"mam_xr run {attrs.get('label') or path.name}",
+                        raster_areas=areas, raster_fraction=fraction)
+
+
+def _report_for_sweep(directory: Path, out: Path, *, title: str | None) -> Path:
+    from .sweep import open_sweep
+
+    ds = open_sweep(directory)
+    stats: dict[str, xr.Dataset] = {}
+    for name, (group, var) in _SWEEP_VARS.items():
+        if name in ds.data_vars:
+            da = ds[name]
+            private = [d for d in da.dims if d.endswith("_time")]
+            if private:
+                da = da.rename({private[0]: "time"})
+            stats.setdefault(group, xr.Dataset())[var] = da.load()
+    theory = ds["theory_rate"].load() if "theory_rate" in ds.data_vars else None
+    spec_file = Path(directory) / "sweep.json"
+    params = json.loads(spec_file.read_text()).get("spec") if spec_file.exists() else None
+    provenance = {k: v for k, v in ds.attrs.items() if isinstance(v, (str, int, float, bool))}
+    provenance["sweep directory"] = str(directory)
+    if not stats and theory is not None:  # a theory-only sweep: its rates are the heat map
+        stats = {"rates": xr.Dataset({"rate": theory})}
+        theory = None
+    return write_report(out, theory=theory, stats=stats or None, params=params,
+                        provenance=provenance, title=title or f"mam_xr sweep {Path(directory).name}")

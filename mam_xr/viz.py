@@ -228,6 +228,15 @@ def _py(x):
     return x.item() if isinstance(x, np.generic) else x
 
 
+def _drop_empty_areas(da: xr.DataArray) -> xr.DataArray:
+    """Areas with at least one finite value (a run of a subset of areas leaves NaN elsewhere)."""
+    other = [d for d in da.dims if d != "area"]
+    keep = np.isfinite(da).any(other) if other else np.isfinite(da)
+    if not bool(keep.any()):
+        raise ParameterError(invalid("data", da.name, "at least one finite value"))
+    return da.sel(area=keep.values)
+
+
 def _ordered_pops(da: xr.DataArray) -> list[str]:
     present = [str(p) for p in da["pop"].values]
     return [p for p in DISPLAY_POPS if p in present] + [p for p in present if p not in DISPLAY_POPS]
@@ -236,7 +245,8 @@ def _ordered_pops(da: xr.DataArray) -> list[str]:
 # --- D.4 time-averaged rates ----------------------------------------------------
 
 def rate_heatmap(data, var: str | None = None, *, title: str | None = None,
-                 cmap: str = "YlOrBr", logz: bool = False, clim: tuple | None = None):
+                 cmap: str = "YlOrBr", logz: bool = False, clim: tuple | None = None,
+                 drop_empty: bool = True):
     """Area x population heat map of time-averaged rates (dynamics.md §D.4).
 
     Parameters
@@ -249,11 +259,14 @@ def rate_heatmap(data, var: str | None = None, *, title: str | None = None,
     title, cmap, logz, clim
         Title (default from ``long_name``), colour map, log colour scale and
         colour limits (default: 0 to the maximum over all frames).
+    drop_empty : bool
+        Leave out areas without any value (areas that were not simulated).
 
     Returns
     -------
     hv.Overlay or hv.HoloMap
-        ``HeatMap`` (kdims area, pop; vdims the value and ``status``) overlaid
+        ``HeatMap`` (kdims area, pop; vdims the value and ``status``: "absent"
+        for TH 4E/4I, "no data" for other missing values) overlaid
         with ``Labels`` marking absent populations (TH 4E/4I) by "×".  With
         extra dims, a ``HoloMap`` over them (a slider/selector per dim).
         Populations are shown bottom to top 6I ... 2/3E, areas in the data's order.
@@ -264,6 +277,8 @@ def rate_heatmap(data, var: str | None = None, *, title: str | None = None,
     col, label, units = _meta(da, "rate")
     pops = _ordered_pops(da)
     da = da.sel(pop=pops)
+    if drop_empty:
+        da = _drop_empty_areas(da)
     if clim is None:
         finite = np.asarray(da.values, dtype=float)
         finite = finite[np.isfinite(finite)]
@@ -297,7 +312,7 @@ def rate_heatmap(data, var: str | None = None, *, title: str | None = None,
                          ("area", "@area"), ("population", "@pop"),
                          (label, f"@{col}{fmt}{_unit_text(units)}"), ("", "@status")])]),
                      mpl=dict(fig_inches=(12, 3.5), show_values=False, clipping_colors={"NaN": "#d9d9d9"}))
-        marks = df[absent | ~np.isfinite(df[col])]
+        marks = df[absent]
         labels = hv.Labels(marks.assign(mark="×"), kdims=["area", "pop"], vdims=["mark"])
         labels = _opts(labels, bokeh=dict(text_color="black", text_font_size="14pt"),
                        mpl=dict(color="black", size=14))
@@ -320,7 +335,7 @@ def instantaneous_rate(data, var: str | None = None, *, areas: Sequence[str] | N
         variable ``rate_time_series``.  With a ``pop`` dim the area series is
         the N-weighted mean over populations (needs ``neurons``).
     areas : sequence of str, optional
-        Areas to show, first at the bottom (default: all areas of the data).
+        Areas to show, first at the bottom (default: all areas with data).
     time : (float, float), optional
         Window in ms (default: the whole series).  The axis shows these times.
     neurons : xr.DataArray or xr.Dataset, optional
@@ -335,6 +350,8 @@ def instantaneous_rate(data, var: str | None = None, *, areas: Sequence[str] | N
     da = _dataarray(data, var, defaults=_TS_DEFAULTS)
     _require_dims(da, ["area", "time"], "data")
     da = _time_window(_area_series(da, neurons, "the rate time series"), time)
+    if areas is None:
+        da = _drop_empty_areas(da)
     areas = _check_areas(areas if areas is not None else
                          [str(a) for a in da["area"].values], [str(a) for a in da["area"].values])
     da = da.sel(area=areas).transpose("area", "time")

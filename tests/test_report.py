@@ -193,24 +193,51 @@ def test_report_renders_in_headless_chromium(which, request, tmp_path):
         driver.quit()
 
 
-def test_report_from_an_analysed_run_store(tmp_path):
-    """End to end on mam_xr's own data path: reference spikes -> run store -> analyze -> report."""
+def test_report_for_an_analysed_run_store(tmp_path):
+    """End to end on mam_xr's own data path: reference spikes -> run store -> report_for."""
     from conftest import REFERENCE
     from mam_xr import analysis
 
-    run = analysis.import_upstream(REFERENCE / "spikes_sim_threads1.npz", tmp_path / "run.zarr",
+    store = tmp_path / "run.zarr"
+    run = analysis.import_upstream(REFERENCE / "spikes_sim_threads1.npz", store,
                                    t_sim_ms=2000.0, gids=REFERENCE / "network_gids.json",
                                    structure=vd.structure())
     stats = analysis.analyze(run, ["rates", "rate_time_series", "correlation", "irregularity"])
-    spikes = run.spikes(area=["V1", "V2", "FEF"], t_start=1500.0)
-    path = report.write_report(tmp_path / "run.html", structure=run.structure(), theory=vd.theory(),
-                               stats=stats, spikes=spikes, params=run.params,
-                               provenance={"label": run.attrs.get("label", "")})
+    vd.theory().to_zarr(store, group="theory", mode="w")  # as `mam-xr run` stores it
+    path = report.report_for(store)
+    assert path == tmp_path / "run.html"
     page = path.read_text()
     roots = [r["attributes"].get("name") for doc in _docs_json(page).values() for r in doc["roots"]]
     assert roots == ["fig_rates", "fig_instantaneous", "fig_rate_over_time", "fig_raster", "fig_boxes",
-                     "fig_area_rates", "fig_theory", "fig_connectivity"]
+                     "fig_area_rates", "fig_theory", "fig_fc", "fig_connectivity"]
     # analysis divides by floor(N) (decisions.md), so the mean is a little above the reference 23.547
     mean = float(stats["rates"]["rate"].mean())
     assert 23.547 < mean < 23.547 * 1.03
     assert f"Mean over populations: {mean:.3f} spikes/s" in page
+    assert "Tutorial" not in page and "<h2 id='parameters'>" in page and "<h2 id='provenance'>" in page
+
+
+def test_report_for_a_sweep_directory(tmp_path):
+    """A sweep's combined Dataset (mam_xr.sweep layout: <statistic>_<variable>, prefixed dims)."""
+    rate = vd.stats_dataset()["rate"]
+    chi = xr.DataArray([1.0, 1.9], dims="chi", name="chi")
+    ts = vd.rate_time_series()["area_rate"].rename(time="rate_time_series_time")
+    ds = xr.Dataset({
+        "rates_rate": xr.concat([rate, 2 * rate], dim=chi),
+        "theory_rate": xr.concat([vd.theory()["rate"], 2 * vd.theory()["rate"]], dim=chi),
+        "rate_time_series_area_rate": xr.concat([ts, 2 * ts], dim=chi),
+        "point_complete": xr.DataArray([True, True], dims="chi"),
+    }).assign_coords(chi=[1.0, 1.9])
+    ds.attrs.update(format="mam_xr.sweep/1", name="chi")
+    (tmp_path / "sw").mkdir()
+    ds.to_zarr(tmp_path / "sw" / "sweep.zarr", zarr_format=3, consolidated=False)
+    (tmp_path / "sw" / "sweep.json").write_text(json.dumps({"spec": {"parameters": {"chi": [1.0, 1.9]}}}))
+    page = report.report_for(tmp_path / "sw").read_text()
+    docs = json.dumps(_docs_json(page))
+    assert '"chi = 1"' in docs and '"chi = 1.9"' in docs
+    assert "Mean over populations: 23.547 spikes/s (chi = 1)." in page
+    assert "Shown for the first point of the sweep (chi = 1)." in page
+    assert "parameters.chi</td><td class=''>1, 1.9" in page
+    roots = [r["attributes"].get("name") for doc in _docs_json(page).values() for r in doc["roots"]]
+    assert roots == ["fig_rates", "fig_instantaneous", "fig_rate_over_time", "fig_boxes", "fig_area_rates",
+                     "fig_theory"]
