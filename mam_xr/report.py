@@ -16,6 +16,7 @@ import datetime as _dt
 import html
 import json
 import re
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -459,10 +460,10 @@ def report_for(run_or_sweep, out=None, *, title: str | None = None,
     stats = analyze(str(path))
     structure = run.structure()
     theory = None
-    try:
-        theory = xr.open_zarr(str(path), group="theory", zarr_format=3).load()
-    except (OSError, KeyError, ValueError, FileNotFoundError):
-        theory = None
+    if (path / "theory").is_dir():  # written by `mam-xr run` (Dataset.to_zarr(group="theory"))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # consolidated-metadata notices of Zarr 3
+            theory = xr.open_zarr(str(path), group="theory").load()
     simulated = list(dict.fromkeys(lab.split("-")[0] for lab in run.population_labels))
     areas = _raster_choice(simulated, raster_areas)
     rates = stats.get("rates")
