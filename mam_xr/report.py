@@ -216,11 +216,14 @@ def _strip_external(page: str) -> str:
 # D.1 connectivity).
 def report_sections(*, structure=None, theory=None, stats=None, spikes=None,
                     raster_areas: Sequence[str] = ("V1", "V2", "FEF"), raster_fraction: float = 1.0,
-                    time_series_areas: Sequence[str] = ("V1", "V2", "FEF")) -> list[dict]:
+                    time_series_areas: Sequence[str] = ("V1", "V2", "FEF"),
+                    max_heatmap_bins: int = 2000) -> list[dict]:
     """The figures of a report: a list of {id, title, note, figure} (HoloViews objects).
 
     Figures whose inputs are missing are left out; figures whose input does not
     fit (e.g. an area not simulated) get ``figure=None`` and the reason in ``note``.
+    The instantaneous-rate heat map shows at most ``max_heatmap_bins`` time bins
+    (the first ones; the note says which), since every cell is embedded in the page.
     """
     sections: list[dict] = []
     neurons = structure["neurons"] if isinstance(structure, xr.Dataset) and "neurons" in structure else None
@@ -251,8 +254,14 @@ def report_sections(*, structure=None, theory=None, stats=None, spikes=None,
     ts = _pick(stats, "rate_time_series")
     if ts is not None:
         ts1, n1 = _first_point(ts, ("area", "pop", "time"))
+        t = ts1["time"].values
+        window, n_win = None, ""
+        if t.size > max_heatmap_bins:  # keep the page small: 32 x bins cells are embedded
+            window = (float(t[0]), float(t[max_heatmap_bins - 1]))
+            n_win = (f"The first {max_heatmap_bins} bins ({window[0]:g}–{window[1]:g} ms) of "
+                     f"{t[0]:g}–{t[-1]:g} ms are shown. ")
         add("instantaneous", "Instantaneous firing rate over areas",
-            lambda: viz.instantaneous_rate(ts1, neurons=neurons), n1)
+            lambda: viz.instantaneous_rate(ts1, neurons=neurons, time=window), n_win + n1)
         with_data = [str(a) for a, ok in zip(ts1["area"].values,
                                              np.isfinite(ts1).any([d for d in ts1.dims if d != "area"]).values)
                      if ok]

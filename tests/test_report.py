@@ -241,3 +241,13 @@ def test_report_for_a_sweep_directory(tmp_path):
     roots = [r["attributes"].get("name") for doc in _docs_json(page).values() for r in doc["roots"]]
     assert roots == ["fig_rates", "fig_instantaneous", "fig_rate_over_time", "fig_boxes", "fig_area_rates",
                      "fig_theory"]
+
+
+def test_long_series_heat_map_is_windowed():
+    secs = {s["id"]: s for s in report.report_sections(stats=vd.analysis_dict(), max_heatmap_bins=100)}
+    heat = secs["instantaneous"]["figure"]
+    np.testing.assert_array_equal(np.unique(heat.dimension_values("time")), 501.0 + np.arange(100))
+    assert secs["instantaneous"]["note"].startswith("The first 100 bins (501–600 ms) of 501–2000 ms")
+    # the other time series keep every bin
+    curve = [e for e in secs["rate_over_time"]["figure"] if hasattr(e, "label") and e.label == "V1"][0]
+    assert len(curve) == 1500
