@@ -123,6 +123,12 @@ def _area_index() -> np.ndarray:
     return np.array([AREAS.index(lab.split("-")[0]) for lab in population_labels()])
 
 
+def _area_sum(x: np.ndarray) -> np.ndarray:
+    """Sum of flat (254, ...) rows over the populations of each area (area-major order)."""
+    starts = np.flatnonzero(np.diff(np.concatenate([[-1], _area_index()])))
+    return np.add.reduceat(x, starts, axis=0)
+
+
 def _parse_memory(limit) -> int | None:
     if limit is None:
         return None
@@ -434,8 +440,7 @@ def _ds_rate_ts(m, n_neurons, d) -> xr.Dataset:
     counts = m["ts_counts"].astype(float)
     scale = d["bin_ms"] / 1000.0
     area = _area_index()
-    area_counts = np.zeros((len(AREAS), counts.shape[1]))
-    np.add.at(area_counts, area, counts)
+    area_counts = _area_sum(counts)
     n_area = np.bincount(area, weights=n_neurons, minlength=len(AREAS))
     with np.errstate(invalid="ignore", divide="ignore"):
         rate = counts / (n_neurons[:, None] * scale)
@@ -705,8 +710,7 @@ def _ds_fc(rate_flat: np.ndarray, n_neurons, structure: xr.Dataset, tau_s: float
     syn = convolve(drive, ker[None, :], mode="same")      # np.convolve 'same' alignment, as upstream
     area = _area_index()
     n_area = np.bincount(area, weights=n_neurons, minlength=len(AREAS))
-    asyn = np.zeros((len(AREAS), syn.shape[1]))
-    np.add.at(asyn, area, syn * n_neurons[:, None])
+    asyn = _area_sum(syn * n_neurons[:, None])
     with np.errstate(invalid="ignore", divide="ignore"):
         asyn /= n_area[:, None]
         fc = np.corrcoef(asyn)
