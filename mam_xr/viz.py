@@ -948,6 +948,30 @@ def _heatmap_as_image(hm: hv.HeatMap):
     return img.opts(backend="matplotlib", aspect=w / h * 0.85, **opts), (xs, ys, xnum)
 
 
+def _boxes_for_matplotlib(ov):
+    """Box plots with their mean markers at the boxes' positions.
+
+    matplotlib places the boxes of a categorical ``BoxWhisker`` at 1 ... n but a
+    categorical ``Scatter`` at 0 ... n-1, so the means move to numeric positions.
+    """
+    box = next(e for e in ov if isinstance(e, hv.BoxWhisker))
+    factors = _factors(box.dimension_values(0))
+    layers = []
+    for e in ov:
+        if isinstance(e, hv.Scatter) and e.dimension_values(0).dtype.kind in "OUT":
+            df = e.dframe()
+            k = e.kdims[0].name
+            df[k] = [factors.index(v) + 1.0 for v in df[k]]
+            sc = hv.Scatter(df, kdims=[hv.Dimension(k, label=e.kdims[0].label,
+                                                    range=(0.5, len(factors) + 0.5))], vdims=e.vdims)
+            layers.append(sc.opts(backend="matplotlib", **{
+                o: v for o, v in _mpl_options(e).items()
+                if o in ("invert_axes", "color", "marker", "s")}))
+        else:
+            layers.append(e)
+    return hv.Overlay(layers)
+
+
 def _for_matplotlib(obj):
     """Prepare a figure for the matplotlib backend (static export).
 
@@ -958,6 +982,8 @@ def _for_matplotlib(obj):
     def convert(el):
         if isinstance(el, hv.HeatMap):
             return _heatmap_as_image(el)[0]
+        if isinstance(el, hv.Overlay) and any(isinstance(e, hv.BoxWhisker) for e in el):
+            return _boxes_for_matplotlib(el)
         if isinstance(el, hv.Overlay):
             heat = [e for e in el if isinstance(e, hv.HeatMap)]
             if not heat:

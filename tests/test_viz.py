@@ -327,3 +327,16 @@ def test_viz_imports_no_later_or_running_stage():
     text = open(viz.__file__).read()
     for stage in ("simulation", "store", "nest", "sweep", "cli", "analysis", "theory"):
         assert f"from .{stage}" not in text and f"import {stage}" not in text
+
+
+def test_static_box_plot_means_sit_on_their_boxes(stats):
+    """matplotlib puts categorical boxes at 1..n and scatter points at 0..n-1; save_static aligns them."""
+    panel = list(viz.box_plots(stats, ["rate"]))[0]
+    plot = hv.renderer("matplotlib").get_plot(viz._for_matplotlib(panel))
+    ax = plot.handles["axis"]
+    ticks = {round(t, 6): lab.get_text() for t, lab in zip(ax.get_yticks(), ax.get_yticklabels())}
+    points = [c for c in ax.collections if len(c.get_offsets()) == 8][0].get_offsets()
+    means = stats["rate"].mean("area", skipna=True)
+    for x, y in points:
+        pop = {v: k for k, v in viz.POP_LABELS.items()}[ticks[round(float(y), 6)]]
+        assert x == pytest.approx(float(means.sel(pop=pop)), rel=1e-12)
