@@ -101,7 +101,7 @@ def _spawn(*args) -> dict:
 def timing(args) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench_engines_"))
     rows = []
-    for threads in (1, 2):
+    for threads in args.threads:
         rows.append(_spawn("nest", threads, tmp / f"nest{threads}.zarr", "-"))
         build_dir = tmp / f"b2build{threads}"
         for kind in ("cold", "warm"):
@@ -116,7 +116,7 @@ def timing(args) -> None:
               f"{r['simulate']:9.2f} {r['process_wall']:8.2f} {r['n_spikes']:8d} {r['load_before']:5.1f}"
               f" {r['cpu']:6.1f}"
               f"  {UPSTREAM_SIMULATE[r['threads']] / r['simulate']:5.1f}x")
-    for threads in (1, 2):
+    for threads in args.threads:
         nest = next(r for r in rows if r["engine"] == "nest" and r["threads"] == threads)
         for kind in ("cold", "warm"):
             b2 = next(r for r in rows if r["engine"] == f"brian2 ({kind})" and r["threads"] == threads)
@@ -190,6 +190,7 @@ def main():
     ap.add_argument("what", choices=["timing", "sameconn"])
     ap.add_argument("--t-sim", type=float, default=1000.0, help="sameconn: simulated ms")
     ap.add_argument("--scale", type=float, default=0.005, help="sameconn: network scale")
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="timing: thread counts")
     args = ap.parse_args()
     {"timing": timing, "sameconn": sameconn}[args.what](args)
 

@@ -39,6 +39,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,6 +93,10 @@ def import_brian2():
         return sys.modules["brian2"]
     if not hasattr(np.ndarray, "ptp") and not any(isinstance(f, _PtpFinder) for f in sys.meta_path):
         sys.meta_path.insert(0, _PtpFinder())
+    # Brian2 2.9 calls pyparsing's camelCase names, deprecated in pyparsing 3.3: one
+    # warning per parsed statement otherwise.
+    warnings.filterwarnings("ignore", message=r".*(deprecated - use|argument is deprecated, use)",
+                            category=DeprecationWarning)
     try:
         import brian2
     except ImportError as exc:
