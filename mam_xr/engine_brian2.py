@@ -649,10 +649,18 @@ def _simulate(b2, project, sim, neuron, rate_ext, conn, n, pop_of_neuron, k_ext,
     timings["compile_cpu"] = _children_cpu() - cpu0
     t2 = time.perf_counter()
     cpu0 = _children_cpu()
+    # OpenMP threads that spin at barriers (the default, ACTIVE) stall when the cores are
+    # shared: 36-47 s instead of 5 s for the tutorial on 2 busy cores (docs/engines.md).
+    # PASSIVE unless the user chose a policy; NEST's runtime in this process is unaffected.
+    policy = os.environ.get("OMP_WAIT_POLICY")
+    os.environ["OMP_WAIT_POLICY"] = policy or "PASSIVE"
     try:
         b2.device.run(directory=str(project), with_output=False)
     except Exception as exc:
         raise SimulationError(f"the Brian2 standalone binary failed in {project}: {exc}") from exc
+    finally:
+        if policy is None:
+            del os.environ["OMP_WAIT_POLICY"]
     timings["run_process"] = time.perf_counter() - t2
     # CPU seconds of the binary (all threads): robust to other load on the machine
     timings["run_process_cpu"] = _children_cpu() - cpu0
