@@ -10,7 +10,7 @@ NEST constructs (chosen for speed without changing the model, see
 docs/simulation.md):
 
 * all neurons in one ``Create`` call (V_m ~ N(V0_mean, V0_sd) drawn by NEST),
-  I_e set from one array;
+  I_e set per population (a scalar each: arrays do not work under MPI);
 * external drive: one ``poisson_generator_ps`` per population (rate
   rate_ext·K_ext), connected to each neuron with one array-based ``Connect``.
   Every target receives an independent Poisson train; an ``iaf_psc_exp``
@@ -275,9 +275,11 @@ def _build(nest, plan: _Plan, params, seed: int, threads: int) -> dict:
     n_total = plan.n_neurons
     pop_of_neuron = np.repeat(np.arange(N_POPULATIONS), plan.n)
     create_params = {"V_m": nest.random.normal(mean=neuron.V0_mean, std=neuron.V0_sd)}
-    if np.any(plan.dc != 0):
-        create_params["I_e"] = plan.dc[pop_of_neuron]
     neurons = nest.Create("iaf_psc_exp", n_total, params=create_params)
+    # I_e: one scalar per population; PyNEST expands arrays of node parameters
+    # only when every node is local, i.e. not under MPI (docs/cluster.md).
+    for p in np.flatnonzero((plan.dc != 0) & (plan.n > 0)).tolist():
+        neurons[int(plan.first[p]):int(plan.first[p + 1])].set(I_e=float(plan.dc[p]))
     first_id = int(neurons[0].global_id) if n_total else 0
     ids = np.arange(first_id, first_id + n_total, dtype=np.int64)  # one Create: contiguous ids
     recorder = nest.Create("spike_recorder", params={"record_to": "memory"})
