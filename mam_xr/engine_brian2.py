@@ -103,6 +103,14 @@ def import_brian2():
         raise SimulationError(
             "engine='brian2' needs Brian2: pip install 'mam_xr[brian2]' (brian2==2.9.0) "
             f"({exc})") from exc
+    # Brian2 routes every Python warning of the process through its logger; give the
+    # warnings module back its own display (Brian2's messages keep their logger).
+    import logging
+
+    logging.captureWarnings(False)
+    handler = getattr(brian2.utils.logger.BrianLogger, "console_handler", None)
+    if handler is not None:
+        logging.getLogger("py.warnings").removeHandler(handler)
     return brian2
 
 
