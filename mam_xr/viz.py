@@ -187,7 +187,7 @@ def _area_series(da: xr.DataArray, neurons, argname: str) -> xr.DataArray:
                                      "populations, or pass an area-level series"))
     w = neurons["neurons"] if isinstance(neurons, xr.Dataset) else neurons
     w = w.fillna(0.0).sel(area=da["area"], pop=da["pop"])
-    out = (da.fillna(0.0) * w).sum("pop") / w.sum("pop")
+    out = ((da.fillna(0.0) * w).sum("pop") / w.sum("pop")).where(da.notnull().any("pop"))
     out.attrs = dict(da.attrs)
     out.name = da.name
     return out
@@ -385,7 +385,8 @@ def rate_time_series(data, var: str | None = None, *, areas: Sequence[str] = (),
     neurons : xr.DataArray or xr.Dataset, optional
         (area, pop) neuron numbers (or a structure Dataset).  Needed for a
         ``pop`` dim; with it the network mean is N-weighted, else it is the
-        plain mean over areas (stated in the legend).
+        plain mean over areas (stated in the legend).  Either covers only the
+        areas with data (the simulated ones).
 
     Returns
     -------
@@ -400,14 +401,16 @@ def rate_time_series(data, var: str | None = None, *, areas: Sequence[str] = (),
     area_da = _time_window(_area_series(da, neurons, "the rate time series"), time)
     col, label, units = _meta(area_da, "rate")
     areas = _check_areas(areas, [str(a) for a in area_da["area"].values]) if areas else []
+    # the network mean covers the areas with data only (a run of a subset of areas)
+    with_data = _drop_empty_areas(area_da)
     if neurons is not None:
         w = (neurons["neurons"] if isinstance(neurons, xr.Dataset) else neurons).fillna(0.0)
         w = w.sum("pop") if "pop" in w.dims else w
-        w = w.sel(area=area_da["area"])
-        total = (area_da.fillna(0.0) * w).sum("area") / w.sum()
+        w = w.sel(area=with_data["area"])
+        total = (with_data.fillna(0.0) * w).sum("area") / w.sum()
         total_label = "all areas (N-weighted)"
     else:
-        total = area_da.mean("area")
+        total = with_data.mean("area")
         total_label = "all areas (mean over areas)"
     tdim = _time_dim(area_da)
     vdim = _vdim(col, label, units)
@@ -660,7 +663,8 @@ def box_plots(stats, variables: Sequence[str] | None = None):
         box = hv.BoxWhisker(df, kdims=[pdim], vdims=[vdim])
         finite = df[col].to_numpy(float)
         span = float(finite.max() - finite.min()) if finite.size else 1.0
-        box = _opts(box, invert_axes=True, title=_capital(label),
+        short = _DEFAULT_META.get(str(da.name), (None, label))[1]
+        box = _opts(box, invert_axes=True, title=_capital(short),
                     bokeh=dict(box_fill_color=hv.dim("pop").categorize(colours), box_alpha=0.6,
                                outlier_radius=0.006 * (span or 1.0),
                                width=_WIDTH // 3, height=_HEIGHT,
@@ -677,7 +681,7 @@ def box_plots(stats, variables: Sequence[str] | None = None):
                          (f"mean {label}", f"@{col}{{0.0000}}{_unit_text(units)}"),
                          ("areas", "@n_areas")])]),
                      mpl=dict(marker="X", s=50))  # filled: mpl warns on edge colours of "x"
-        panels.append(_opts(box * mean, title=_capital(label), show_legend=False))
+        panels.append(_opts(box * mean, title=_capital(short), show_legend=False))
     return hv.Layout(panels).cols(len(panels))
 
 

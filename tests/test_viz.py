@@ -340,3 +340,17 @@ def test_static_box_plot_means_sit_on_their_boxes(stats):
     for x, y in points:
         pop = {v: k for k, v in viz.POP_LABELS.items()}[ticks[round(float(y), 6)]]
         assert x == pytest.approx(float(means.sel(pop=pop)), rel=1e-12)
+
+
+def test_network_mean_covers_only_the_areas_with_data(series, structure, ref):
+    """A run of a subset of areas leaves NaN elsewhere; the N-weighted mean must not count them."""
+    sub = series["rate"].where(series["area"].isin(["V1", "FEF"]))
+    ov = viz.rate_time_series(sub, areas=["V1"], neurons=structure)
+    net = [c for c in ov if isinstance(c, hv.Curve)][0]
+    n = structure["neurons_area"].sel(area=["V1", "FEF"]).values
+    ts = ref["Analysis_rate_time_series_area"][[AREAS.index("V1"), AREAS.index("FEF")]]
+    np.testing.assert_allclose(net.dimension_values(1), (ts * n[:, None]).sum(0) / n.sum(), rtol=1e-10)
+    heat = viz.instantaneous_rate(sub, neurons=structure)
+    assert list(dict.fromkeys(heat.dimension_values("area"))) == ["V1", "FEF"]
+    assert list(dict.fromkeys(viz.rate_heatmap(sub.isel(time=0)).HeatMap.I.dimension_values("area"))) == \
+        ["V1", "FEF"]
