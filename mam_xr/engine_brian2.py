@@ -253,7 +253,8 @@ def load_connectivity(source) -> Connectivity:
                         n_neurons=np.asarray(g.attrs["n_neurons"], dtype=np.int64))
 
 
-def _check_connectivity(conn: Connectivity, n: np.ndarray, dt: float) -> None:
+def check_connectivity(conn: Connectivity, n: np.ndarray, dt: float) -> None:
+    """Raise ParameterError unless ``conn`` has ``n`` neurons per population and step ``dt``."""
     if not np.array_equal(conn.n_neurons, n):
         bad = int(np.flatnonzero(conn.n_neurons != n)[0])
         raise ParameterError(invalid(
@@ -318,7 +319,7 @@ def nest_run_with_connectivity(params, structure, connectivity, *, seed: int | N
     conn = load_connectivity(connectivity)
     sim = params.simulation
     plan = sm._Plan(params, structure)
-    _check_connectivity(conn, plan.n, sim.dt)
+    check_connectivity(conn, plan.n, sim.dt)
     for name in ("proj_target", "proj_source", "proj_n", "proj_w", "proj_w_sd", "proj_d",
                  "proj_d_sd", "proj_positive"):
         setattr(plan, name, getattr(plan, name)[:0])
@@ -495,7 +496,7 @@ def run(params, structure=None, store=None, *, connectivity=None, save_connectiv
                                  V0_mean=neuron.V0_mean, V0_sd=neuron.V0_sd)
     else:
         conn = load_connectivity(connectivity)
-        _check_connectivity(conn, n, sim.dt)
+        check_connectivity(conn, n, sim.dt)
     n_steps = int(round(sim.t_sim / sim.dt))
     per_pop, current = replacement_inputs(structure, params, n_steps, sim.dt)
     N = int(n.sum())
@@ -527,7 +528,7 @@ def run(params, structure=None, store=None, *, connectivity=None, save_connectiv
                                       "areas_simulated": list(sim.areas_simulated),
                                       "replace_non_simulated_areas": sim.replace_non_simulated_areas,
                                       "segment": float(sim.segment),
-                                      "connectivity_source": _describe(connectivity),
+                                      "connectivity_source": describe_connectivity(connectivity),
                                       "n_neurons_created": N, "n_synapses_planned": conn.n_synapses,
                                       "n_synapses_created": conn.n_synapses})
     try:
@@ -564,7 +565,8 @@ def run(params, structure=None, store=None, *, connectivity=None, save_connectiv
 save_connectivity_fn = save_connectivity
 
 
-def _describe(connectivity) -> str | None:
+def describe_connectivity(connectivity) -> str | None:
+    """A short text naming where a connectivity came from (for the store attrs)."""
     if connectivity is None:
         return None
     if isinstance(connectivity, Connectivity):

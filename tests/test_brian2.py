@@ -134,7 +134,7 @@ def test_connectivity_round_trip(tmp_path):
                  "v0", "n_neurons"):
         assert np.array_equal(getattr(back, name), getattr(c, name)), name
     with pytest.raises(ParameterError, match="connectivity"):
-        eb._check_connectivity(back, back.n_neurons + 1, 0.1)
+        eb.check_connectivity(back, back.n_neurons + 1, 0.1)
 
 
 # --- the engine ------------------------------------------------------------------------
@@ -289,3 +289,24 @@ def test_poisson_sampler_of_the_external_drive(tmp_path):
     np.testing.assert_array_less(np.abs(var - lams), 5 * np.sqrt((lams + 2 * lams**2) / n))
     q = np.exp(-lams)
     np.testing.assert_array_less(np.abs(p0 - q), 5 * np.sqrt(q * (1 - q) / n) + 1e-12)
+
+
+@needs_brian2
+def test_nest_engine_simulates_a_saved_connectivity(tiny, tmp_path):
+    """simulate(engine='nest', connectivity=<Brian2 run store>): the NEST engine uses the
+    saved synapses and V0 (checked without noise: the same spikes as Brian2)."""
+    from mam_xr.simulation import simulate
+
+    p, s = tiny
+    s = s.copy()
+    s["dc_drive"] = s["dc_drive"] + 500.0
+    p0 = p.update(rate_ext=0.0, replace_non_simulated_areas="hom_poisson_stat")
+    b2 = eb.run(p0, s, tmp_path / "b2.zarr")
+    nest = simulate(p0.update(engine="nest"), store=tmp_path / "nest.zarr", structure=s,
+                    progress=False, connectivity=tmp_path / "b2.zarr")
+    assert nest.attrs["engine"] == "nest"
+    assert nest.attrs["nest"]["num_connections"] == b2.attrs["n_synapses_created"] + 2 * b2.attrs["n_neurons_created"]
+    a, b = b2.spikes(), nest.spikes()
+    assert len(a) == len(b) > 5000
+    assert np.array_equal(a.steps, b.steps) and np.array_equal(a.senders, b.senders)
+    assert np.array_equal(a.offsets, b.offsets)
