@@ -375,7 +375,7 @@ class _Terminate:
 
 
 def simulate(params, store=None, structure: xr.Dataset | None = None, progress: bool = True,
-             overwrite: bool = False) -> "_store.RunStore":
+             overwrite: bool = False, connectivity=None) -> "_store.RunStore":
     """Build the NEST network, simulate it and write a run store.
 
     Parameters
@@ -391,6 +391,11 @@ def simulate(params, store=None, structure: xr.Dataset | None = None, progress: 
         Show a tqdm bar: simulated time, wall time, real-time factor, rate.
     overwrite
         Replace an existing store at ``store``.
+    connectivity
+        A saved connectivity (run store path with a ``connectivity/`` group,
+        see docs/engines.md) whose synapses and initial potentials replace
+        NEST's own draws; only the Poisson input then follows the seed.
+        Single process only.
 
     Returns the :class:`mam_xr.store.RunStore` of the finished run.  Invalid
     requests raise :class:`ParameterError` / :class:`StoreError` before NEST
@@ -408,7 +413,8 @@ def simulate(params, store=None, structure: xr.Dataset | None = None, progress: 
         # The Brian2 C++ standalone engine: same network, same run-store layout.
         from .engine_brian2 import run as run_brian2
 
-        return run_brian2(params, structure=structure, store=store, overwrite=overwrite)
+        return run_brian2(params, structure=structure, store=store, overwrite=overwrite,
+                          connectivity=connectivity)
     _validate(params, store)
     store_path = _store.check_writable(store)  # path problems first, before the structure is built
     # Under MPI only rank 0 checks: it creates the store, possibly before another rank gets here.
@@ -424,6 +430,17 @@ def simulate(params, store=None, structure: xr.Dataset | None = None, progress: 
         timings["structure"] = time.perf_counter() - t0
     sim = params.simulation
     plan = _Plan(params, structure)  # validates rates sources etc.
+    saved = None
+    if connectivity is not None:
+        # A saved network (engine comparisons, docs/engines.md): no projections of our own.
+        from . import engine_brian2
+
+        saved = engine_brian2.load_connectivity(connectivity)
+        engine_brian2.check_connectivity(saved, plan.n, plan.dt)
+        for name in ("proj_target", "proj_source", "proj_n", "proj_w", "proj_w_sd", "proj_d",
+                     "proj_d_sd", "proj_positive"):
+            setattr(plan, name, getattr(plan, name)[:0])
+        plan.n_synapses = saved.n_synapses
     _store.check_writable(store_path, _store.estimate_run_bytes(plan.n_neurons, sim.t_sim))
 
     nest = _import_nest()
@@ -437,6 +454,10 @@ def simulate(params, store=None, structure: xr.Dataset | None = None, progress: 
              "replace_non_simulated_areas": sim.replace_non_simulated_areas,
              "external_generator": EXTERNAL_GENERATOR, "segment": float(sim.segment),
              "n_neurons_created": plan.n_neurons, "n_synapses_planned": plan.n_synapses}
+    if saved is not None:
+        from .engine_brian2 import describe_connectivity
+
+        extra["connectivity_source"] = describe_connectivity(connectivity)
     n_sim = np.where(plan.simulated, plan.n, 0)
     if rank == 0:
         root = _store.create_run(
@@ -457,6 +478,19 @@ def simulate(params, store=None, structure: xr.Dataset | None = None, progress: 
         with _Terminate() as term:
             net = _build(nest, plan, params, seed=sim.seed, threads=sim.threads)
             timings.update(net["timings"])
+            if saved is not None:
+                if n_ranks > 1:
+                    raise SimulationError(invalid("connectivity", str(connectivity),
+                                                  "None under MPI (a saved connectivity is single-process)"))
+                from .engine_brian2 import nest_connect, nest_set_v0
+
+                t0 = time.perf_counter()
+                neurons = net["neurons"]
+                pops = {int(k): neurons[int(plan.first[k]):int(plan.first[k + 1])]
+                        for k in np.flatnonzero(plan.n)}
+                nest_connect(saved, pops)
+                nest_set_v0(saved, pops)
+                timings["connect"] = time.perf_counter() - t0
             kernel = nest.GetKernelStatus()
             info = {"num_connections": int(kernel["num_connections"]),
                     "network_size": int(kernel["network_size"]),
