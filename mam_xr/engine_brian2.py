@@ -491,6 +491,7 @@ def run(params, structure=None, store=None, *, connectivity=None, save_connectiv
     # --- draw ----------------------------------------------------------------------
     t1 = time.perf_counter()
     n = created_neurons(structure, sim.areas_simulated)
+    _check_memory(structure, n)
     if connectivity is None:
         conn = draw_connectivity(structure, sim.areas_simulated, dt=sim.dt, seed=sim.seed,
                                  V0_mean=neuron.V0_mean, V0_sd=neuron.V0_sd)
@@ -563,6 +564,26 @@ def run(params, structure=None, store=None, *, connectivity=None, save_connectiv
 
 
 save_connectivity_fn = save_connectivity
+
+
+#: Peak bytes per recurrent synapse: NumPy draws (~40) + Brian2's arrays and spike queue (~40).
+BYTES_PER_SYNAPSE = 80
+
+
+def _check_memory(structure, n) -> None:
+    """Refuse, before drawing, a network that cannot fit into this machine's memory."""
+    sim_pops = n > 0
+    S = np.floor(np.nan_to_num(to_flat_matrix(structure["synapses"])))[np.ix_(sim_pops, sim_pops)]
+    need = float(S.sum()) * BYTES_PER_SYNAPSE
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return
+    if need > 0.8 * total:
+        raise SimulationError(invalid(
+            "engine", "brian2", f"a network that fits into memory: {S.sum():.3g} synapses need "
+            f"about {need / 2**30:.1f} GiB, the machine has {total / 2**30:.1f} GiB; use a smaller "
+            "scale or fewer areas, or the NEST engine with MPI (docs/cluster.md)"))
 
 
 def describe_connectivity(connectivity) -> str | None:

@@ -310,3 +310,13 @@ def test_nest_engine_simulates_a_saved_connectivity(tiny, tmp_path):
     assert len(a) == len(b) > 5000
     assert np.array_equal(a.steps, b.steps) and np.array_equal(a.senders, b.senders)
     assert np.array_equal(a.offsets, b.offsets)
+
+
+@needs_brian2
+def test_a_network_too_large_for_memory_is_refused_before_anything_is_written(tmp_path):
+    from mam_xr.errors import SimulationError
+
+    s = reference_structure("fullscale_tutorial")         # 2.4e10 synapses
+    with pytest.raises(SimulationError, match="fits into memory"):
+        eb.run(Params.tutorial(engine="brian2", scale=1.0), s, tmp_path / "full.zarr")
+    assert not (tmp_path / "full.zarr").exists()
