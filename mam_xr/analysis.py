@@ -157,6 +157,13 @@ def _resolve_definition(run, overrides: dict) -> dict:
         t_sim = t_end
     if d["t_max_ms"] is None:
         d["t_max_ms"] = t_sim
+    if "t_min_ms" not in overrides and isinstance(d["t_max_ms"], (int, float)) \
+            and d["t_max_ms"] <= DEFAULTS["t_min_ms"]:
+        # A run shorter than upstream's 500 ms transient has nothing after it:
+        # analyse it whole instead of refusing (an explicit t_min_ms is still checked).
+        warnings.warn(f"run {run.path!r} ends at {d['t_max_ms']:g} ms, within the default "
+                      f"{DEFAULTS['t_min_ms']:g} ms transient: analysing from 0 ms", stacklevel=3)
+        d["t_min_ms"] = 0.0
     for name in ("t_min_ms", "t_max_ms", "bin_ms", "R_ms", "cc_bin_ms"):
         if not isinstance(d[name], (int, float)) or isinstance(d[name], bool) or not np.isfinite(d[name]):
             raise ParameterError(invalid(name, d[name], "a finite number of ms"))

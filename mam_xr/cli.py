@@ -225,12 +225,7 @@ def run_cmd(preset: str = PRESET, params_file: Optional[Path] = PARAMS,
         typer.echo(f"{out}\nstatus {run.status}; mean rate {run.mean_rate():.4f} spikes/s "
                    f"(all neurons, 0-{p.simulation.t_sim:g} ms)")
         if analysis:
-            # Upstream's window starts at 500 ms, after the initial transient; short
-            # runs are analysed from the start instead of failing.
-            t_min = 500.0 if p.simulation.t_sim > 500.0 else 0.0
-            if t_min == 0.0:
-                typer.echo(f"t_sim={p.simulation.t_sim:g} ms <= 500 ms: analysing from 0 ms")
-            _analyze_and_report(out, report, t_min_ms=t_min)
+            _analyze_and_report(out, report)
     except MamXrError as exc:
         _fail(exc)
 

@@ -22,6 +22,7 @@ def _find_shared() -> Path:
 SHARED = _find_shared()
 REFERENCE = SHARED / "reference"
 DATA_DIR = Path(os.environ.get("MAM_XR_DATA_DIR") or SHARED / "upstream-data")
+DATA_DIR = DATA_DIR.resolve()  # absolute: subprocesses and kernels run elsewhere
 if not (DATA_DIR / "MANIFEST.tsv").is_file():
     DATA_DIR = SHARED / "upstream-data"
 

@@ -467,3 +467,29 @@ def test_a_segmented_nest_run_gives_what_one_segment_gives(tmp_path):
     tot = float((a["rates"]["n_spikes"]).sum())
     assert tot == run.n_spikes()
     assert np.isfinite(float(a["irregularity"]["lvr"].mean()))
+
+
+def test_short_run_defaults_to_the_whole_run_but_explicit_window_is_checked(tmp_path):
+    """A run within the 500 ms transient is analysed from 0 ms (with a warning)."""
+    import warnings as _w
+
+    import numpy as np
+    import pytest as _pytest
+
+    from mam_xr import ParameterError, analysis, store
+    from conftest import reference_structure
+
+    path = tmp_path / "short.zarr"
+    root = store.create_run(path, structure=reference_structure("downscaled_tutorial"),
+                            dt=0.1, t_sim=200.0, n_segments_planned=1)
+    writer = store.SpikeWriter(root)
+    writer.append_segment(np.array([10, 500, 1500], dtype=np.int32), np.array([0, 1, 0], dtype=np.int32),
+                          np.array([0, 0, 0]), 0.0, 200.0)
+    store.set_status(root, "complete")
+    with _pytest.warns(UserWarning, match="analysing from 0 ms"):
+        stats = analysis.analyze(str(path), "rates", store=False)
+    assert stats["rates"].attrs["t_min_ms"] == 0.0
+    n = int(np.floor(reference_structure("downscaled_tutorial")["neurons"].sel(area="V1", pop="23E")))
+    assert float(stats["rates"]["rate"].sel(area="V1", pop="23E")) == _pytest.approx(3 / (n * 0.2))
+    with _pytest.raises(ParameterError, match="t_min_ms=500"):
+        analysis.analyze(str(path), "rates", store=False, t_min_ms=500.0)

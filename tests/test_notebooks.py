@@ -43,4 +43,4 @@ def test_chi_sweep_notebook(tmp_path, monkeypatch):
                   MAM_XR_NB_T_SIM="200", MAM_XR_NB_AREAS="V1,V2", MAM_XR_NB_CHIS="1.0,1.9")
     table = _outputs(nb, 'th[["converged"')
     assert "2.5" in table and "True" in table
-    assert "chi" in _outputs(nb, 'result["rate"].mean')
+    assert "chi" in _outputs(nb, 'result[["rates_rate"')
