@@ -1194,14 +1194,7 @@ def _with_internal_change(structure: xr.Dataset, factor: xr.DataArray | None, p,
         dJ = (out["J"] - structure["J"]).fillna(0.0)
     dc = structure["dc_drive"].fillna(0.0)
     if bool((dc != 0).any()):
-        kappa = p.network.scale if K_scaling is None else float(K_scaling)
-        nu_full = _fullscale_rates_vector(p, fullscale_rates)
-        if kappa == 1.0 or nu_full is None:
-            raise ParameterError(invalid(
-                "K_scaling", kappa, "the structure's down-scaling factor (< 1) and its fullscale_rates "
-                "(the structure has a DC drive, which changes with the couplings)"))
-        nrn = _neuron(p)
-        scale = nrn.C_m / nrn.tau_m * (1.0 - math.sqrt(kappa)) / math.sqrt(kappa) * 1e-3 * nrn.tau_m
+        scale, nu_full = _dc_scale(p, K_scaling, fullscale_rates)
         delta = xr.zeros_like(dc)
         if dJ is not None:
             nu = from_flat_vector(nu_full).rename(area="source_area", pop="source_pop").fillna(0.0)
