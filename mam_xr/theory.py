@@ -36,7 +36,7 @@ import functools
 import json
 import math
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Literal, Sequence
 
@@ -46,9 +46,9 @@ from scipy import optimize
 from scipy.special import dawsn, erfcx
 
 try:  # optional: keeps BLAS single-threaded inside the theory (see _single_threaded)
-    from threadpoolctl import threadpool_limits as _threadpool_limits
+    from threadpoolctl import ThreadpoolController as _ThreadpoolController
 except ImportError:  # pragma: no cover
-    _threadpool_limits = None
+    _ThreadpoolController = None
 
 from . import __version__
 from .errors import ParameterError, invalid
@@ -74,6 +74,10 @@ TAU_RATE_MS = 1.0
 _STATIONARY_MODES = ("hom_poisson_stat", "het_poisson_stat")
 
 
+_CONTROLLER = []     # one ThreadpoolController, made at the first call (inspecting the
+                     # loaded libraries takes ~2 ms, too much to repeat on every call)
+
+
 def _single_threaded(function):
     """Run ``function`` with BLAS/LAPACK limited to one thread (if threadpoolctl is there).
 
@@ -83,8 +87,12 @@ def _single_threaded(function):
     """
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
-        limit = (_threadpool_limits(limits=1, user_api="blas") if _threadpool_limits is not None
-                 else contextlib.nullcontext())
+        if _ThreadpoolController is None:
+            limit = contextlib.nullcontext()
+        else:
+            if not _CONTROLLER:
+                _CONTROLLER.append(_ThreadpoolController())
+            limit = _CONTROLLER[0].limit(limits=1, user_api="blas")
         with limit:
             return function(*args, **kwargs)
     return wrapper
@@ -96,15 +104,19 @@ class ConvergenceWarning(UserWarning):
 
 # --- the transfer function ----------------------------------------------------
 
-# ∫_a^b erfcx(s) ds for 0 <= a, b: Gauss-Legendre below _X0 (erfcx is entire and
-# smooth there) and the integrated asymptotic series
-# erfcx(s) ~ 1/(s√π) Σ (-1)^n (2n-1)!!/(2s²)^n above _X0 (its smallest term at
-# s = 7 is ~1e-21).  The number of nodes grows with the interval length so that
-# the relative error stays below ~1e-15 (checked against adaptive quadrature:
-# 6 nodes up to length 0.5, 8 up to 1, 10 up to 2, 14 up to 3.5, 20 up to 7).
-_X0 = 7.0
-_GL_RULES = [(length, *np.polynomial.legendre.leggauss(n))
-             for length, n in ((0.5, 6), (1.0, 8), (2.0, 10), (3.5, 14), (np.inf, 20))]
+# ∫_a^b erfcx(s) ds for a, b >= 0 as F(b) − F(a) with the antiderivative
+# F(x) = ∫_0^x erfcx(s) ds.  Below _TAB_MAX, F is a table on the grid x_k = k/128:
+# F(x_k) are cumulated 10-node Gauss-Legendre integrals over the grid cells (exact
+# to rounding), and inside a cell F is the quintic Hermite interpolant of F, F' =
+# erfcx and F'' = 2x erfcx(x) − 2/√π (error < 1e-16 here).  F is returned as the
+# table value F(x_k) plus the (small) rest, so that F(b) − F(a) loses nothing on
+# short intervals: the absolute error of the integral is <= ~5e-16 for short
+# intervals and ~4e-15 for long ones.  Above _TAB_MAX the integrated asymptotic
+# series erfcx(s) ~ 1/(s√π) Σ (-1)^n (2n-1)!!/(2s²)^n is added (terms < 1e-30).
+# This replaces adaptive quadrature and costs ~25 array operations per call.
+_TAB_SCALE = 128.0
+_TAB_MAX = 64.0
+_TAB_N = int(_TAB_MAX * _TAB_SCALE)
 
 
 def _asymptotic_coefficients(n_terms: int = 25) -> np.ndarray:
@@ -128,24 +140,57 @@ def _asymptotic_tail(x: np.ndarray) -> np.ndarray:
     return acc
 
 
+def _antiderivative_table():
+    """F(x_k) (k = 0.._TAB_N - 1) and the coefficients of t, ..., t⁵ (x = x_k + t/128)."""
+    h = 1.0 / _TAB_SCALE
+    x = np.arange(_TAB_N + 1) * h
+    nodes, weights = np.polynomial.legendre.leggauss(10)
+    cells = 0.5 * h * (erfcx((x[:-1] + 0.5 * h)[:, None] + 0.5 * h * nodes) @ weights)
+    F = np.concatenate([[0.0], np.cumsum(cells.astype(np.longdouble))]).astype(float)
+    d1 = erfcx(x)
+    d2 = 2.0 * x * d1 - 2.0 / math.sqrt(math.pi)
+    # quintic Hermite: p(t) = F_k + h F'_k t + h² F''_k t²/2 + a3 t³ + a4 t⁴ + a5 t⁵
+    r0 = cells - h * d1[:-1] - 0.5 * h * h * d2[:-1]
+    r1 = h * (d1[1:] - d1[:-1]) - h * h * d2[:-1]
+    r2 = h * h * (d2[1:] - d2[:-1])
+    coeffs = np.stack([h * d1[:-1], 0.5 * h * h * d2[:-1], 10 * r0 - 4 * r1 + 0.5 * r2,
+                       -15 * r0 + 7 * r1 - r2, 6 * r0 - 3 * r1 + 0.5 * r2], axis=1)
+    return F[:-1].copy(), np.ascontiguousarray(coeffs)
+
+
+_TAB_F, _TAB_COEF = _antiderivative_table()
+_TAIL_AT_MAX = float(_asymptotic_tail(np.array([_TAB_MAX]))[0])
+
+
+def _antiderivative(x: np.ndarray):
+    """F(x) = ∫_0^x erfcx(s) ds for x >= 0 as (table value, rest); NaN -> NaN rest."""
+    s = np.fmin(x, _TAB_MAX) * _TAB_SCALE
+    k = s.astype(np.intp)
+    np.minimum(k, _TAB_N - 1, out=k)
+    t = s - k
+    c = _TAB_COEF[k]
+    rest = c[:, 4] * t
+    rest += c[:, 3]
+    rest *= t
+    rest += c[:, 2]
+    rest *= t
+    rest += c[:, 1]
+    rest *= t
+    rest += c[:, 0]
+    rest *= t
+    far = x > _TAB_MAX
+    if far.any():
+        h = x[far]
+        rest[far] += (np.log(h / _TAB_MAX) + _asymptotic_tail(h) - _TAIL_AT_MAX) / math.sqrt(math.pi)
+    return _TAB_F[k], rest
+
+
 def _integral_erfcx(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """∫_a^b erfcx(s) ds for arrays with a, b >= 0 (signed if b < a)."""
-    lo, hi = np.minimum(a, b), np.maximum(a, b)
-    top, bottom = np.minimum(hi, _X0), np.minimum(lo, _X0)
-    half, mid = 0.5 * (top - bottom), 0.5 * (top + bottom)
-    out = np.empty_like(half)
-    todo = np.ones(half.shape, bool)
-    for length, x, w in _GL_RULES:
-        sel = todo & (half <= 0.5 * length)
-        if sel.any():
-            h = half[sel]
-            out[sel] = h * (erfcx(mid[sel][:, None] + h[:, None] * x) @ w)
-            todo &= ~sel
-    far = hi > _X0
-    if far.any():
-        h, l = hi[far], np.maximum(lo[far], _X0)
-        out[far] += (np.log(h / l) + _asymptotic_tail(h) - _asymptotic_tail(l)) / math.sqrt(math.pi)
-    return np.where(b >= a, out, -out)
+    a, b = np.broadcast_arrays(np.asarray(a, float), np.asarray(b, float))
+    n = a.size
+    F, rest = _antiderivative(np.concatenate([a.ravel(), b.ravel()]))
+    return ((F[n:] - F[:n]) + (rest[n:] - rest[:n])).reshape(a.shape)
 
 
 @dataclass(frozen=True)
@@ -178,9 +223,6 @@ def _siegert(mu, sigma, nrn: _Neuron, derivatives: bool = False,
     mu, sigma = np.broadcast_arrays(np.asarray(mu, float), np.asarray(sigma, float))
     shape = mu.shape
     mu, sigma = mu.ravel(), sigma.ravel()
-    phi = np.zeros(mu.shape)
-    dmu = np.zeros(mu.shape)
-    dsig = np.zeros(mu.shape)
     sqrt_pi = math.sqrt(math.pi)
 
     zero = sigma <= 0.0
@@ -189,9 +231,14 @@ def _siegert(mu, sigma, nrn: _Neuron, derivatives: bool = False,
         active &= ~(nrn.theta - mu > CUTOFF_SIGMAS * sigma)
     else:
         active &= np.isfinite(mu)
+    everywhere = bool(active.all())     # the common case: no masking, no scatter
+    phi = None if everywhere else np.zeros(mu.shape)
+    dmu = dsig = None
+    if derivatives:
+        dmu, dsig = np.zeros(mu.shape), np.zeros(mu.shape)
     # σ = 0: deterministic LIF (the σ -> 0 limit of the Siegert formula).
-    det = zero & (mu > nrn.theta)
-    if det.any():
+    det = zero & (mu > nrn.theta) if not everywhere else None
+    if det is not None and det.any():
         m = mu[det]
         period = nrn.t_ref + nrn.tau_m * np.log((m - nrn.V_r) / (m - nrn.theta))
         phi[det] = 1e3 / period
@@ -199,39 +246,57 @@ def _siegert(mu, sigma, nrn: _Neuron, derivatives: bool = False,
             dperiod = nrn.tau_m * (1.0 / (m - nrn.V_r) - 1.0 / (m - nrn.theta))
             dmu[det] = -1e3 * dperiod / period ** 2
 
-    idx = np.flatnonzero(active)
-    if idx.size:
-        m, s = mu[idx], sigma[idx]
+    idx = None if everywhere else np.flatnonzero(active)
+    if everywhere or idx.size:
+        m, s = (mu, sigma) if everywhere else (mu[idx], sigma[idx])
+        n = m.size
         c = nrn.shift
-        y_th = (nrn.theta - m) / s + c
-        y_r = (nrn.V_r - m) / s + c
-        neg = y_th < 0                 # both boundaries negative (§B.3 step 2)
-        both = y_r > 0                 # both boundaries positive (step 3); else step 4
-        lower = np.where(neg, -y_th, np.where(both, y_r, y_th))
-        upper = np.where(neg, -y_r, np.where(both, y_th, -y_r))
-        I = _integral_erfcx(lower, upper)
-        E = np.where(neg, 1.0, np.exp(-y_th * y_th))     # exp(-y_th²) where y_th > 0
-        d_th = 2.0 * dawsn(y_th)
-        # E · ∫_{y_r}^{y_th} e^{u²}(1 + erf u) du in the three forms:
-        integral = np.where(neg, I, np.where(
-            both, d_th - 2.0 * np.exp(np.minimum(y_r * y_r - y_th * y_th, 0.0)) * dawsn(y_r) - E * I,
-            d_th + E * I))
-        psi = 1.0 / (E * nrn.t_ref + nrn.tau_m * sqrt_pi * integral)   # Φ/E in 1/ms
-        rate = E * psi                                                  # 1/ms
-        phi[idx] = 1e3 * rate
+        y = np.empty(2 * n)                 # [y_θ, y_r]
+        y_th, y_r = y[:n], y[n:]
+        np.divide(nrn.theta - m, s, out=y_th)
+        y_th += c
+        np.divide(nrn.V_r - m, s, out=y_r)
+        y_r += c
+        # The integral of e^{u²}(1 + erf u) over [y_r, y_θ] in the three forms of §B.3
+        # (steps 2-4), scaled by E = exp(-y_θ²) where y_θ > 0, written with
+        # D = ∫_{|y_θ|}^{|y_r|} erfcx(s) ds:
+        #   y_θ < 0 (both boundaries negative):   D
+        #   y_r <= 0 <= y_θ:                      2 dawsn(y_θ) + E D
+        #   y_r > 0 (both positive):              2 dawsn(y_θ) − 2 e^{y_r²−y_θ²} dawsn(y_r) + E D
+        F, rest = _antiderivative(np.abs(y))
+        D = F[n:] - F[:n]
+        D += rest[n:] - rest[:n]
+        yp = np.maximum(y_th, 0.0)
+        E = np.exp(-yp * yp)                # 1 where y_θ < 0
+        integral = E * D
+        integral += 2.0 * dawsn(yp)         # dawsn(0) = 0
+        both = y_r > 0
+        if both.any():
+            b = both
+            integral[b] -= 2.0 * np.exp(np.minimum(y_r[b] ** 2 - y_th[b] ** 2, 0.0)) * dawsn(y_r[b])
+        psi = E * nrn.t_ref
+        psi += nrn.tau_m * sqrt_pi * integral
+        np.divide(1.0, psi, out=psi)        # Φ/E in 1/ms
+        rate = E * psi                      # 1/ms
+        if everywhere:
+            phi = 1e3 * rate
+        else:
+            phi[idx] = 1e3 * rate
 
         if derivatives:
+            neg = y_th < 0
             # E·f(y) with f(y) = e^{y²}(1 + erf y) = erfcx(-y), without overflow.
             Ef_th = np.where(neg, erfcx(np.abs(y_th)), 2.0 - E * erfcx(np.abs(y_th)))
             Ef_r = np.where(
                 y_r <= 0, E * erfcx(np.abs(y_r)),
                 2.0 * np.exp(np.minimum(y_r ** 2 - y_th ** 2, 0.0)) - E * erfcx(np.abs(y_r)))
             pref = 1e3 * rate * psi * nrn.tau_m * sqrt_pi
-            dmu[idx] = pref * (Ef_th - Ef_r) / s
+            sel = slice(None) if everywhere else idx
+            dmu[sel] = pref * (Ef_th - Ef_r) / s
             # dy/dσ = -(boundary - μ)/σ²; upstream's finite difference keeps the
             # shift σ·c fixed in mV, i.e. dy/dσ = -(boundary - μ + σc)/σ² (§B.6, G.16).
             extra = c * s if held_shift else 0.0
-            dsig[idx] = pref * (Ef_th * (nrn.theta - m + extra)
+            dsig[sel] = pref * (Ef_th * (nrn.theta - m + extra)
                                 - Ef_r * (nrn.V_r - m + extra)) / s ** 2
     if derivatives:
         return phi.reshape(shape), dmu.reshape(shape), dsig.reshape(shape)
@@ -344,11 +409,21 @@ class _System:
     dyn: np.ndarray
     fixed_rates: np.ndarray
     nrn: _Neuron
+    # [A; B] and [mu0, var0], so that μ and σ² take one matrix-vector product
+    AB: np.ndarray = field(init=False, repr=False, compare=False)
+    offset: np.ndarray = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "AB", np.ascontiguousarray(np.vstack([self.A, self.B]).T))
+        object.__setattr__(self, "offset", np.concatenate([self.mu0, self.var0]))
 
     def mu_sigma(self, rates: np.ndarray):
-        mu = rates @ self.A.T + self.mu0
-        var = rates @ self.B.T + self.var0
-        return mu, np.sqrt(np.maximum(var, 0.0))
+        x = rates @ self.AB
+        x += self.offset
+        n = self.mu0.size
+        var = x[..., n:]
+        np.maximum(var, 0.0, out=var)
+        return x[..., :n], np.sqrt(var)
 
     def phi(self, rates: np.ndarray) -> np.ndarray:
         mu, sigma = self.mu_sigma(rates)
@@ -660,21 +735,26 @@ def _run(system: _System, nu0: np.ndarray, dt: float, n_steps: int, first_step_d
     state and the state one step before.
     """
     decay = math.exp(-dt / TAU_RATE_MS)
+    gain = 1.0 - decay
     nu = nu0.copy()
-    traj = np.empty(nu.shape + (n_steps // stride + 1,)) if record else None
+    # time-major while integrating (each sample is one contiguous row)
+    traj = np.empty((n_steps // stride + 1,) + nu.shape) if record else None
     if record:
-        traj[..., 0] = nu
+        traj[0] = nu
     prev = nu
+    phi = system.phi
     for k in range(1, n_steps + 1):
         prev = nu
         if k == 1 and first_step_decay:
             # NEST delivers no rate input in the first step of a run: pure decay.
             nu = decay * nu
         else:
-            nu = decay * nu + (1.0 - decay) * system.phi(nu)
+            nu = phi(nu)
+            nu *= gain
+            nu += decay * prev
         if record and k % stride == 0:
-            traj[..., k // stride] = nu
-    return traj, nu, prev
+            traj[k // stride] = nu
+    return (np.moveaxis(traj, 0, -1) if record else None), nu, prev
 
 
 def _relax(system: _System, nu0: np.ndarray, dt: float, n_steps: int, every: int = 20,
