@@ -53,7 +53,7 @@ except ImportError:  # pragma: no cover
 from . import __version__
 from .errors import ParameterError, invalid
 from .flat import (AREAS, N_POPULATIONS, POPS, exists, from_flat_matrix, from_flat_vector,
-                   is_excitatory, population_labels, structure_to_flat)
+                   is_excitatory, population_labels, to_flat_matrix, to_flat_vector)
 
 __all__ = [
     "ConvergenceWarning", "transfer", "transfer_derivatives", "input_statistics", "integrate",
@@ -220,7 +220,9 @@ def _siegert(mu, sigma, nrn: _Neuron, derivatives: bool = False,
     the boundaries (§B.3 steps 2-4) with erfcx and Dawson's function, scaled
     by E = exp(-y_θ²) when y_θ > 0 so that nothing overflows.
     """
-    mu, sigma = np.broadcast_arrays(np.asarray(mu, float), np.asarray(sigma, float))
+    if not (type(mu) is np.ndarray and type(sigma) is np.ndarray and mu.ndim == 1
+            and mu.shape == sigma.shape and mu.dtype == sigma.dtype == np.float64):
+        mu, sigma = np.broadcast_arrays(np.asarray(mu, float), np.asarray(sigma, float))
     shape = mu.shape
     mu, sigma = mu.ravel(), sigma.ravel()
     sqrt_pi = math.sqrt(math.pi)
@@ -346,6 +348,7 @@ def transfer(mu, sigma, *, tau_m: float = 10.0, tau_s: float = 0.5, t_ref: float
     >>> float(transfer(10.0, 5.0))  # doctest: +ELLIPSIS
     11.657...
     """
+    _check_flag("cutoff", cutoff)
     nrn = _Neuron(tau_m=tau_m, tau_s=tau_s, t_ref=t_ref, theta=theta, V_r=V_r, cutoff=cutoff)
     _check_neuron(nrn)
     if isinstance(mu, xr.DataArray) or isinstance(sigma, xr.DataArray):
@@ -369,8 +372,10 @@ def transfer_derivatives(mu, sigma, *, tau_m: float = 10.0, tau_s: float = 0.5,
     tuple of ndarray
         Φ (spikes/s), ∂Φ/∂μ (spikes/s per mV), ∂Φ/∂σ² (spikes/s per mV²).
     """
+    _check_flag("cutoff", cutoff)
     nrn = _Neuron(tau_m=tau_m, tau_s=tau_s, t_ref=t_ref, theta=theta, V_r=V_r, cutoff=cutoff)
     _check_neuron(nrn)
+    _check_flag("held_shift", held_shift)
     phi, dmu, dsig = _siegert(mu, sigma, nrn, derivatives=True, held_shift=held_shift)
     sigma = np.asarray(sigma, float)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -491,9 +496,12 @@ def _rates_vector(rates, name: str) -> np.ndarray:
     if arr.shape != (N_POPULATIONS,):
         raise ParameterError(invalid(name, f"<array of shape {arr.shape}>",
                                      f"{N_POPULATIONS} rates in spikes/s in mam_xr.flat order"))
-    if not np.all(np.isfinite(arr)) or np.any(arr < 0):
-        raise ParameterError(invalid(name, "<array with negative or non-finite rates>",
-                                     "finite rates >= 0 spikes/s"))
+    bad = ~(arr >= 0) | ~np.isfinite(arr)
+    if bad.any():
+        k = int(np.flatnonzero(bad)[0])
+        more = f" ({int(bad.sum())} of {N_POPULATIONS} rates are not)" if bad.sum() > 1 else ""
+        raise ParameterError(invalid(f"{name}[{population_labels()[k]}]", float(arr[k]),
+                                     f"a finite rate >= 0 spikes/s{more}"))
     return arr
 
 
@@ -519,11 +527,30 @@ def replacement_rates(params=None, source=None) -> np.ndarray:
 
 
 def _flat_model(structure: xr.Dataset) -> dict:
-    """K, J (254 x 255, external last, NaN -> 0) and the DC drive (254, pA)."""
+    """K, J (254 x 255, external last) and the DC drive (254, pA) of the existing
+    populations; a NaN or infinite entry (or a negative indegree) is an error."""
     _check_structure(structure)
-    flat = structure_to_flat(structure)
-    return {"K": np.nan_to_num(flat["K"]), "J": np.nan_to_num(flat["J"]),
-            "dc": np.nan_to_num(flat["add_DC_drive"])}
+    K = to_flat_matrix(structure["indegree"], structure["external_indegree"])
+    J = to_flat_matrix(structure["J"], structure["external_J"])
+    dc = to_flat_vector(structure["dc_drive"])
+    labels = population_labels()
+    for name, external, arr, low in (("indegree", "external_indegree", K, 0.0),
+                                     ("J", "external_J", J, -np.inf)):
+        bad = ~np.isfinite(arr) | (arr < low)
+        if bad.any():
+            i, j = (int(v) for v in np.argwhere(bad)[0])
+            where = (f"structure.{external}[{labels[i]}]" if j == N_POPULATIONS
+                     else f"structure.{name}[{labels[i]} <- {labels[j]}]")
+            more = f" ({int(bad.sum())} entries are not)" if bad.sum() > 1 else ""
+            raise ParameterError(invalid(where, float(arr[i, j]), (
+                "a finite indegree >= 0" if name == "indegree" else "a finite coupling in mV")
+                + f" for every existing population pair{more}"))
+    bad = ~np.isfinite(dc)
+    if bad.any():
+        k = int(np.flatnonzero(bad)[0])
+        raise ParameterError(invalid(f"structure.dc_drive[{labels[k]}]", float(dc[k]),
+                                     "a finite DC drive in pA for every existing population"))
+    return {"K": K, "J": J, "dc": dc}
 
 
 def _system(structure: xr.Dataset, params=None, *, neuron: _Neuron | None = None,
@@ -539,7 +566,7 @@ def _assemble(model: dict, params=None, *, neuron: _Neuron | None = None,
               replace: str | None = None, replacement=None) -> _System:
     p = _params(params)
     nrn = neuron if neuron is not None else _neuron(p)
-    rate_ext = p.network.input.rate_ext if rate_ext is None else float(rate_ext)
+    rate_ext = p.network.input.rate_ext if rate_ext is None else _check_rate_ext(rate_ext)
     K, J, dc = model["K"], model["J"], model["dc"]
     tau_m_s = 1e-3 * nrn.tau_m            # τ_m in s multiplies rates in spikes/s
     KJ = K[:, :-1] * J[:, :-1]
@@ -590,10 +617,33 @@ def _check_structure(structure) -> None:
                                      "external_J and dc_drive"))
 
 
+#: Values of simulation.replace_non_simulated_areas (params.REPLACEMENT_MODES).
+_REPLACE_MODES = ("hom_poisson_stat", "het_poisson_stat", "het_current_nonstat")
+
+
+def _check_flag(name: str, value) -> None:
+    if not isinstance(value, (bool, np.bool_)):
+        raise ParameterError(invalid(name, value, "True or False"))
+
+
+def _check_rate_ext(rate_ext) -> float:
+    try:
+        value = float(rate_ext)
+    except (TypeError, ValueError):
+        raise ParameterError(invalid("rate_ext", rate_ext, "a rate >= 0 spikes/s")) from None
+    if not (math.isfinite(value) and value >= 0):
+        raise ParameterError(invalid("rate_ext", rate_ext, "a finite rate >= 0 spikes/s"))
+    return value
+
+
 def _settings(params, areas_simulated, replace, replacement, structure=None):
     p = _params(params, structure)
     if areas_simulated is None:
         areas_simulated = p.simulation.areas_simulated
+    if isinstance(areas_simulated, str):
+        areas_simulated = (areas_simulated,)
+    if replace is not None and replace not in _REPLACE_MODES:
+        raise ParameterError(invalid("replace", replace, f"one of {', '.join(_REPLACE_MODES)}"))
     if replace is None:
         replace = p.simulation.replace_non_simulated_areas
     if replacement is not None:
@@ -846,6 +896,8 @@ def integrate(structure: xr.Dataset, params=None, *, initial_rates=None, n_draws
         raise ParameterError(invalid("dt", dt, "a step > 0 ms"))
     if not T > 0:
         raise ParameterError(invalid("T", T, "a duration > 0 ms"))
+    if not dt < T:
+        raise ParameterError(invalid("dt", dt, f"a step smaller than T={T} ms"))
     n_steps = int(round(T / dt))
     if abs(n_steps * dt - T) > 1e-9 * T:
         raise ParameterError(invalid("T", T, f"a multiple of dt={dt} ms"))
@@ -858,8 +910,10 @@ def integrate(structure: xr.Dataset, params=None, *, initial_rates=None, n_draws
         raise ParameterError(invalid("first_step", first_step, "'nest' or 'euler'"))
     if not tol > 0:
         raise ParameterError(invalid("tol", tol, "a tolerance > 0 spikes/s"))
+    _check_flag("cutoff", cutoff)
+    _check_flag("warn", warn)
     nrn = _replace_neuron(_neuron(p), cutoff=cutoff)
-    rate_ext = p.network.input.rate_ext if rate_ext is None else float(rate_ext)
+    rate_ext = p.network.input.rate_ext if rate_ext is None else _check_rate_ext(rate_ext)
     system = _system(structure, p, neuron=nrn, rate_ext=rate_ext, areas_simulated=areas,
                      replace=replace, replacement=repl)
     nu0, how = _initial(system, p, initial_rates, n_draws, seed, rate_max)
@@ -1150,9 +1204,12 @@ def fixed_point(structure: xr.Dataset, params=None, *, initial=None, tol: float 
     """
     if not tol > 0:
         raise ParameterError(invalid("tol", tol, "a tolerance > 0 spikes/s"))
+    for name, flag in (("cutoff", cutoff), ("held_shift", held_shift), ("with_gain", with_gain),
+                       ("warn", warn)):
+        _check_flag(name, flag)
     p, areas, replace, repl = _settings(params, areas_simulated, replace, replacement_rates, structure)
     nrn = _replace_neuron(_neuron(p), cutoff=cutoff)
-    rate_ext = p.network.input.rate_ext if rate_ext is None else float(rate_ext)
+    rate_ext = p.network.input.rate_ext if rate_ext is None else _check_rate_ext(rate_ext)
     system = _system(structure, p, neuron=nrn, rate_ext=rate_ext, areas_simulated=areas,
                      replace=replace, replacement=repl)
     how = "given rates"
@@ -1456,6 +1513,12 @@ def sweep(structure: xr.Dataset, param: str, values: Sequence[float], params=Non
     values = [float(v) for v in np.atleast_1d(values)]
     if not values:
         raise ParameterError(invalid("values", values, "at least one parameter value"))
+    if not tol > 0:
+        raise ParameterError(invalid("tol", tol, "a tolerance > 0 spikes/s"))
+    for name, flag in (("fast", fast), ("with_gain", with_gain), ("warn", warn)):
+        _check_flag(name, flag)
+    if build is not None and not callable(build):
+        raise ParameterError(invalid("build", build, "a callable value -> structure Dataset"))
     if build is None and fast and param not in _FAST:
         raise ParameterError(invalid(
             "param", param, f"one of {', '.join(_FAST)} for the fast path, or fast=False / build="))

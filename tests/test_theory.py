@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.integrate import quad
 
 from mam_xr import theory
@@ -152,6 +154,53 @@ def test_transfer_derivatives_match_finite_differences(held_shift):
     np.testing.assert_allclose(dvar, num_sigma / (2 * sigma), rtol=1e-6)
 
 
+# --- property-based checks of the transfer function (hypothesis) -------------------------
+
+#: Small, reproducible budgets: the CI suite must stay quick.
+quick = settings(max_examples=60, deadline=None, derandomize=True)
+
+
+def quad_phi(mu, sigma, tau_m=10.0, tau_s=0.5, t_ref=2.0, theta=15.0, V_r=0.0):
+    """Φ by direct adaptive quadrature of the Siegert integral with the colored-noise shift,
+    1/(t_ref + τ_m √π ∫_{y_r}^{y_θ} e^{u²}(1 + erf u) du), with 1 + erf u = erfc(−u) so
+    that the integrand keeps its relative precision for u < 0 (valid for |y| < 26)."""
+    c = 0.5 * ALPHA * math.sqrt(tau_s / tau_m)
+    y_th, y_r = (theta - mu) / sigma + c, (V_r - mu) / sigma + c
+    integral = quad(lambda u: math.exp(u * u) * math.erfc(-u), y_r, y_th, epsabs=0,
+                    epsrel=1e-13, limit=400)[0]
+    return 1e3 / (t_ref + tau_m * math.sqrt(math.pi) * integral)
+
+
+@quick
+@given(mu=st.floats(-20.0, 45.0), sigma=st.floats(2.0, 60.0), tau_s=st.floats(0.05, 2.0),
+       t_ref=st.floats(0.5, 4.0))
+def test_transfer_equals_direct_quadrature(mu, sigma, tau_s, t_ref):
+    fast = float(theory.transfer(mu, sigma, tau_s=tau_s, t_ref=t_ref, cutoff=False))
+    assert fast == pytest.approx(quad_phi(mu, sigma, tau_s=tau_s, t_ref=t_ref), rel=1e-9, abs=0)
+
+
+extreme_mu = st.floats(-1e4, 1e4)
+extreme_sigma = st.one_of(st.just(0.0), st.floats(1e-12, 1e4))
+
+
+@quick
+@given(mu=st.lists(extreme_mu, min_size=1, max_size=20), sigma=extreme_sigma,
+       t_ref=st.floats(0.1, 5.0), cutoff=st.booleans())
+def test_transfer_is_finite_nonnegative_and_bounded(mu, sigma, t_ref, cutoff):
+    phi = theory.transfer(np.array(mu), sigma, t_ref=t_ref, cutoff=cutoff)
+    assert phi.shape == (len(mu),)
+    assert np.all(np.isfinite(phi)) and np.all(phi >= 0)
+    assert np.all(phi <= 1e3 / t_ref * (1 + 1e-12))          # at most one spike per t_ref
+
+
+@quick
+@given(mu=st.floats(-100.0, 200.0), step=st.floats(1e-6, 50.0),
+       sigma=st.one_of(st.just(0.0), st.floats(1e-3, 200.0)), cutoff=st.booleans())
+def test_transfer_is_monotone_in_mu(mu, step, sigma, cutoff):
+    lo, hi = theory.transfer(np.array([mu, mu + step]), sigma, cutoff=cutoff)
+    assert hi >= lo * (1 - 1e-13)
+
+
 def test_transfer_rejects_bad_neuron_parameters():
     with pytest.raises(ParameterError, match=r"tau_m=-1\.0 is invalid: expected"):
         theory.transfer(1.0, 1.0, tau_m=-1.0)
@@ -221,6 +270,91 @@ def test_integrate_given_rates_and_euler_first_step(downscaled, p_down):
 def test_integrate_rejects_bad_arguments(fullscale, kwargs, message):
     with pytest.raises(ParameterError, match=message):
         theory.integrate(fullscale, **kwargs)
+
+
+def test_negative_or_nan_rates_are_rejected_with_the_population(fullscale, p_full):
+    rates = np.full(254, 2.0)
+    rates[5] = -1.0
+    with pytest.raises(ParameterError, match=r"initial_rates\[V1-5I\]=-1\.0 is invalid: "
+                                             r"expected a finite rate >= 0 spikes/s"):
+        theory.integrate(fullscale, p_full, initial_rates=rates)
+    rates[7] = np.nan
+    with pytest.raises(ParameterError, match=r"initial_rates\[V1-5I\]=-1\.0 .*\(2 of 254 rates"):
+        theory.integrate(fullscale, p_full, initial_rates=np.stack([np.ones(254), rates]))
+    with pytest.raises(ParameterError, match=r"rates\[V1-6I\]=nan is invalid"):
+        theory.input_statistics(fullscale, np.where(np.arange(254) == 7, np.nan, 1.0), p_full)
+    with pytest.raises(ParameterError, match=r"replacement_rates\[V1-5I\]=-1\.0 is invalid"):
+        theory.integrate(fullscale, p_full, areas_simulated=("V1",), replace="het_poisson_stat",
+                         replacement_rates=np.where(np.arange(254) == 5, -1.0, 1.0))
+
+
+@pytest.mark.parametrize("variable, index, value, message", [
+    ("J", dict(area="V2", pop="4E", source_area="V1", source_pop="23E"), np.nan,
+     r"structure\.J\[V2-4E <- V1-23E\]=nan is invalid: expected a finite coupling"),
+    ("indegree", dict(area="V1", pop="23I", source_area="V1", source_pop="23E"), np.inf,
+     r"structure\.indegree\[V1-23I <- V1-23E\]=inf is invalid: expected a finite indegree >= 0"),
+    ("indegree", dict(area="V1", pop="23I", source_area="V4", source_pop="5E"), -3.0,
+     r"structure\.indegree\[V1-23I <- V4-5E\]=-3\.0 is invalid"),
+    ("external_J", dict(area="MT", pop="6E"), np.nan,
+     r"structure\.external_J\[MT-6E\]=nan is invalid"),
+    ("external_indegree", dict(area="FEF", pop="5I"), np.nan,
+     r"structure\.external_indegree\[FEF-5I\]=nan is invalid"),
+    ("dc_drive", dict(area="V1", pop="4E"), np.nan,
+     r"structure\.dc_drive\[V1-4E\]=nan is invalid: expected a finite DC drive"),
+])
+def test_non_finite_structure_entries_are_rejected(fullscale, p_full, variable, index, value, message):
+    bad = fullscale.copy()
+    bad[variable] = fullscale[variable].copy(deep=True)
+    bad[variable].loc[index] = value
+    for call in (lambda: theory.integrate(bad, p_full, T=1.0),
+                 lambda: theory.fixed_point(bad, p_full, initial=np.ones(254)),
+                 lambda: theory.input_statistics(bad, np.ones(254), p_full),
+                 lambda: theory.sweep(bad, "chi", [1.0], p_full)):
+        with pytest.raises(ParameterError, match=message):
+            call()
+
+
+def test_nan_of_absent_populations_is_fine(fullscale, p_full):
+    # TH 4E/4I do not exist: whatever their entries hold is never read.
+    s = fullscale.copy()
+    s["J"] = fullscale["J"].copy(deep=True)
+    s["J"].loc[dict(area="TH", pop="4E")] = np.nan
+    ds = theory.integrate(s, p_full, T=1.0, warn=False)
+    assert np.isfinite(ds["rate"].sel(area="V1")).all()
+
+
+@pytest.mark.parametrize("function, kwargs, message", [
+    ("integrate", {"T": 0.1}, r"dt=0\.1 is invalid: expected a step smaller than T=0\.1 ms"),
+    ("integrate", {"dt": 1.0, "T": 0.5}, r"dt=1\.0 is invalid: expected a step smaller than T=0\.5"),
+    ("integrate", {"T": float("nan")}, r"T=nan is invalid: expected a duration > 0 ms"),
+    ("integrate", {"replace": "poisson"}, r"replace='poisson' is invalid: expected one of "
+                                          r"hom_poisson_stat, het_poisson_stat, het_current_nonstat"),
+    ("integrate", {"cutoff": "yes"}, r"cutoff='yes' is invalid: expected True or False"),
+    ("integrate", {"rate_ext": -1.0}, r"rate_ext=-1\.0 is invalid: expected a finite rate >= 0"),
+    ("integrate", {"initial_rates": "uniform"}, r"initial_rates='uniform' is invalid"),
+    ("integrate", {"areas_simulated": ("V1", "V9")}, r"areas_simulated=\['V9'\] is invalid"),
+    ("fixed_point", {"tol": -1.0}, r"tol=-1\.0 is invalid: expected a tolerance > 0"),
+    ("fixed_point", {"held_shift": "upstream"}, r"held_shift='upstream' is invalid: expected True"),
+    ("fixed_point", {"initial": np.ones(254), "T": 10.0}, r"integrate_kwargs=\['T'\] is invalid"),
+    ("fixed_point", {"rate_ext": float("inf")}, r"rate_ext=inf is invalid"),
+    ("gain_matrix", {"rates": -np.ones(254)}, r"rates\[V1-23E\]=-1\.0 is invalid"),
+    ("sweep", {"param": "chi", "values": [1.0], "fast": "no"}, r"fast='no' is invalid"),
+    ("sweep", {"param": "chi", "values": [1.0], "tol": 0.0}, r"tol=0\.0 is invalid"),
+    ("sweep", {"param": "chi", "values": [1.0], "build": "rebuild"}, r"build='rebuild' is invalid"),
+    ("transfer_derivatives", {"held_shift": None}, r"held_shift=None is invalid"),
+])
+def test_bad_options_are_rejected_by_name(fullscale, p_full, function, kwargs, message):
+    kwargs = dict(kwargs)
+    if function.startswith("transfer"):
+        args = (10.0, 5.0)
+    elif function == "gain_matrix":
+        args = (fullscale, kwargs.pop("rates"), p_full)
+    elif function == "sweep":
+        args = (fullscale, kwargs.pop("param"), kwargs.pop("values"), p_full)
+    else:
+        args = (fullscale, p_full)
+    with pytest.raises(ParameterError, match=message):
+        getattr(theory, function)(*args, **kwargs)
 
 
 def test_integrate_rejects_non_structures():
