@@ -13,13 +13,17 @@ prints both wall times (run_sweep call to return, cluster start and combine
 included) and the speed-up (goal >= 1.7x on 2 cores).  Upstream has no sweep
 machinery: its χ study is one job per point, run by hand.
 
-``theory``: the paper's 11-point χ sweep (χ_I = 1 at χ = 1, else 2) at full
-scale, theory only (``run="theory"``, serial, in-process), with
-``integrate`` (upstream's procedure) and with ``fixed_point``; prints the wall
-time (goal <= 1 s), the time spent inside mam_xr.theory, and the ratio to
-upstream's 11 x (2.8 s structure + 0.63 s integrate_siegert)
-(reference/README.md §4).  For comparison it also times mam_xr.theory.sweep
-(fixed points by continuation, χ_I held at 2).
+``theory``: the paper's 11-point χ sweep (χ = 1.0, 1.4, 1.5, 1.6, 1.7, 1.75,
+1.8, 1.9, 2.0, 2.1, 2.5; χ_I = 1 at χ = 1, else 2) at full scale, theory only
+(``run="theory"``, serial, in-process: one structure rescaled per point, one
+result file), with ``integrate`` (upstream's procedure) and with
+``fixed_point``; prints the wall time of the ``run_sweep`` call (combine
+included) against the 1 s goal, the time spent inside mam_xr.theory and on
+structures, and the ratio to upstream's 11 x (2.8 s structure + 0.63 s
+integrate_siegert) (reference/README.md §4).  For comparison it times the same
+sweep with a structure rebuilt per point (``fast_theory=False``, with the
+largest rate difference between the two) and mam_xr.theory.sweep (fixed
+points by continuation, χ_I held at 2).
 
 BLAS is limited to one thread (as in bench_theory.py: the 254-population
 problems do not gain from threads on a shared 2-core machine).
@@ -113,11 +117,26 @@ def bench_local(args, workdir: Path) -> dict:
     return out
 
 
+def _theory_run(spec, d: Path, **kw) -> dict:
+    from mam_xr.sweep import run_sweep, sweep_status
+
+    shutil.rmtree(d, ignore_errors=True)
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = run_sweep(spec, d, progress=False, **kw)
+    wall = time.perf_counter() - t0
+    st = sweep_status(d)
+    inside = sum(e["timings"].get("theory", 0.0) + e["timings"].get("structure", 0.0) for e in st["points"])
+    return {"wall_s": wall, "theory_s": inside, "ds": ds, "execution": st["execution"],
+            "converged": [bool(x) for x in ds["theory_converged"].values]}
+
+
 def bench_theory(args, workdir: Path) -> dict:
     from mam_xr import theory
     from mam_xr.params import Params
     from mam_xr.structure import build
-    from mam_xr.sweep import SweepSpec, run_sweep, sweep_status
+    from mam_xr.sweep import SweepSpec
 
     build(Params())  # warm the anatomy cache, as a second sweep in a session would be
     upstream = len(PAPER_CHIS) * (UPSTREAM_STRUCTURE_S + UPSTREAM_THEORY_S)
@@ -125,18 +144,34 @@ def bench_theory(args, workdir: Path) -> dict:
     for method in ("integrate", "fixed_point"):
         spec = SweepSpec.chi(PAPER_CHIS, preset="default", theory_options={"method": method},
                              name=f"bench-theory-{method}")
-        d = workdir / f"theory-{method}"
-        shutil.rmtree(d, ignore_errors=True)
-        t0 = time.perf_counter()
-        ds = run_sweep(spec, d, progress=False)
-        wall = time.perf_counter() - t0
-        theory_s = sum(e["timings"].get("theory", 0.0) for e in sweep_status(d)["points"])
-        conv = ds["theory_converged"].values.tolist()
-        out[method] = {"wall_s": wall, "theory_s": theory_s, "converged": conv}
-        print(f"11-point theory-only chi sweep at full scale ({method}): {wall:.2f} s "
-              f"(goal <= 1 s; {theory_s:.2f} s inside mam_xr.theory incl. structure; "
-              f"upstream 11 x ({UPSTREAM_STRUCTURE_S} + {UPSTREAM_THEORY_S}) s = {upstream:.1f} s, "
-              f"ratio {wall / upstream:.2f}); converged {sum(conv)}/{len(conv)}  [{load()}]", flush=True)
+        r = _theory_run(spec, workdir / f"theory-{method}")
+        ex = r.pop("execution")
+        r.pop("ds")
+        out[method] = r
+        conv = r["converged"]
+        print(f"11-point theory-only chi sweep at full scale ({method}; chi = {PAPER_CHIS}, chi_I = 1 at "
+              f"chi = 1 else 2): {r['wall_s']:.2f} s (goal <= 1 s: {'met' if r['wall_s'] <= 1.0 else 'NOT met'}; "
+              f"{r['theory_s']:.2f} s inside mam_xr.theory + structures, {ex.get('structure_builds')} build(s), "
+              f"path: {ex.get('theory_path')}; upstream 11 x ({UPSTREAM_STRUCTURE_S} + {UPSTREAM_THEORY_S}) s = "
+              f"{upstream:.1f} s, ratio {r['wall_s'] / upstream:.3f}); converged {sum(conv)}/{len(conv)}  "
+              f"[{load()}]", flush=True)
+    # The same sweep with a structure rebuilt per point and a result file per point
+    # (the path taken before the fast one, and still for other parameters).
+    spec = SweepSpec.chi(PAPER_CHIS, preset="default", name="bench-theory-rebuild")
+    fast = _theory_run(spec, workdir / "theory-fast")
+    slow = _theory_run(spec, workdir / "theory-rebuild", fast_theory=False)
+    diff = float(abs(fast["ds"]["theory_rate"] - slow["ds"]["theory_rate"]).max())
+    rel = float((abs(fast["ds"]["theory_rate"] - slow["ds"]["theory_rate"])
+                 / abs(slow["ds"]["theory_rate"]).where(slow["ds"]["theory_rate"] > 0)).max())
+    out["repeat"] = {"wall_s": fast["wall_s"], "theory_s": fast["theory_s"]}
+    out["rebuild"] = {"wall_s": slow["wall_s"], "theory_s": slow["theory_s"], "max_abs_rate_diff": diff,
+                      "max_rel_rate_diff": rel}
+    print(f"  same sweep (integrate) again in this process, into a new directory (imports warm): "
+          f"{fast['wall_s']:.2f} s (goal <= 1 s: {'met' if fast['wall_s'] <= 1.0 else 'NOT met'}; "
+          f"{fast['theory_s']:.2f} s inside theory + structures)  [{load()}]", flush=True)
+    print(f"  same sweep, structure built per point and a result file per point (fast_theory=False): "
+          f"{slow['wall_s']:.2f} s ({slow['theory_s']:.2f} s inside theory + structures); largest rate "
+          f"difference to the fast path {diff:.1e} spikes/s ({rel:.1e} relative)  [{load()}]", flush=True)
     p = Params().update(chi=1.0, chi_I=2.0)
     s = build(p)
     t0 = time.perf_counter()
@@ -145,7 +180,8 @@ def bench_theory(args, workdir: Path) -> dict:
         theory.sweep(s, "chi", PAPER_CHIS, p, chi_I=2.0)
     t_sw = time.perf_counter() - t0
     out["theory.sweep_s"] = t_sw
-    print(f"  for comparison, mam_xr.theory.sweep (continuation, chi_I = 2 throughout): {t_sw:.2f} s")
+    print(f"  for comparison, mam_xr.theory.sweep (fixed points by continuation, chi_I = 2 throughout): "
+          f"{t_sw:.2f} s")
     return out
 
 

@@ -15,6 +15,8 @@ preset plus overrides) and what to run per point (``theory``, ``simulate``,
         run.zarr          the point's run store (simulate)
         result.nc         the point's results (theory rates, statistics), NetCDF
         log.txt           output of the point's process
+      batches/          theory-only sweeps on one structure: the results of a run's points
+                        in one Zarr store (the points' point.json name it; no result.nc)
       sweep.zarr        all points combined along the sweep dimension(s)
 
 Points are identified by their parameter label (:meth:`Params.label`), so a
@@ -23,7 +25,9 @@ re-runs the failed or incomplete ones; extending a value list re-uses the points
 already done.  Each simulating point runs in a fresh Python process (NEST's
 kernel is process-global), started by a single-threaded Dask worker; the
 process uses ``simulation.threads`` NEST threads, chosen so that workers times
-threads does not exceed the cores.  See docs/sweeps.md.
+threads does not exceed the cores.  A serial theory-only sweep of chi, chi_I, g
+and rate_ext builds one structure and derives every point's from it (see
+:func:`run_sweep`, ``fast_theory``).  See docs/sweeps.md.
 """
 
 from __future__ import annotations
@@ -564,21 +568,31 @@ def _without_attrs(ds: xr.Dataset) -> xr.Dataset:
     return out
 
 
-def _theory_dataset(params, options: dict) -> xr.Dataset:
+def _theory_dataset(params, options: dict, structure: xr.Dataset | None = None,
+                    reuse: bool = True) -> xr.Dataset:
     """Theory rates of one point: :func:`mam_xr.theory.integrate` without the trajectory.
 
     ``options`` are keyword arguments of ``integrate`` plus ``method``
     (``"integrate"``, upstream's procedure, or ``"fixed_point"``:
     :func:`mam_xr.theory.fixed_point`, with its stability, without the gain
     matrix unless ``with_gain=True``) and ``trajectory`` (True keeps the
-    integration's rate trajectory (area, pop, time)).
+    integration's rate trajectory (area, pop, time)).  ``structure``: the point's
+    structure if already at hand (the fast path of theory-only sweeps), else
+    built (or, with ``reuse``, rescaled from this process's previous point).
     """
     from . import theory
 
     options = dict(options)
     keep_trajectory = bool(options.pop("trajectory", False))
     method = options.pop("method", "integrate")
-    net = _structure_for_theory(params)
+    if structure is None:
+        if reuse:
+            structure = _structure_for_theory(params)
+        else:
+            from .structure import build
+
+            structure = build(params)
+    net = structure
     if method == "fixed_point":
         options.setdefault("with_gain", False)
         th = theory.fixed_point(net, params, warn=False, **options)
@@ -619,7 +633,8 @@ def _run_steps(params, steps, task: dict, point_dir: Path, timings: dict) -> lis
     parts = []
     if "theory" in steps:
         t0 = time.perf_counter()
-        parts.append(_theory_dataset(params, task.get("theory_options", {})))
+        parts.append(_theory_dataset(params, task.get("theory_options", {}),
+                                     reuse=task.get("reuse_structure", True)))
         timings["theory"] = time.perf_counter() - t0
     if "simulate" in steps:
         from .simulation import simulate
@@ -721,6 +736,197 @@ def _write_point_result(ds: xr.Dataset, path: Path) -> None:
 
 def _open_point_result(path: Path) -> xr.Dataset:
     return xr.open_dataset(str(path), engine="scipy")
+
+
+def _result_path(directory: Path, name: str, info: dict | None) -> Path:
+    """Where a point's results are: ``points/<name>/result.nc``, or (points of a fast
+    theory-only sweep) the batch file named by ``result`` in its point.json."""
+    rel = (info or {}).get("result")
+    return Path(directory) / rel if rel else Path(directory) / "points" / name / RESULT
+
+
+def _open_result(path: Path, label: str, batches: dict) -> xr.Dataset:
+    """One point's results from its own file or from a batch file (opened once, cached)."""
+    if path.name == RESULT:
+        return _open_point_result(path)
+    if path not in batches:
+        # Without Dask (chunks=None): loading a dask array would import distributed (~0.3 s).
+        batch = xr.open_dataset(str(path), engine="zarr", chunks=None, consolidated=False,
+                                zarr_format=3).load()
+        batches[path] = (batch, {str(lab): k for k, lab in enumerate(batch["label"].values)})
+    batch, where = batches[path]
+    if label not in where:
+        raise StoreError(invalid("result", str(path), f"a batch file with the point {label}"))
+    return batch.isel(point=where[label], drop=True).drop_vars("label", errors="ignore")
+
+
+# --------------------------------------------------------------------------------------
+# Theory-only sweeps: one structure for all points
+# --------------------------------------------------------------------------------------
+
+#: Parameters whose change a theory-only sweep applies to one built structure (the
+#: parameters of mam_xr.theory's fast path).
+_FAST_THEORY = {("network", "connection", "chi"): "chi", ("network", "connection", "chi_I"): "chi_I",
+                ("network", "connection", "g"): "g", ("network", "input", "rate_ext"): "rate_ext"}
+
+
+def _fast_theory_reason(spec: SweepSpec, points) -> str | None:
+    """Why the points of ``spec`` cannot share one structure (None: they can).
+
+    They can when the sweep runs theory only, every swept and coupled parameter
+    is one of chi, chi_I, g, rate_ext, and the points' Params agree in every
+    other parameter (including those a preset sets from the swept ones).
+    """
+    if tuple(spec.run) != ("theory",):
+        return f"the sweep runs {'+'.join(spec.run)}"
+    for name in (*spec.parameters, *(c.parameter for c in spec.coupled)):
+        if _parameter_path(name) not in _FAST_THEORY:
+            return f"{name} is not one of chi, chi_I, g, rate_ext"
+    ref = None
+    for p in points:
+        leaves = {k: v for k, v in _leaves(p.params.model_dump(mode="json")).items() if k not in _FAST_THEORY}
+        if ref is None:
+            ref = leaves
+        elif leaves != ref:
+            diff = sorted(".".join(k) for k in set(ref) | set(leaves) if ref.get(k) != leaves.get(k))
+            return f"the points differ in {', '.join(diff[:3])}"
+    return None
+
+
+def _rescale_g(structure: xr.Dataset, factor: float) -> xr.Dataset:
+    """The structure with the couplings of inhibitory sources multiplied by ``factor``
+    (= g_new / g_old): ``weight_mean``, ``weight_sd`` and ``J`` are proportional to g
+    there and nothing else of a structure without DC drive depends on g
+    (construction.md §4.5)."""
+    from .flat import is_excitatory
+
+    pops = [str(x) for x in structure["source_pop"].values]
+    inh = xr.DataArray(~np.asarray(is_excitatory(pops)), dims=("source_pop",),
+                       coords={"source_pop": structure["source_pop"].values})
+    scale = xr.where(inh, float(factor), 1.0)
+    out = structure.copy()
+    for name in ("weight_mean", "weight_sd", "J"):
+        if name in out:
+            out[name] = (structure[name] * scale).transpose(*structure[name].dims).assign_attrs(
+                structure[name].attrs)
+    return out
+
+
+class _FastStructures:
+    """The structure of each point of a theory-only sweep, from one build.
+
+    The first point's structure is built (:func:`mam_xr.structure.build`); a
+    point at other χ / χ_I gets it via :func:`mam_xr.theory.rescale_cc`
+    (CC couplings and, down-scaled, the DC drive, as a rebuild would: equal
+    within ~1e-15 relative).  Other g or rate_ext: at full scale (no DC drive)
+    the inhibitory couplings are rescaled (g) or nothing changes (rate_ext only
+    enters the theory through the Params); a down-scaled structure's DC drive
+    depends on both, so it is built once per (g, rate_ext).  Always rescaled
+    from the built structure, never chained.
+    """
+
+    def __init__(self):
+        self.base = None
+        self.params0 = None
+        self.by_input: dict[tuple, xr.Dataset] = {}
+        self.builds = 0
+
+    def __call__(self, q) -> xr.Dataset:
+        from . import theory
+        from .structure import build
+
+        if self.base is None:
+            self.base, self.params0 = build(q), q
+            self.builds += 1
+        p0 = self.params0
+        c0, c = p0.network.connection, q.network.connection
+        key = (c.g, q.network.input.rate_ext)
+        s = self.by_input.get(key)
+        if s is None:
+            if key == (c0.g, p0.network.input.rate_ext):
+                s = self.base
+            elif bool((self.base["dc_drive"].fillna(0.0) != 0).any()):
+                s = build(p0.update({"g": c.g, "rate_ext": q.network.input.rate_ext}))
+                self.builds += 1
+            else:
+                s = _rescale_g(self.base, c.g / c0.g)
+            self.by_input[key] = s
+        if (c.chi, c.chi_I) != (c0.chi, c0.chi_I):
+            s = theory.rescale_cc(s, chi=c.chi, chi_I=c.chi_I, chi_old=c0.chi, chi_I_old=c0.chi_I, params=q)
+        return s
+
+
+def _run_theory_fast(spec: SweepSpec, directory: Path, todo: dict, states: dict, bar, write_manifest) -> int:
+    """Run the points of a theory-only sweep in this process on one structure; one result file.
+
+    Each point is :func:`_theory_dataset` (the same ``integrate`` or
+    ``fixed_point`` call as a point run alone) on its structure from
+    :class:`_FastStructures`.  The results of all points are written at once
+    to ``batches/theory-<stamp>.zarr`` (dim ``point``, coordinate ``label``),
+    then each point's ``point.json`` (complete, ``result`` = that file) and
+    the manifest: a sweep killed before that has no complete point of this
+    run and re-runs them all.
+    """
+    structures = _FastStructures()
+    prepared = {}
+    for label, p in todo.items():
+        attempts = int(states[label].get("attempts", 0)) + 1
+        prepared[label] = (_prepare_point(spec, directory, p, attempts), attempts)
+        states[label] = {"status": "running", "started": time.time(), "attempts": attempts}
+    bar.update(running=len(todo))
+    write_manifest()
+    results, infos = {}, {}
+    host = os.uname().nodename
+    for label, p in todo.items():
+        info = {"status": "running", "label": label, "coords": p.coords, "started": time.time(),
+                "pid": os.getpid(), "host": host, "attempts": prepared[label][1]}
+        timings: dict[str, float] = {}
+        try:
+            t0 = time.perf_counter()
+            net = structures(p.params)
+            timings["structure"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            results[label] = _theory_dataset(p.params, spec.theory_options, structure=net)
+            timings["theory"] = time.perf_counter() - t0
+            info.update(status="complete", finished=time.time(), timings=timings)
+        except Exception as exc:  # noqa: BLE001 - a failing point fails alone
+            info.update(status="failed", error=f"{type(exc).__name__}: {exc}", finished=time.time(),
+                        timings=timings)
+        infos[label] = info
+    if results:
+        labels = list(results)
+        t0 = time.perf_counter()
+        try:
+            batch = xr.concat([_without_attrs(results[lab]) for lab in labels], dim="point", coords="minimal",
+                              compat="override", join="outer", combine_attrs="drop")
+            batch = batch.assign_coords(label=("point", labels))
+            batch.attrs = {"format": SWEEP_FORMAT, "run": "theory",
+                           "content": "theory results of a sweep's points, one structure for all "
+                                      "(mam_xr.sweep fast path); a point per label",
+                           "points": json.dumps({lab: {"coords": todo[lab].coords,
+                                                       "theory": results[lab].attrs.get("theory")}
+                                                 for lab in labels})}
+            # Zarr, as sweep.zarr (xarray's NetCDF writer imports distributed, ~0.3 s).
+            path = directory / "batches" / f"theory-{time.time_ns()}-{os.getpid()}.zarr"
+            path.parent.mkdir(exist_ok=True)
+            _write_zarr(batch, path, sweep_dims=("point",))
+            write = (time.perf_counter() - t0) / len(labels)
+            for lab in labels:
+                infos[lab]["result"] = path.relative_to(directory).as_posix()
+                infos[lab]["timings"]["write"] = write
+        except Exception as exc:  # noqa: BLE001 - no file: none of them is complete
+            for lab in labels:
+                infos[lab].update(status="failed", error=f"writing the results: {type(exc).__name__}: {exc}")
+    bar.update(running=0)
+    for label, info in infos.items():
+        _atomic_write_json(prepared[label][0] / "point.json", info)
+        states[label] = info
+        ok = info["status"] == "complete"
+        if not ok:
+            bar.write(f"point {todo[label].coords} failed: {info.get('error')}")
+        bar.update(done=int(ok), failed=int(not ok))
+    write_manifest()
+    return structures.builds
 
 
 def _write_zarr(ds: xr.Dataset, path: Path, sweep_dims=()) -> None:
@@ -1057,6 +1263,7 @@ def _manifest(spec, points, states, execution) -> dict:
             "finished": st.get("finished"),
             "seconds": (st["finished"] - st["started"]) if st.get("finished") and st.get("started") else None,
             "timings": st.get("timings", {}),
+            **({"result": st["result"]} if st.get("result") else {}),
         })
     counts = {s: sum(e["status"] == s for e in entries) for s in ("complete", "failed", "running", "pending")}
     return {"format": SWEEP_FORMAT, "name": spec.name, "dims": list(spec.dims), "shape": list(spec.shape),
@@ -1067,7 +1274,7 @@ def _manifest(spec, points, states, execution) -> dict:
 def run_sweep(spec, directory, *, cluster="auto", n_workers: int | None = None,
               threads: int | None = None, cluster_options: dict | None = None,
               rerun_failed: bool = True, progress: bool = True, combine_results: bool = True,
-              strict: bool = False) -> xr.Dataset:
+              strict: bool = False, fast_theory: bool = True) -> xr.Dataset:
     """Run (or resume) a sweep in ``directory`` and return the combined Dataset.
 
     Parameters
@@ -1105,6 +1312,16 @@ def run_sweep(spec, directory, *, cluster="auto", n_workers: int | None = None,
     strict : bool, default: False
         Raise :class:`ParameterError` before running anything if any point's
         parameters are invalid (default: those points fail alone).
+    fast_theory : bool, default: True
+        Theory-only sweeps run serially (``cluster="serial"`` or ``"auto"``) whose
+        swept and coupled parameters are among chi, chi_I, g and rate_ext, all
+        other parameters being shared, build one structure and derive each
+        point's from it (:func:`mam_xr.theory.rescale_cc`; see docs/sweeps.md),
+        compute the points in this process and write their results in one file.
+        Each point's result is the same ``integrate`` / ``fixed_point`` call as
+        with a rebuilt structure.  False: every point builds its structure
+        (:func:`mam_xr.structure.build`) and writes its own ``result.nc``.  The manifest's ``execution`` says
+        which path ran (``theory_path``) and why.
 
     Returns
     -------
@@ -1156,7 +1373,7 @@ def run_sweep(spec, directory, *, cluster="auto", n_workers: int | None = None,
             pdir = directory / "points" / p.name
             info = _read_json(pdir / "point.json") or {}
             attempts = int(info.get("attempts", 0))
-            done = info.get("status") == "complete" and (pdir / RESULT).exists() \
+            done = info.get("status") == "complete" and _result_path(directory, p.name, info).exists() \
                 and info.get("label") == p.label
             if done or (info.get("status") == "failed" and not rerun_failed):
                 states[p.label] = info
@@ -1170,15 +1387,32 @@ def run_sweep(spec, directory, *, cluster="auto", n_workers: int | None = None,
         def write_manifest():
             _atomic_write_json(directory / "manifest.json", _manifest(spec, points, states, execution))
 
+        use_fast = False
+        if "simulate" not in spec.run and todo:
+            if not fast_theory:
+                reason = "fast_theory=False"
+            elif cluster != "serial":
+                reason = (f"cluster {cluster if isinstance(cluster, str) else 'client'} "
+                          "(only serial sweeps share a structure)")
+            else:
+                reason = _fast_theory_reason(spec, todo.values())
+            use_fast = reason is None
+            execution["theory_path"] = "one structure, rescaled per point" if use_fast else "per point"
+            if not use_fast:
+                execution["theory_path_reason"] = reason
         write_manifest()
-        n_workers = _resolve_workers(cluster, n_workers, threads, len(todo))
+        n_workers = 1 if use_fast else _resolve_workers(cluster, n_workers, threads, len(todo))
         execution["n_workers"] = n_workers
         n_complete = sum(1 for s in states.values() if s.get("status") == "complete")
         bar = _Progress(total=n_complete + len(todo), done=n_complete, enabled=progress, name=spec.name)
         try:
-            if todo:
+            if use_fast:
+                execution["structure_builds"] = _run_theory_fast(spec, directory, todo, states, bar,
+                                                                 write_manifest)
+            elif todo:
                 execution["n_workers"] = _run_points(spec, directory, todo, states, cluster, n_workers,
-                                                     threads, cluster_options or {}, bar, write_manifest)
+                                                     threads, cluster_options or {}, bar, write_manifest,
+                                                     reuse=fast_theory)
         finally:
             bar.close()
             write_manifest()
@@ -1192,7 +1426,7 @@ def run_sweep(spec, directory, *, cluster="auto", n_workers: int | None = None,
         return combine(directory)
 
 
-def _prepare_point(spec: SweepSpec, directory: Path, p: Point, attempts: int) -> Path:
+def _prepare_point(spec: SweepSpec, directory: Path, p: Point, attempts: int, reuse: bool = True) -> Path:
     pdir = directory / "points" / p.name
     if pdir.exists():  # incomplete or failed before: start clean, keep the old log
         old_log = (pdir / "log.txt").read_bytes() if (pdir / "log.txt").exists() else b""
@@ -1204,17 +1438,18 @@ def _prepare_point(spec: SweepSpec, directory: Path, p: Point, attempts: int) ->
         pdir.mkdir(parents=True)
     task = {"label": p.label, "coords": p.coords, "values": p.values, "params": p.params.to_json(),
             "run": list(spec.run), "theory_options": spec.theory_options,
-            "analysis_options": spec.analysis_options, "attempt": attempts}
+            "analysis_options": spec.analysis_options, "attempt": attempts, "reuse_structure": reuse}
     _atomic_write_json(pdir / "task.json", task)
     return pdir
 
 
-def _run_points(spec, directory, todo, states, cluster, n_workers, threads, options, bar, write_manifest):
+def _run_points(spec, directory, todo, states, cluster, n_workers, threads, options, bar, write_manifest,
+                reuse: bool = True):
     simulate_ = "simulate" in spec.run
     prepared = {}
     for label, p in todo.items():
         attempts = int(states[label].get("attempts", 0)) + 1
-        prepared[label] = (_prepare_point(spec, directory, p, attempts), attempts)
+        prepared[label] = (_prepare_point(spec, directory, p, attempts, reuse), attempts)
 
     def record(label, info):
         pdir, attempts = prepared[label]
@@ -1303,13 +1538,12 @@ def sweep_status(directory) -> dict:
         if e.get("name"):
             info = _read_json(directory / "points" / e["name"] / "point.json") or {}
             if info.get("label") == e["label"]:
-                for k in ("status", "error", "started", "finished", "timings"):
+                for k in ("status", "error", "started", "finished", "timings", "result"):
                     if k in info:
                         e[k] = info[k]
-                if info.get("status") == "complete" and not (directory / "points" / e["name"] /
-                                                             RESULT).exists():
+                if info.get("status") == "complete" and not _result_path(directory, e["name"], info).exists():
                     e["status"] = "failed"
-                    e["error"] = f"{RESULT} is missing"
+                    e["error"] = f"{_result_path(directory, e['name'], info).name} is missing"
     manifest["counts"] = {s: sum(e["status"] == s for e in manifest["points"])
                           for s in ("complete", "failed", "running", "pending")}
     return manifest
@@ -1346,9 +1580,11 @@ def combine(directory, *, write: bool = True) -> xr.Dataset:
     dims, shape = list(manifest["dims"]), tuple(manifest["shape"])
     entries = manifest["points"]
     datasets: dict[tuple, xr.Dataset] = {}
+    batches: dict = {}
     for e in entries:
         if e["status"] == "complete":
-            datasets[tuple(e["index"])] = _open_point_result(directory / "points" / e["name"] / RESULT)
+            datasets[tuple(e["index"])] = _open_result(_result_path(directory, e["name"], e), e["label"],
+                                                       batches)
     # Up to ~1 GB of results are combined in memory (fast); beyond, lazily with Dask.
     in_memory = sum(ds.nbytes for ds in datasets.values()) < 2**30
     datasets = {k: (ds.load() if in_memory else ds.chunk()) for k, ds in datasets.items()}
@@ -1457,15 +1693,17 @@ def open_sweep(directory) -> xr.Dataset:
     ds = xr.open_zarr(str(path), consolidated=False, zarr_format=3)
     # Small things eagerly: string coords as plain numpy str (as in every mam_xr
     # Dataset), the non-index coords (coupled parameters) and the completion flags.
+    # They are read without Dask (computing a dask array imports distributed, ~0.3 s).
+    plain = xr.open_dataset(str(path), engine="zarr", chunks=None, consolidated=False, zarr_format=3)
     fixes = {}
     for name, var in ds.coords.items():
         if var.dtype.kind in "OT":
-            fixes[name] = (var.dims, np.array(var.values.tolist(), dtype=str), var.attrs)
+            fixes[name] = (var.dims, np.array(plain[name].values.tolist(), dtype=str), var.attrs)
         elif name not in ds.indexes:
-            fixes[name] = var.load()
+            fixes[name] = plain[name].load()
     ds = ds.assign_coords(fixes)
     if "point_complete" in ds:
-        ds["point_complete"] = ds["point_complete"].load()
+        ds["point_complete"] = plain["point_complete"].load()
     return ds
 
 

@@ -176,6 +176,85 @@ def test_strict_and_lock(tmp_path):
         run_sweep(spec, tmp_path / "c", cluster="kubernetes")
 
 
+THEORY_VARS = ["theory_rate", "theory_residual", "theory_mu", "theory_sigma", "theory_converged",
+               "theory_max_abs_change_last_step"]
+
+
+def _theory_values(ds) -> xr.Dataset:
+    return ds[THEORY_VARS].reset_coords(drop=True).compute().drop_attrs()
+
+
+@pytest.mark.parametrize("base, parameters, builds", [
+    # down-scaled (DC drive): χ / χ_I by theory.rescale_cc, a build per g
+    (THEORY_BASE, {"chi": [1.0, 1.5, 1.9], "g": [-11.0, -12.0]}, 2),
+    # full scale: one build; g rescaled, rate_ext in the Params only
+    ({"preset": "default", "overrides": {"areas_simulated": ["V1", "V2"], "theory": {"T": 20.0},
+                                          "replace_non_simulated_areas": "het_poisson_stat"}},
+     {"chi": [1.0, 1.9], "g": [-11.0, -12.5], "rate_ext": [10.0, 11.5]}, 1),
+])
+def test_theory_fast_path_equals_rebuilding_each_point(tmp_path, base, parameters, builds):
+    coupled = [{"parameter": "chi_I", "cases": [{"when": {"chi": 1.0}, "value": 1.0}, {"value": 2.0}]}]
+    spec = SweepSpec.from_dict({"parameters": parameters, "coupled": coupled, "base": base, "run": "theory"})
+    fast = run_sweep(spec, tmp_path / "fast", progress=False)
+    slow = run_sweep(spec, tmp_path / "slow", progress=False, fast_theory=False)
+    ex_fast = sweep_status(tmp_path / "fast")["execution"]
+    ex_slow = sweep_status(tmp_path / "slow")["execution"]
+    assert ex_fast["theory_path"] == "one structure, rescaled per point"
+    assert ex_fast["structure_builds"] == builds
+    assert ex_slow["theory_path"] == "per point" and ex_slow["theory_path_reason"] == "fast_theory=False"
+    # one result file for the whole sweep vs one per point
+    assert len(list((tmp_path / "fast" / "batches").iterdir())) == 1
+    assert not list((tmp_path / "fast" / "points").glob("*/result.nc"))
+    assert len(list((tmp_path / "slow" / "points").glob("*/result.nc"))) == int(np.prod(spec.shape))
+    assert bool(fast["point_complete"].all()) and dict(fast.sizes) == dict(slow.sizes)
+    xr.testing.assert_identical(fast["chi_I"], slow["chi_I"])
+    a, b = _theory_values(fast), _theory_values(slow)
+    np.testing.assert_array_equal(a["theory_converged"].values, b["theory_converged"].values)
+    xr.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+    # every point equals integrate() on its own freshly built structure (as the
+    # per-point path with fast_theory=False, which builds every point's structure)
+    from mam_xr import theory
+    from mam_xr.structure import build
+
+    for p in plan(spec):
+        alone = theory.integrate(build(p.params), p.params, T=20.0, warn=False)
+        for name in ("rate", "mu", "sigma", "residual"):
+            got = fast[f"theory_{name}"].sel(p.coords).values
+            np.testing.assert_allclose(got, alone[name].values, rtol=1e-9, atol=1e-12)
+            np.testing.assert_array_equal(slow[f"theory_{name}"].sel(p.coords).values, alone[name].values)
+        assert bool(fast["theory_converged"].sel(p.coords)) == bool(alone["converged"])
+
+
+def test_theory_fast_path_resumes_and_falls_back(tmp_path):
+    spec = SweepSpec.chi([1.0, 1.5], overrides=THEORY_BASE["overrides"], name="fast")
+    run_sweep(spec, tmp_path / "s", progress=False)
+    first = sweep_status(tmp_path / "s")
+    assert [e["status"] for e in first["points"]] == ["complete"] * 2
+    # extending the values computes the new point only; the others keep their batch file
+    ds = run_sweep(SweepSpec.chi([1.0, 1.5, 2.0], overrides=THEORY_BASE["overrides"], name="fast"),
+                   tmp_path / "s", progress=False)
+    again = sweep_status(tmp_path / "s")
+    assert [e["finished"] for e in again["points"][:2]] == [e["finished"] for e in first["points"]]
+    assert again["points"][2]["result"] != again["points"][0]["result"]
+    assert bool(ds["point_complete"].all()) and bool(ds["theory_rate"].notnull().any(["area", "pop"]).all())
+    np.testing.assert_array_equal(ds["chi_I"].values, [1.0, 2.0, 2.0])
+    # a lost batch file: its points count as failed and are run again
+    shutil.rmtree(tmp_path / "s" / again["points"][2]["result"])
+    assert [e["status"] for e in sweep_status(tmp_path / "s")["points"]] == ["complete", "complete", "failed"]
+    ds = run_sweep(SweepSpec.chi([1.0, 1.5, 2.0], overrides=THEORY_BASE["overrides"]), tmp_path / "s",
+                   progress=False)
+    assert bool(ds["point_complete"].all())
+    # parameters outside chi, chi_I, g, rate_ext: each point builds its structure
+    spec_t = SweepSpec.from_dict({"parameters": {"chi": [1.0, 2.0], "theory.T": [10.0, 20.0]},
+                                  "base": THEORY_BASE})
+    ds_t = run_sweep(spec_t, tmp_path / "t", progress=False)
+    ex = sweep_status(tmp_path / "t")["execution"]
+    assert ex["theory_path"] == "per point"
+    assert ex["theory_path_reason"] == "theory.T is not one of chi, chi_I, g, rate_ext"
+    assert len(list((tmp_path / "t" / "points").glob("*/result.nc"))) == 4
+    assert bool(ds_t["point_complete"].all())
+
+
 # --------------------------------------------------------------------------------------
 # Acceptance: 3-point χ sweep with NEST, killed after one point, resumed, compared
 # --------------------------------------------------------------------------------------
