@@ -496,11 +496,26 @@ def test_sweep_chi_fast_path(fullscale, p_full):
             float(sw["eigenvalue_max_real"].sel(chi=chi)), rel=1e-9)
 
 
-def test_sweep_flags_the_end_of_a_branch(fullscale, p_full):
-    # With chi_I = 1 the low-activity branch of the tutorial network ends below chi = 1.2:
+def test_sweep_restarts_where_a_branch_ends(fullscale, p_full):
+    # With chi_I = 1 the low-activity branch of the tutorial network (mean 3.7 spikes/s)
+    # ends below chi = 1.2: continuation fails, the sweep relaxes from the previous fixed
+    # point (step 0.02 ms) and lands on the stable high-activity state.
+    sw = theory.sweep(fullscale, "chi", [1.0, 1.2], p_full)
+    assert sw["restarted"].values.tolist() == [False, True]
+    assert sw["converged"].all() and sw["stable"].all()
+    assert float(np.abs(sw["residual"].sel(chi=1.2)).max()) <= 1e-9
+    assert float(sw["rate"].sel(chi=1.0).mean()) < 5.0 < 50.0 < float(sw["rate"].sel(chi=1.2).mean())
+    # It is a fixed point of that structure, also for fixed_point started there.
+    s = theory.rescale_cc(fullscale, chi=1.2, chi_I=1.0, chi_old=1.0, chi_I_old=1.0)
+    fp = theory.fixed_point(s, p_full.update(chi=1.2), initial=sw["rate"].sel(chi=1.2), with_gain=False)
+    xr.testing.assert_allclose(fp["rate"], sw["rate"].sel(chi=1.2, drop=True), rtol=1e-9)
+
+
+def test_sweep_flags_points_without_a_fixed_point(fullscale, p_full):
+    # A restart budget of T = 1 ms is too short to reach the high-activity state:
     # the point is flagged and warned about, not hidden.
     with pytest.warns(theory.ConvergenceWarning, match=r"no fixed point .* at chi = \[1\.2\]"):
-        sw = theory.sweep(fullscale, "chi", [1.0, 1.2], p_full)
+        sw = theory.sweep(fullscale, "chi", [1.0, 1.2], p_full.update({"theory": {"T": 1.0}}))
     assert sw["converged"].values.tolist() == [True, False]
     assert bool(sw["restarted"].sel(chi=1.2))
     assert float(np.abs(sw["residual"].sel(chi=1.2)).max()) > 1e-9
