@@ -155,10 +155,10 @@ def _antiderivative_table():
     r2 = h * h * (d2[1:] - d2[:-1])
     coeffs = np.stack([h * d1[:-1], 0.5 * h * h * d2[:-1], 10 * r0 - 4 * r1 + 0.5 * r2,
                        -15 * r0 + 7 * r1 - r2, 6 * r0 - 3 * r1 + 0.5 * r2], axis=1)
-    return F[:-1].copy(), np.ascontiguousarray(coeffs)
+    return F[:-1].copy(), tuple(np.ascontiguousarray(coeffs[:, j]) for j in range(5))
 
 
-_TAB_F, _TAB_COEF = _antiderivative_table()
+_TAB_F, _TAB_COEF = _antiderivative_table()     # F(x_k); coefficients of t, t², ..., t⁵
 _TAIL_AT_MAX = float(_asymptotic_tail(np.array([_TAB_MAX]))[0])
 
 
@@ -168,21 +168,22 @@ def _antiderivative(x: np.ndarray):
     k = s.astype(np.intp)
     np.minimum(k, _TAB_N - 1, out=k)
     t = s - k
-    c = _TAB_COEF[k]
-    rest = c[:, 4] * t
-    rest += c[:, 3]
+    c1, c2, c3, c4, c5 = _TAB_COEF
+    rest = c5.take(k)       # 1-D takes of contiguous columns: ~4x faster than a 2-D gather
     rest *= t
-    rest += c[:, 2]
+    rest += c4.take(k)
     rest *= t
-    rest += c[:, 1]
+    rest += c3.take(k)
     rest *= t
-    rest += c[:, 0]
+    rest += c2.take(k)
+    rest *= t
+    rest += c1.take(k)
     rest *= t
     far = x > _TAB_MAX
     if far.any():
         h = x[far]
         rest[far] += (np.log(h / _TAB_MAX) + _asymptotic_tail(h) - _TAIL_AT_MAX) / math.sqrt(math.pi)
-    return _TAB_F[k], rest
+    return _TAB_F.take(k), rest
 
 
 def _integral_erfcx(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -227,19 +228,27 @@ def _siegert(mu, sigma, nrn: _Neuron, derivatives: bool = False,
     mu, sigma = mu.ravel(), sigma.ravel()
     sqrt_pi = math.sqrt(math.pi)
 
-    zero = sigma <= 0.0
-    active = ~zero
+    # The common case, σ > 0 and above the cutoff everywhere (no NaN), takes 5 operations
+    # to establish and needs no masking or scattering.
     if nrn.cutoff:
-        active &= ~(nrn.theta - mu > CUTOFF_SIGMAS * sigma)
+        everywhere = bool(sigma.size and sigma.min() > 0.0
+                          and (CUTOFF_SIGMAS * sigma - (nrn.theta - mu)).min() >= 0.0)
     else:
-        active &= np.isfinite(mu)
-    everywhere = bool(active.all())     # the common case: no masking, no scatter
+        everywhere = bool(sigma.size and sigma.min() > 0.0 and np.isfinite(mu.sum()))
+    zero = active = None
+    if not everywhere:
+        zero = sigma <= 0.0
+        active = ~zero
+        if nrn.cutoff:
+            active &= ~(nrn.theta - mu > CUTOFF_SIGMAS * sigma)
+        else:
+            active &= np.isfinite(mu)
     phi = None if everywhere else np.zeros(mu.shape)
     dmu = dsig = None
     if derivatives:
         dmu, dsig = np.zeros(mu.shape), np.zeros(mu.shape)
     # σ = 0: deterministic LIF (the σ -> 0 limit of the Siegert formula).
-    det = zero & (mu > nrn.theta) if not everywhere else None
+    det = None if everywhere else zero & (mu > nrn.theta)
     if det is not None and det.any():
         m = mu[det]
         period = nrn.t_ref + nrn.tau_m * np.log((m - nrn.V_r) / (m - nrn.theta))
