@@ -613,6 +613,9 @@ def _assemble(model: dict, params=None, *, neuron: _Neuron | None = None,
 
 _POP_AREA = np.array([label.split("-")[0] for label in population_labels()])
 _EXISTS_FLAT = exists().values.ravel()
+_EXISTS_ATTRS = dict(exists().attrs)
+_SIMULATED_ATTRS = {"long_name": "population belongs to a simulated area "
+                                 "(else its rate is the fixed replacement rate)", "units": "1"}
 
 
 def _check_structure(structure) -> None:
@@ -719,13 +722,13 @@ def _simulated_coord(system: _System) -> xr.DataArray:
     sim = np.zeros(N_POPULATIONS, bool)
     sim[system.dyn] = True
     da = from_flat_vector(sim, fill=False).astype(bool)
-    return da.assign_attrs(long_name="population belongs to a simulated area "
-                                     "(else its rate is the fixed replacement rate)", units="1")
+    return da.assign_attrs(**_SIMULATED_ATTRS)
 
 
-def _history(function: str, p) -> str:
+def _history(function: str, p, label: str | None = None) -> str:
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return f"[{now}] mam_xr.theory.{function} (params label {p.label()}) - mam_xr version {__version__}"
+    label = p.label() if label is None else label
+    return f"[{now}] mam_xr.theory.{function} (params label {label}) - mam_xr version {__version__}"
 
 
 def _jsonable(d: dict) -> dict:
@@ -946,6 +949,9 @@ def integrate(structure: xr.Dataset, params=None, *, initial_rates=None, n_draws
     # variable and aligning them took ~5 ms, a tenth of the whole call).
     single = nu.shape[0] == 1
     lead = () if single else ("draw",)
+    simulated = np.zeros(_EXISTS_FLAT.size, bool)
+    simulated[np.flatnonzero(_EXISTS_FLAT)[system.dyn]] = True
+    simulated = simulated.reshape(len(AREAS), len(POPS))
 
     def grid(values, fill_fixed=False):      # (draw, n_dyn[, time]) -> ([draw,] area, pop[, time])
         values = np.moveaxis(np.asarray(values, float), 1, -1)       # (draw[, time], n_dyn)
@@ -979,15 +985,18 @@ def integrate(structure: xr.Dataset, params=None, *, initial_rates=None, n_draws
     }, coords={
         "area": list(AREAS), "pop": list(POPS),
         "time": ("time", times, {"units": "ms", "long_name": "pseudo-time"}),
-        "exists": exists(), "simulated": _simulated_coord(system),
+        "exists": (("area", "pop"), _EXISTS_FLAT.reshape(len(AREAS), len(POPS)).copy(),
+                   dict(_EXISTS_ATTRS)),
+        "simulated": (("area", "pop"), simulated, dict(_SIMULATED_ATTRS)),
     })
+    common = _common_attrs(p, nrn, system, rate_ext, replace)
     ds.attrs = _jsonable({
-        **_common_attrs(p, nrn, system, rate_ext, replace),
+        **common,
         "dt_ms": dt, "T_ms": T, "rec_interval_ms": stride * dt, "initial_rates": how,
         "first_step": first_step,
         "integration": "exponential Euler of tau dnu/dt = -nu + Phi(nu), spec/dynamics.md B.4",
         "tol": tol, "converged": bool(converged.all()),
-        "history": _history("integrate", p),
+        "history": _history("integrate", p, common["params_label"]),
     })
     return ds
 
