@@ -164,7 +164,8 @@ _TAIL_AT_MAX = float(_asymptotic_tail(np.array([_TAB_MAX]))[0])
 
 def _antiderivative(x: np.ndarray):
     """F(x) = ∫_0^x erfcx(s) ds for x >= 0 as (table value, rest); NaN -> NaN rest."""
-    s = np.fmin(x, _TAB_MAX) * _TAB_SCALE
+    s = np.fmin(x, _TAB_MAX)
+    s *= _TAB_SCALE
     k = s.astype(np.intp)
     np.minimum(k, _TAB_N - 1, out=k)
     t = s - k
@@ -179,7 +180,7 @@ def _antiderivative(x: np.ndarray):
     rest *= t
     rest += c1.take(k)
     rest *= t
-    far = x > _TAB_MAX
+    far = x > _TAB_MAX          # (a mask, not x.max(): NaN entries must not hide others)
     if far.any():
         h = x[far]
         rest[far] += (np.log(h / _TAB_MAX) + _asymptotic_tail(h) - _TAIL_AT_MAX) / math.sqrt(math.pi)
@@ -281,18 +282,16 @@ def _siegert(mu, sigma, nrn: _Neuron, derivatives: bool = False,
         E = np.exp(-yp * yp)                # 1 where y_θ < 0
         integral = E * D
         integral += 2.0 * dawsn(yp)         # dawsn(0) = 0
-        both = y_r > 0
-        if both.any():
-            b = both
+        b = y_r > 0
+        if b.any():
             integral[b] -= 2.0 * np.exp(np.minimum(y_r[b] ** 2 - y_th[b] ** 2, 0.0)) * dawsn(y_r[b])
         psi = E * nrn.t_ref
         psi += nrn.tau_m * sqrt_pi * integral
-        np.divide(1.0, psi, out=psi)        # Φ/E in 1/ms
-        rate = E * psi                      # 1/ms
+        np.divide(1e3, psi, out=psi)        # Φ/E in spikes/s
         if everywhere:
-            phi = 1e3 * rate
+            phi = E * psi
         else:
-            phi[idx] = 1e3 * rate
+            phi[idx] = E * psi
 
         if derivatives:
             neg = y_th < 0
@@ -301,7 +300,7 @@ def _siegert(mu, sigma, nrn: _Neuron, derivatives: bool = False,
             Ef_r = np.where(
                 y_r <= 0, E * erfcx(np.abs(y_r)),
                 2.0 * np.exp(np.minimum(y_r ** 2 - y_th ** 2, 0.0)) - E * erfcx(np.abs(y_r)))
-            pref = 1e3 * rate * psi * nrn.tau_m * sqrt_pi
+            pref = 1e-3 * (E * psi) * psi * nrn.tau_m * sqrt_pi
             sel = slice(None) if everywhere else idx
             dmu[sel] = pref * (Ef_th - Ef_r) / s
             # dy/dσ = -(boundary - μ)/σ²; upstream's finite difference keeps the

@@ -120,6 +120,19 @@ def test_transfer_is_stable_at_extreme_arguments():
     assert phi[6] < 500.0   # bounded by 1/t_ref
 
 
+@pytest.mark.parametrize("cutoff", [True, False])
+def test_transfer_nan_entries_do_not_affect_the_others(cutoff):
+    # One NaN among entries in every branch (both boundaries positive, mixed, negative,
+    # beyond the antiderivative table, σ = 0): NaN there, the same values elsewhere.
+    mu = np.array([np.nan, -14.0, 10.0, 30.0, 40.0, 20.0, 14.0])
+    sigma = np.array([3.0, 42.0, 5.0, 5.0, 0.5, 0.0, 0.1])
+    with np.errstate(invalid="ignore"):
+        together = theory.transfer(mu, sigma, cutoff=cutoff)
+    alone = np.array([theory.transfer(m, s, cutoff=cutoff) for m, s in zip(mu[1:], sigma[1:])])
+    assert np.isnan(together[0]) or together[0] == 0.0   # (no cutoff: non-finite μ gives 0)
+    np.testing.assert_array_equal(together[1:], alone)
+
+
 def test_transfer_cutoff_as_nest():
     # θ − μ > 6σ gives exactly 0 with the cutoff, a tiny positive rate without.
     assert theory.transfer(2.0, 2.0) == 0.0
