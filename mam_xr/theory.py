@@ -36,7 +36,7 @@ import functools
 import json
 import math
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Literal, Sequence
 
@@ -422,21 +422,17 @@ class _System:
     dyn: np.ndarray
     fixed_rates: np.ndarray
     nrn: _Neuron
-    # [A; B] and [mu0, var0], so that μ and σ² take one matrix-vector product
-    AB: np.ndarray = field(init=False, repr=False, compare=False)
-    offset: np.ndarray = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self):
-        object.__setattr__(self, "AB", np.ascontiguousarray(np.vstack([self.A, self.B]).T))
-        object.__setattr__(self, "offset", np.concatenate([self.mu0, self.var0]))
 
     def mu_sigma(self, rates: np.ndarray):
-        x = rates @ self.AB
-        x += self.offset
-        n = self.mu0.size
-        var = x[..., n:]
+        # Two products with A.T and B.T (row dot products), not one with [A; B]: the
+        # latter's BLAS kernel sums in an order that differed between processes, and
+        # sweeps compare points run in workers with points run alone, bit for bit.
+        mu = rates @ self.A.T
+        mu += self.mu0
+        var = rates @ self.B.T
+        var += self.var0
         np.maximum(var, 0.0, out=var)
-        return x[..., :n], np.sqrt(var)
+        return mu, np.sqrt(var)
 
     def phi(self, rates: np.ndarray) -> np.ndarray:
         mu, sigma = self.mu_sigma(rates)
