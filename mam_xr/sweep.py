@@ -1733,17 +1733,27 @@ def main(argv=None) -> int:
             options[key] = json.loads(value)
         except json.JSONDecodeError:
             options[key] = value
+    return run_and_summarise(args.spec, args.directory, cluster=args.cluster,
+                             n_workers=args.workers, threads=args.threads,
+                             cluster_options=options, rerun_failed=not args.no_rerun_failed,
+                             progress=not args.no_progress)
+
+
+def run_and_summarise(spec, directory, **run_kwargs) -> int:
+    """Run a sweep for a command-line entry point and return its exit code.
+
+    Prints the counts of complete and failed points; 0 when none failed, 1 when
+    some did, 2 when the sweep could not run (the error goes to stderr).
+    ``run_kwargs`` are passed to :func:`run_sweep`.
+    """
     try:
-        ds = run_sweep(args.spec, args.directory, cluster=args.cluster, n_workers=args.workers,
-                       threads=args.threads, cluster_options=options,
-                       rerun_failed=not args.no_rerun_failed, progress=not args.no_progress)
+        run_sweep(spec, directory, **run_kwargs)
     except MamXrError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    st = sweep_status(args.directory)
+    st = sweep_status(directory)
     print(f"sweep {st['name']}: {st['counts']['complete']} complete, {st['counts']['failed']} failed; "
-          f"results in {Path(args.directory) / 'sweep.zarr'}")
-    del ds
+          f"results in {Path(directory) / 'sweep.zarr'}")
     return 0 if st["counts"]["failed"] == 0 else 1
 
 

@@ -17,8 +17,7 @@ See docs/sweeps.md.
 import argparse
 import sys
 
-from mam_xr.errors import MamXrError
-from mam_xr.sweep import run_sweep, sweep_status
+from mam_xr.sweep import run_and_summarise
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -31,12 +30,5 @@ if __name__ == "__main__":
     options = {"interface": args.interface} if args.interface else {}
     # On ranks 0 and >= 2, run_sweep does not return: dask_mpi.initialize() runs the
     # scheduler or a worker there and exits when the driver (rank 1) is done.
-    try:
-        run_sweep(args.spec, args.directory, cluster="mpi", threads=args.threads,
-                  cluster_options=options, progress=not args.no_progress)
-    except MamXrError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    counts = sweep_status(args.directory)["counts"]
-    print(f"{counts['complete']} complete, {counts['failed']} failed")
-    sys.exit(0 if counts["failed"] == 0 else 1)
+    sys.exit(run_and_summarise(args.spec, args.directory, cluster="mpi", threads=args.threads,
+                               cluster_options=options, progress=not args.no_progress))

@@ -18,8 +18,7 @@ SWEEP_DIR must be on a file system the compute nodes share.  Needs
 import argparse
 import sys
 
-from mam_xr.errors import MamXrError
-from mam_xr.sweep import run_sweep, sweep_status
+from mam_xr.sweep import run_and_summarise
 
 
 def parse(argv=None):
@@ -49,12 +48,5 @@ if __name__ == "__main__":
     for key in ("walltime", "queue", "account", "memory", "python"):
         if getattr(args, key):
             options[key] = getattr(args, key)
-    try:
-        run_sweep(args.spec, args.directory, cluster="slurm", n_workers=args.jobs, threads=args.threads,
-                  cluster_options=options, progress=not args.no_progress)
-    except MamXrError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    counts = sweep_status(args.directory)["counts"]
-    print(f"{counts['complete']} complete, {counts['failed']} failed")
-    sys.exit(0 if counts["failed"] == 0 else 1)
+    sys.exit(run_and_summarise(args.spec, args.directory, cluster="slurm", n_workers=args.jobs, threads=args.threads,
+                               cluster_options=options, progress=not args.no_progress))
