@@ -213,8 +213,8 @@ class Params(_Section):
     @classmethod
     def from_dict(cls, values: dict | None = None, **shorthand) -> "Params":
         """Validated Params from a (partial, nested) dict and flat shorthand keys."""
-        merged = _deep_merge(Params._defaults_dict(), _expand(values or {}))
-        merged = _deep_merge(merged, _expand(shorthand))
+        merged = deep_merge(Params._defaults_dict(), expand_shorthand(values or {}))
+        merged = deep_merge(merged, expand_shorthand(shorthand))
         return _validate(cls, merged)
 
     @classmethod
@@ -234,17 +234,17 @@ class Params(_Section):
             "simulation": {"t_sim": 2000.0, "seed": 1,
                            "replace_non_simulated_areas": "het_poisson_stat"},
         }
-        user = _deep_merge(_expand(values or {}), _expand(shorthand))
+        user = deep_merge(expand_shorthand(values or {}), expand_shorthand(shorthand))
         conn = user.get("network", {}).get("connection", {})
         chi = conn.get("chi", conn.get("cc_weights_factor"))
         if chi is not None and "chi_I" not in conn and "cc_weights_I_factor" not in conn:
             conn["chi_I"] = 1.0 if chi == 1.0 else 2.0
-        return cls.from_dict(_deep_merge(base, user))
+        return cls.from_dict(deep_merge(base, user))
 
     def update(self, values: dict | None = None, **shorthand) -> "Params":
         """A new validated Params with ``values`` (nested) and shorthand keys applied."""
-        merged = _deep_merge(self.model_dump(), _expand(values or {}))
-        merged = _deep_merge(merged, _expand(shorthand))
+        merged = deep_merge(self.model_dump(), expand_shorthand(values or {}))
+        merged = deep_merge(merged, expand_shorthand(shorthand))
         return _validate(type(self), merged)
 
     @classmethod
@@ -258,7 +258,18 @@ class Params(_Section):
 
     @classmethod
     def from_json(cls, text: str) -> "Params":
-        return _validate(cls, json.loads(text))
+        """Validated Params from JSON text (as written by :meth:`to_json`, or partial)."""
+        try:
+            values = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ParameterError(invalid("params", _excerpt(text), f"valid JSON; {exc.msg} at line "
+                                                                   f"{exc.lineno}, column {exc.colno}")) from None
+        return _validate(cls, values)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "Params":
+        """Validated Params from a JSON file of (partial, nested or shorthand) parameters."""
+        return cls.from_dict(read_json_file(path, "params"))
 
     def network_label(self) -> str:
         """Hash of the network parameters and the data hashes: names a structure."""
@@ -274,6 +285,11 @@ class Params(_Section):
 
 # --- helpers -----------------------------------------------------------------
 
+def _excerpt(text, n: int = 60):
+    text = str(text)
+    return text if len(text) <= n else text[:n] + "..."
+
+
 def _data_hashes() -> dict:
     from .data import REGISTRY
 
@@ -285,11 +301,41 @@ def _hash(obj) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def _deep_merge(base: dict, update: dict) -> dict:
+# --- public helpers: presets, shorthand, dotted paths, merging, messages ------------------
+
+#: Names of the built-in base configurations accepted by :func:`preset`.
+PRESETS = ("tutorial", "default")
+
+
+def preset(name: str = "tutorial", values: dict | None = None, **shorthand) -> "Params":
+    """Validated :class:`Params` of a base configuration, updated.
+
+    Parameters
+    ----------
+    name : str
+        ``"tutorial"`` (:meth:`Params.tutorial`), ``"default"`` (upstream's
+        defaults, :class:`Params`) or the path of a parameters JSON file.
+    values : dict, optional
+        Nested, shorthand or dotted-path parameters applied on the preset.
+    **shorthand
+        Flat parameters (``chi=1.9``); applied after ``values``.
+    """
+    if name == "tutorial":
+        return Params.tutorial(values, **shorthand)
+    if name == "default":
+        return Params.from_dict(values, **shorthand)
+    if not isinstance(name, (str, Path)) or not Path(name).is_file():
+        raise ParameterError(invalid("preset", name, f"one of {', '.join(map(repr, PRESETS))} "
+                                                     "or the path of a parameters JSON file"))
+    return Params.from_file(name).update(values, **shorthand)
+
+
+def deep_merge(base: dict, update: dict) -> dict:
+    """A new dict: ``base`` with ``update`` applied recursively (dicts merge, other values replace)."""
     out = dict(base)
     for key, value in update.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
+            out[key] = deep_merge(out[key], value)
         else:
             out[key] = value
     return out
@@ -307,19 +353,23 @@ def _fields(model) -> dict[str, list[str]]:
     return out
 
 
-def _shorthand_index() -> dict[str, tuple[str, ...]]:
-    """Flat key -> nested path of every leaf name.
+def _is_section(annotation) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def shorthand_index() -> dict[str, tuple[str, ...]]:
+    """Flat key -> nested path of every leaf name (and alias).
 
     ``dt`` and ``seed`` exist in both ``simulation`` and ``theory``; as
-    shorthand they mean the simulation's (use a nested dict for the theory's).
+    shorthand they mean the simulation's (use a nested dict or a dotted path
+    such as ``theory.seed`` for the theory's).
     """
     index: dict[str, list[tuple[str, ...]]] = {}
 
     def walk(model, prefix):
         for name, names in _fields(model).items():
-            annotation = model.model_fields[name].annotation
-            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-                walk(annotation, prefix + (name,))
+            if _is_section(model.model_fields[name].annotation):
+                walk(model.model_fields[name].annotation, prefix + (name,))
             else:
                 for n in names:
                     index.setdefault(n, []).append(prefix + (name,))
@@ -328,20 +378,64 @@ def _shorthand_index() -> dict[str, tuple[str, ...]]:
     return {k: v[0] for k, v in index.items()}
 
 
-def _expand(values: dict) -> dict:
-    """Turn flat shorthand keys (``chi=1.9``) into nested dicts; keep nested ones."""
+def parameter_path(name: str, *, sections: bool = False) -> tuple[str, ...]:
+    """The nested path of a parameter given by shorthand (``chi``) or dotted path.
+
+    ``parameter_path("chi") == ("network", "connection", "chi")``;
+    ``parameter_path("theory.seed") == ("theory", "seed")``.  Unknown names
+    raise :class:`ParameterError` with close matches.
+    """
+    if not isinstance(name, str):
+        raise ParameterError(invalid("parameter", name, "a parameter name or dotted path (a str)"))
+    if "." in name:
+        parts = tuple(name.split("."))
+        canonical = []
+        model: Any = Params
+        for i, part in enumerate(parts):
+            fields = _fields(model) if _is_section(model) else {}
+            field = next((f for f, names in fields.items() if part in names), None)
+            if field is None:
+                known = ", ".join(sorted(fields)) if fields else "none (not a section)"
+                raise ParameterError(invalid("parameter", name, f"a known parameter; "
+                                             f"'{'.'.join(parts[:i]) or 'Params'}' has {known}"))
+            canonical.append(field)
+            model = model.model_fields[field].annotation
+        if _is_section(model) and not sections:
+            raise ParameterError(invalid("parameter", name, f"a parameter, not the section "
+                                         f"'{name}' (it has {', '.join(sorted(model.model_fields))})"))
+        return tuple(canonical)
+    index = shorthand_index()
+    if name not in index:
+        close = difflib.get_close_matches(name, sorted(index), n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise ParameterError(invalid("parameter", name, f"a known parameter name or dotted path{hint}"))
+    return index[name]
+
+
+def _nest(path: tuple[str, ...], value) -> dict:
+    nested: Any = value
+    for part in reversed(path):
+        nested = {part: nested}
+    return nested
+
+
+def expand_shorthand(values: dict) -> dict:
+    """Nested dict from flat shorthand keys (``chi=1.9``) and dotted paths (``theory.seed``).
+
+    Section keys (``network``, ...) are kept as they are; unknown keys raise
+    :class:`ParameterError` with close matches.
+    """
     if not isinstance(values, dict):
-        raise ParameterError(invalid("params", values, "a dict of parameters"))
-    index = _shorthand_index()
+        raise ParameterError(invalid("params", values, "a dict of parameters (JSON object)"))
+    index = shorthand_index()
     out: dict = {}
     for key, value in values.items():
         if key in _SECTIONS:
-            out = _deep_merge(out, {key: value})
+            out = deep_merge(out, {key: value})
         elif key in index:
-            nested: Any = value
-            for part in reversed(index[key]):
-                nested = {part: nested}
-            out = _deep_merge(out, nested)
+            out = deep_merge(out, _nest(index[key], value))
+        elif isinstance(key, str) and "." in key:
+            out = deep_merge(out, _nest(parameter_path(key, sections=True), value))
         else:
             known = sorted(set(index) | set(_SECTIONS))
             close = difflib.get_close_matches(str(key), known, n=3)
@@ -352,35 +446,76 @@ def _expand(values: dict) -> dict:
     return out
 
 
-def _validate(cls, values: dict):
+def _validate(cls, values):
+    if not isinstance(values, dict):
+        raise ParameterError(invalid("params", values, "a dict of parameters (JSON object) with "
+                                                       f"sections {', '.join(_SECTIONS)}"))
     try:
         return cls.model_validate(values)
     except ValidationError as exc:
-        raise ParameterError(_format(exc)) from None
+        raise ParameterError(format_validation_error(exc)) from None
 
 
-def _format(exc: ValidationError) -> str:
+def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
+    """One ``name=value is invalid: expected ...`` line per error of a pydantic ValidationError.
+
+    ``prefix`` (e.g. ``"sweep."``) is put before every parameter path.  A
+    message of a custom validator that already names its parameter (or a
+    longer dotted path ending in it) is not prefixed a second time.
+    """
     lines = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"])
+        path = [str(p) for p in err["loc"]]
+        loc = prefix + ".".join(path)
         if err["type"] == "extra_forbidden":
-            lines.append(f"{loc}={err['input']!r} is invalid: expected no such parameter "
-                         f"(unknown name '{err['loc'][-1]}')")
+            lines.append(f"{loc}={_show(err['input'])} is invalid: expected no such parameter "
+                         f"(unknown name '{path[-1]}')")
             continue
         msg = err["msg"]
         if msg.startswith("Value error, "):
-            # Our own validators already name the parameter: prefix its section.
+            # Our own validators already name the parameter: prefix only the part not in it.
             text = msg[len("Value error, "):]
-            path = [str(p) for p in err["loc"]]
-            if path and text.startswith(path[-1] + "="):
-                path = path[:-1]
-            lines.append(".".join(path + [text]) if path else text)
+            for i in range(len(path)):
+                head = ".".join(path[i:])
+                if text.startswith((head + "=", head + ".")):
+                    path = path[:i]
+                    break
+            lines.append(prefix + ".".join(path + [text]) if path else prefix + text)
             continue
         if msg.startswith("Input should be "):
             rest = msg[len("Input should be "):]
             msg = rest if rest.startswith(("a ", "an ")) else "a value " + rest
-        lines.append(f"{loc}={err['input']!r} is invalid: expected {msg[0].lower() + msg[1:]}")
+        lines.append(f"{loc}={_show(err['input'])} is invalid: expected {msg[0].lower() + msg[1:]}")
     return "; ".join(lines)
+
+
+def _show(value) -> str:
+    return repr(value)
+
+
+def read_json_file(path: str | Path, what: str = "params") -> Any:
+    """The parsed content of a JSON file; a missing or malformed file raises ParameterError.
+
+    The message names ``what`` (the parameter or option the file was given
+    for), the file, and the line and column of a syntax error.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ParameterError(invalid(what, str(path), f"a readable JSON file ({exc})")) from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ParameterError(invalid(what, str(path), f"a valid JSON file; {exc.msg} at line "
+                                                      f"{exc.lineno}, column {exc.colno}")) from None
+
+
+# Old private names, kept while other modules move to the public ones.
+_deep_merge = deep_merge
+_expand = expand_shorthand
+_shorthand_index = shorthand_index
+_format = format_validation_error
 
 
 def write_schemas(directory: str | Path) -> list[Path]:
