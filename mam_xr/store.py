@@ -546,6 +546,10 @@ class RunStore:
             return 0
         return min(self._committed(r) for r in present)
 
+    def n_segments_committed(self) -> int:
+        """Segments committed by every rank: reads of the spikes stop there."""
+        return self._n_common()
+
     def rank_report(self) -> list[dict]:
         """One dict per expected MPI rank: ``rank``, ``status`` (from ``ranks/``;
         ``unknown`` for stores without it, ``missing`` for a rank that left no
@@ -628,6 +632,10 @@ class RunStore:
         if areas is not None:  # keep the caller's area order
             idx.sort(key=lambda i: (areas.index(labels[i].split("-")[0]), i))
         return np.asarray(idx, dtype=np.int64)
+
+    def population_indices(self, area=None, pop=None) -> np.ndarray:
+        """Flat indices (0..253) of the populations selected as in :meth:`spikes`."""
+        return self._pop_indices(area, pop)
 
     def spikes(self, area=None, pop=None, t_start: float | None = None,
                t_stop: float | None = None) -> Spikes:
