@@ -8,6 +8,7 @@ store -> analysis -> viz.  See docs/architecture.md.
     th     = mam_xr.theory.integrate(net)        # Dataset with convergence flag
     run    = mam_xr.simulate(params, store=path) # writes and returns a run store handle
     stats  = mam_xr.analyze(run)                 # Datasets, cached in the store
+    need   = mam_xr.plan(params)                 # memory and time, before anything is drawn
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ _LAZY_FUNCTIONS = {
     "simulate": ("simulation", "simulate"),
     "analyze": ("analysis", "analyze"),
     "open_run": ("store", "open_run"),
+    "plan": ("planner", "plan"),
 }
 _SUBMODULES = {"data", "anatomy", "structure", "theory", "simulation", "store", "analysis",
-               "sweep", "viz", "report", "flat", "params", "cli"}
+               "sweep", "viz", "report", "flat", "params", "cli", "planner"}
 
 
 def __getattr__(name):
@@ -41,5 +43,5 @@ def __getattr__(name):
     raise AttributeError(f"module 'mam_xr' has no attribute {name!r}")
 
 
-__all__ = ["AREAS", "POPS", "Params", "build", "simulate", "analyze", "open_run",
+__all__ = ["AREAS", "POPS", "Params", "build", "simulate", "analyze", "open_run", "plan",
            "MamXrError", "ParameterError", "DataError", "StoreError", "SimulationError"]
