@@ -33,7 +33,7 @@ from .errors import ParameterError, invalid
 from .flat import AREAS, POPS, exists, structure_from_flat, to_flat_matrix, to_flat_vector
 
 __all__ = ["build", "stage_b", "binzegger_table", "local_template",
-           "mean_connection_probability", "psc_per_psp", "read_fullscale_rates"]
+           "mean_connection_probability", "psc_per_psp", "read_fullscale_rates", "rescale"]
 
 LAYERS: tuple[str, ...] = ("1", "23", "4", "5", "6")
 _EXC = np.array([p.endswith("E") for p in POPS])
@@ -556,3 +556,153 @@ def build(params=None, data_dir=None, anatomy: xr.Dataset | None = None) -> xr.D
     ds["external_synapses_area"] = xr.DataArray(b["E"], dims=("area",), attrs={
         "units": "1", "long_name": "synapses of the patch not modelled explicitly (before fac_nu_ext)"})
     return ds
+
+
+# --- rescaling a built structure (the fast path of sweeps) ---------------------------------
+
+#: Structure variables proportional to the couplings: rescaled by :func:`rescale`.
+RESCALED_VARIABLES = ("weight_mean", "weight_sd", "J")
+_LABELLED = ("area", "pop", "source_area", "source_pop")
+
+
+def rescale(structure: xr.Dataset, *, chi: float | None = None, chi_I: float | None = None,
+            g: float | None = None, rate_ext: float | None = None, params=None,
+            K_scaling: float | None = None, fullscale_rates=None) -> xr.Dataset:
+    """The structure at other χ, χ_I, g or rate_ext, without rebuilding it.
+
+    The couplings are linear in these parameters (docs/theory.md, "Rescaling a
+    built structure"): cortico-cortical ones (source area ≠ target area) are
+    proportional to χ, and to χ·χ_I onto inhibitory targets; those of
+    inhibitory sources to g.  So ``weight_mean``, ``weight_sd`` and ``J`` are
+    multiplied by the ratios of new to old values (first g, then χ and χ_I);
+    indegrees depend on none of them, and rate_ext enters the theory and the
+    simulation through the parameters only.  The DC drive of a down-scaled
+    structure, which keeps the full-scale mean input, is updated as a rebuild
+    would: by (C_m/τ_m)(1 − √κ)/√κ · 1e-3 τ_m Σ_j ΔJ_ij K_ij ν_j in the scaled
+    J and K, plus (C_m/τ_m)(1 − √κ)/√κ · 1e-3 τ_m J_i,ext K_i,ext Δrate_ext.
+    The result equals :func:`build` at the new values to a few 1e-15 relative,
+    ~15x faster.
+
+    Parameters
+    ----------
+    structure : xr.Dataset
+        A structure Dataset (:func:`build`, or :func:`mam_xr.flat.structure_from_flat`).
+    chi, chi_I, g, rate_ext : float, optional
+        New values (``network.connection.chi``, ``chi_I``, ``g``,
+        ``network.input.rate_ext``); None keeps the structure's.
+    params : mam_xr.params.Params, optional
+        The parameters the structure was built with; default: its
+        ``attrs['params']`` (set by :func:`build`).
+    K_scaling : float, optional
+        Down-scaling factor κ of the indegrees; default ``params.network.scale``.
+    fullscale_rates : optional
+        Full-scale rates of the DC drive: ``"upstream"``, a rates JSON path or
+        rates (area, pop) / 254-vector (spikes/s); default
+        ``params.network.fullscale_rates``.
+
+    Returns
+    -------
+    xr.Dataset
+        A new structure Dataset (unchanged variables shared with ``structure``);
+        attrs ``params`` and ``network_label`` name the new parameters.
+
+    Raises
+    ------
+    ParameterError
+        No parameters known for the structure, a new value Params rejects,
+        or a down-scaled structure (non-zero ``dc_drive``) without ``K_scaling``
+        < 1 and full-scale rates.
+
+    Examples
+    --------
+    >>> s = build(Params.tutorial(scale=1.0, fullscale_rates=None))   # doctest: +SKIP
+    >>> s19 = rescale(s, chi=1.9, chi_I=2.0)                          # doctest: +SKIP
+    """
+    p = _built_with(structure, params)
+    con = p.network.connection
+    old = {"chi": con.chi, "chi_I": con.chi_I, "g": con.g, "rate_ext": p.network.input.rate_ext}
+    given = {k: v for k, v in (("chi", chi), ("chi_I", chi_I), ("g", g), ("rate_ext", rate_ext))
+             if v is not None}
+    q = p.update(given) if given else p
+    con_new = q.network.connection
+    new = {"chi": con_new.chi, "chi_I": con_new.chi_I, "g": con_new.g,
+           "rate_ext": q.network.input.rate_ext}
+    factors = []
+    if new["g"] != old["g"]:
+        inh_source = ~_EXC[None, None, None, :]
+        factors.append(np.where(inh_source, new["g"] / old["g"], 1.0))
+    if (new["chi"], new["chi_I"]) != (old["chi"], old["chi_I"]):
+        cc = ~np.eye(_NA, dtype=bool)[:, None, :, None]
+        inh_target = ~_EXC[None, :, None, None]
+        factors.append(np.where(cc, np.where(inh_target, (new["chi"] * new["chi_I"])
+                                             / (old["chi"] * old["chi_I"]), new["chi"] / old["chi"]),
+                                1.0))
+    out = structure.copy(deep=False)
+    for name in RESCALED_VARIABLES:
+        if name in structure and factors:
+            da = structure[name]
+            if da.dims != _LABELLED:
+                raise ParameterError(invalid(f"structure.{name}", f"<DataArray with dims {da.dims}>",
+                                             f"dims {_LABELLED}"))
+            values = da.values
+            for f in factors:
+                values = values * f
+            out.variables[name].values = values      # a new Variable of the copy; no alignment
+    dc = structure["dc_drive"]
+    d_rate_ext = new["rate_ext"] - old["rate_ext"]
+    if (factors or d_rate_ext) and bool(np.any(np.nan_to_num(dc.values) != 0)):
+        scale, nu = _dc_per_input(p, K_scaling, fullscale_rates)
+        delta = np.zeros(dc.shape)
+        if factors:
+            dJK = np.nan_to_num((out["J"].values - structure["J"].values) * structure["indegree"].values)
+            delta += (dJK * np.nan_to_num(nu)[None, None]).sum(axis=(2, 3))
+        if d_rate_ext:
+            delta += np.nan_to_num(structure["external_J"].values
+                                   * structure["external_indegree"].values) * d_rate_ext
+        out.variables["dc_drive"].values = dc.values + scale * delta
+    out.attrs = {**structure.attrs, **_identity(q)}
+    return out
+
+
+def _built_with(structure, params):
+    """The Params a structure was built with: given, else its ``attrs['params']``."""
+    from .params import Params
+
+    if not isinstance(structure, xr.Dataset) or "J" not in structure or "dc_drive" not in structure:
+        raise ParameterError(invalid("structure", type(structure).__name__,
+                                     "a structure xarray.Dataset with J and dc_drive"))
+    if params is None:
+        text = structure.attrs.get("params")
+        if not isinstance(text, str):
+            raise ParameterError(invalid("params", None, "the Params the structure was built with "
+                                         "(it has no attrs['params'])"))
+        return Params.from_json(text)
+    if not isinstance(params, Params):
+        raise ParameterError(invalid("params", type(params).__name__, "a mam_xr.params.Params"))
+    return params
+
+
+def _dc_per_input(p, K_scaling, fullscale_rates):
+    """(C_m/τ_m)(1 − √κ)/√κ · 1e-3 τ_m, the DC drive (pA) per unit of the scaled input
+    Σ_j J_ij K_ij ν_j (mV spikes/s), and the full-scale rates (area, pop) in spikes/s."""
+    kappa = p.network.scale if K_scaling is None else float(K_scaling)
+    source = p.network.fullscale_rates if fullscale_rates is None else fullscale_rates
+    if kappa == 1.0 or source is None:
+        raise ParameterError(invalid(
+            "K_scaling", kappa, "the structure's down-scaling factor (< 1) and its fullscale_rates "
+            "(the structure has a DC drive, which changes with the couplings)"))
+    if isinstance(source, (str, os.PathLike)):
+        nu = read_fullscale_rates(source)
+    elif isinstance(source, xr.DataArray):
+        nu = source.transpose("area", "pop").reindex(area=list(AREAS), pop=list(POPS)).values
+    else:
+        nu = np.asarray(source, dtype=float)
+        if nu.shape == (int(exists().sum()),):
+            full = np.full((_NA, _NP), np.nan)
+            full[exists().values] = nu          # flat order = existing (area, pop), row-major
+            nu = full
+        elif nu.shape != (_NA, _NP):
+            raise ParameterError(invalid("fullscale_rates", f"<array of shape {nu.shape}>",
+                                         "254 rates in mam_xr.flat order or a (32, 8) array"))
+    n = p.network.neuron
+    return n.C_m / n.tau_m * (1.0 - np.sqrt(kappa)) / np.sqrt(kappa) * 1e-3 * n.tau_m, nu
