@@ -1439,7 +1439,7 @@ _FLAT_INH = ~is_excitatory([label.split("-")[1] for label in population_labels()
 
 def _dc_scale(p, K_scaling, fullscale_rates):
     """(C_m/τ_m)(1 − √κ)/√κ · 1e-3 τ_m and ν_full: DC drive per unit of scaled input."""
-    kappa = p.network.scale if K_scaling is None else float(K_scaling)
+    kappa = p.network.K_scaling if K_scaling is None else float(K_scaling)
     nu_full = _fullscale_rates_vector(p, fullscale_rates)
     if kappa == 1.0 or nu_full is None:
         raise ParameterError(invalid(
