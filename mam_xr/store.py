@@ -55,13 +55,26 @@ SPIKE_CHUNK = 2**20
 SEGMENT_CHUNK = 256
 
 _STATUSES = ("running", "complete", "failed")
+#: How spike chunks are protected (``spikes`` attr ``checksums``): a CRC32C of
+#: every chunk in the codec pipeline, and a SHA-256 of every segment's
+#: (times, senders) in ``segment_sha256``.  Stores without it predate checksums.
+SPIKE_CHECKSUMS = "crc32c+segment_sha256"
 _COORDS = ("area", "pop", "source_area", "source_pop")
 
 
-def _compressors():
+def compressors():
+    """The Zarr codecs of mam_xr's integer arrays: bit-shuffled zstd."""
     # Bit-shuffled zstd: times within a (segment, population) are sorted and small,
     # senders are bounded by the population size, so most high bits are zero.
     return [zarr.codecs.BloscCodec(cname="zstd", clevel=5, shuffle="bitshuffle")]
+
+
+def checked_compressors():
+    """:func:`compressors` plus a CRC32C checksum of every chunk (verified by Zarr on read)."""
+    return [*compressors(), zarr.codecs.Crc32cCodec()]
+
+
+_compressors = compressors  # older name, still imported by engine modules
 
 
 def _now() -> float:
@@ -70,9 +83,12 @@ def _now() -> float:
     return time.time()
 
 
-def _json_safe(value):
-    """Attrs must be JSON; numpy scalars/arrays are converted."""
+def json_safe(value):
+    """``value`` as plain JSON types (attrs must be JSON); numpy scalars/arrays are converted."""
     return json.loads(json.dumps(value, default=_json_default))
+
+
+_json_safe = json_safe  # older name
 
 
 def _json_default(obj):
@@ -254,6 +270,283 @@ def estimate_run_bytes(n_neurons: int, t_sim_ms: float, rate: float = 50.0,
     return int(n_neurons * rate * t_sim_ms * 1e-3 * bytes_per_spike)
 
 
+# --------------------------------------------------------------------------------------
+# One writer per store, and overwriting only what is ours
+# --------------------------------------------------------------------------------------
+
+#: Bytes the writer's lock file reserves (padding after the holder JSON): freed
+#: on a failure so that the status can still be recorded on a full disk.
+LOCK_RESERVE = 256 * 2**10
+
+_HELD: dict[str, "StoreLock"] = {}  # store path -> lock held by this process
+
+
+def lock_path(path) -> Path:
+    """The lock file of the store at ``path``: ``<store>.lock`` beside it."""
+    p = Path(os.fspath(path))
+    return p.with_name(p.name + ".lock")
+
+
+def _key(path) -> str:
+    return str(Path(os.fspath(path)).resolve())
+
+
+def _read_holder(lp: Path) -> dict | None:
+    try:
+        text = lp.read_text().strip()
+    except OSError:
+        return None
+    if not text:
+        return None
+    try:
+        info = json.loads(text)
+    except ValueError:
+        return {"raw": text[:200]}
+    return info if isinstance(info, dict) else None
+
+
+def describe_holder(info: dict | None) -> str:
+    """``pid 123 on host h since 2026-01-01T10:00:00Z`` for a lock holder's JSON."""
+    import time
+
+    if not info:
+        return "an unknown process"
+    if "raw" in info:
+        return f"an unknown process (lock file says {info['raw']!r})"
+    when = info.get("started")
+    since = (f" since {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(float(when)))}"
+             if isinstance(when, (int, float)) else "")
+    return f"pid {info.get('pid')} on host {info.get('host')}{since}"
+
+
+def lock_holder(path) -> dict | None:
+    """Who holds the writer lock of the store at ``path``, without taking it.
+
+    Returns None when no lock file exists or it is empty (no writer, or one
+    that ended cleanly); else the holder's JSON (``host``, ``pid``,
+    ``started``, ``store``) with ``alive``: True if the lock is held now,
+    False if the holder died without releasing it (a stale lock).
+    """
+    import filelock
+
+    lp = lock_path(path)
+    if not lp.exists():
+        return None
+    info = _read_holder(lp)
+    key = _key(path)
+    if key in _HELD:
+        return {**(info or {}), "alive": True}
+    probe = filelock.FileLock(str(lp), timeout=0)
+    try:
+        probe.acquire()
+    except filelock.Timeout:
+        return {**(info or {}), "alive": True}
+    except OSError:
+        return None if info is None else {**info, "alive": None}
+    probe.release()
+    return None if info is None else {**info, "alive": False}
+
+
+class StoreLock:
+    """The writer lock of one store: ``<store>.lock`` (an OS file lock via
+    ``filelock``) holding the writer's host, pid and start time as JSON.
+
+    Acquired with :meth:`acquire` (never waits); a store locked by another
+    live process raises :class:`StoreError` naming it.  A lock file left by a
+    writer that died (the OS released its lock) is reported as stale with a
+    warning and taken over.  The file also reserves :data:`LOCK_RESERVE` bytes
+    that :meth:`free_reserve` gives back when a failure has to be recorded on
+    a full disk.  Released (and its file removed) by :meth:`release`.
+    """
+
+    def __init__(self, path):
+        self.path = Path(os.fspath(path))
+        self.file = lock_path(self.path)
+        self.stale: dict | None = None
+        self._lock = None
+
+    def acquire(self) -> "StoreLock":
+        import filelock
+        import socket
+        import time
+
+        key = _key(self.path)
+        if key in _HELD:
+            raise StoreError(invalid("store", str(self.path), "a store no other writer is using (this process "
+                                     f"is already writing it; lock {self.file})"))
+        previous = _read_holder(self.file)
+        lock = filelock.FileLock(str(self.file), timeout=0)
+        try:
+            lock.acquire()
+        except filelock.Timeout:
+            raise StoreError(invalid("store", str(self.path), "a store no other writer is using: it is being "
+                                     f"written by {describe_holder(previous)} (lock {self.file}); wait for "
+                                     "that run to end or stop it")) from None
+        except OSError as exc:
+            raise StoreError(invalid("store", str(self.path), f"a path whose lock file {self.file} can be "
+                                     f"created ({exc.strerror or exc})")) from exc
+        self._lock = lock
+        if previous:
+            self.stale = previous
+            warnings.warn(f"stale lock {self.file} of {describe_holder(previous)} found: that writer ended "
+                          "without releasing it (killed or crashed); taking it over", stacklevel=3)
+        info = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time(),
+                "store": str(self.path)}
+        try:
+            with open(self.file, "r+") as f:
+                f.seek(0)
+                f.truncate()
+                text = json.dumps(info)
+                f.write(text + "\n" + " " * max(0, LOCK_RESERVE - len(text) - 1))
+                f.flush()
+        except OSError as exc:
+            self.release()
+            raise StoreError(invalid("store", str(self.path), f"a file system with room for the lock file "
+                                     f"{self.file} ({exc.strerror or exc})")) from exc
+        self.info = info
+        _HELD[key] = self
+        return self
+
+    def free_reserve(self) -> None:
+        """Give back the reserved bytes (keep the holder JSON)."""
+        try:
+            with open(self.file, "r+") as f:
+                f.truncate(len(json.dumps(self.info)) + 1)
+        except (OSError, AttributeError):
+            pass
+
+    def release(self) -> None:
+        """Release the lock and remove its file (a no-op if not held)."""
+        _HELD.pop(_key(self.path), None)
+        if self._lock is None:
+            return
+        try:
+            self.file.unlink(missing_ok=True)  # while still held: no one else owns this file
+        except OSError:
+            try:  # cannot remove (permissions): leave an empty file = no holder
+                with open(self.file, "r+") as f:
+                    f.truncate(0)
+            except OSError:
+                pass
+        self._lock.release()
+        self._lock = None
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+        return False
+
+
+def release_lock(path) -> None:
+    """Release the writer lock this process holds on the store at ``path`` (if any)."""
+    lock = _HELD.get(_key(path))
+    if lock is not None:
+        lock.release()
+
+
+def store_kind(path) -> str | None:
+    """What mam_xr wrote at ``path``: ``'run'``, ``'structure'``, ``'sweep'``, or None.
+
+    Decided by the format marker only: ``zarr.json`` attributes ``format``
+    (run and structure stores) or ``sweep.json`` ``format`` (sweep directories).
+    """
+    p = Path(os.fspath(path))
+    for marker, kinds in (("zarr.json", {RUN_FORMAT: "run", STRUCTURE_FORMAT: "structure"}),
+                          ("sweep.json", {"mam_xr.sweep/1": "sweep"})):
+        f = p / marker
+        if not f.is_file():
+            continue
+        try:
+            meta = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue
+        fmt = meta.get("attributes", {}).get("format") if marker == "zarr.json" else meta.get("format")
+        if fmt in kinds:
+            return kinds[fmt]
+    return None
+
+
+def check_replaceable(path, *, name: str = "store", flag: str = "overwrite=True") -> Path:
+    """Refuse to replace anything mam_xr did not write; return the path.
+
+    ``path`` may be replaced if it does not exist, is an empty directory, or is
+    a mam_xr run store, structure store or sweep directory (by its format
+    marker) that no live writer holds.  Refused, with a :class:`StoreError`
+    naming the path and why: a plain file, a symbolic link, the working
+    directory or one of its parents, the home directory, any other directory,
+    and a store locked by another writer.  ``name`` and ``flag`` are how the
+    caller names the target and the overwrite option in messages.
+    """
+    p = Path(os.fspath(path))
+    if not (p.exists() or p.is_symlink()):
+        return p
+    why = None
+    resolved = p.resolve()
+    cwd = Path.cwd().resolve()
+    if p.is_symlink():
+        why = "it is a symbolic link"
+    elif resolved == cwd:
+        why = "it is the working directory"
+    elif resolved in cwd.parents:
+        why = "it is a parent of the working directory"
+    elif resolved == Path.home().resolve():
+        why = "it is the home directory"
+    elif not p.is_dir():
+        why = "it is a file, not a mam_xr store"
+    elif any(p.iterdir()) and store_kind(p) is None:
+        why = ("it is not a mam_xr store or sweep directory (no mam_xr format marker in its "
+               "zarr.json or sweep.json)")
+    if why:
+        raise StoreError(invalid(name, str(p), f"a new path or a mam_xr store to replace with {flag}; "
+                                 f"{why}, and mam_xr only replaces what it wrote"))
+    holder = lock_holder(p)
+    if holder and holder.get("alive"):
+        raise StoreError(invalid(name, str(p), f"a store no other writer is using: it is being written by "
+                                 f"{describe_holder(holder)} (lock {lock_path(p)})"))
+    return p
+
+
+def check_target(path, overwrite: bool, *, name: str = "store", flag: str = "overwrite=True") -> Path:
+    """Check, before any work, that a new store may be written at ``path``:
+    it must not exist unless ``overwrite`` (then :func:`check_replaceable`)."""
+    p = Path(os.fspath(path))
+    if (p.exists() or p.is_symlink()) and not overwrite:
+        if p.is_dir() or p.is_symlink():
+            raise StoreError(invalid(name, str(p), f"a path that does not exist yet (or {flag})"))
+        raise StoreError(invalid(name, str(p), "a directory path for a Zarr store; it is a file"))
+    return check_replaceable(p, name=name, flag=flag) if overwrite else p
+
+
+def swap_in(new, path) -> Path:
+    """Replace ``path`` (checked by :func:`check_replaceable`) by the store
+    written beside it at ``new``: rename the old one aside, rename the new one
+    in, then delete the old one.  Each rename is atomic; the old store is only
+    deleted once the new one is in place."""
+    new, path = Path(new), Path(path)
+    if path.exists():
+        check_replaceable(path)
+        aside = path.with_name(f".{path.name}.old-{os.getpid()}")
+        os.rename(path, aside)
+        try:
+            os.rename(new, path)
+        except OSError:
+            os.rename(aside, path)
+            raise
+        shutil.rmtree(aside, ignore_errors=True)
+    else:
+        os.rename(new, path)
+    return path
+
+
+def remove_store(path) -> None:
+    """Delete a store mam_xr wrote (checked by :func:`check_replaceable`)."""
+    p = check_replaceable(path)
+    if p.exists():
+        shutil.rmtree(p)
+
+
 def create_run(path, *, structure: xr.Dataset | None, dt: float, t_sim: float,
                n_segments_planned: int, params: dict | str | None = None, label: str = "",
                seed: int | None = None, n_vp: int = 1, threads: int = 1, n_ranks: int = 1,
@@ -263,12 +556,38 @@ def create_run(path, *, structure: xr.Dataset | None, dt: float, t_sim: float,
 
     ``n_neurons`` (254 ints) defaults to floor(structure.neurons).  Used by
     :func:`mam_xr.simulation.simulate` and by importers of upstream spikes.
+
+    The caller becomes the store's only writer: its :class:`StoreLock` is
+    taken here and released when :func:`set_status` records ``complete`` or
+    ``failed`` (or when the process ends).  ``overwrite`` replaces only a
+    mam_xr store (:func:`check_replaceable`); the new store is written beside
+    the old one and swapped in (:func:`swap_in`).
     """
     path = check_writable(path)
-    if path.exists():
-        if not overwrite:
-            raise StoreError(invalid("store", str(path), "a path that does not exist yet (or overwrite=True)"))
-        shutil.rmtree(path)
+    check_target(path, overwrite)
+    lock = _HELD.get(_key(path)) or StoreLock(path).acquire()
+    target = path
+    try:
+        check_target(path, overwrite)  # again, now that no one else can write it
+        target = path.with_name(f".{path.name}.new-{os.getpid()}") if path.exists() else path
+        if target != path and target.exists():
+            shutil.rmtree(target)  # our own leftover from a crashed swap
+        _create_run_at(target, structure=structure, dt=dt, t_sim=t_sim,
+                       n_segments_planned=n_segments_planned, params=params, label=label, seed=seed,
+                       n_vp=n_vp, threads=threads, n_ranks=n_ranks, engine=engine,
+                       extra_attrs=extra_attrs, n_neurons=n_neurons)
+        if target != path:
+            swap_in(target, path)
+    except BaseException:
+        if target != path and target.exists():
+            shutil.rmtree(target, ignore_errors=True)
+        lock.release()
+        raise
+    return zarr.open_group(str(path), mode="r+", zarr_format=3)
+
+
+def _create_run_at(path: Path, *, structure, dt, t_sim, n_segments_planned, params, label, seed,
+                   n_vp, threads, n_ranks, engine, extra_attrs, n_neurons) -> None:
     if n_neurons is None:
         if structure is None:
             raise StoreError("create_run needs structure= or n_neurons=")
@@ -295,11 +614,10 @@ def create_run(path, *, structure: xr.Dataset | None, dt: float, t_sim: float,
     spikes = root.create_group("spikes")
     spikes.attrs.update({"dt": float(dt), "time_unit": "steps",
                          "population_labels": population_labels(), "n_neurons": n_neurons,
-                         "n_ranks": int(n_ranks)})
+                         "n_ranks": int(n_ranks), "checksums": SPIKE_CHECKSUMS})
     # ranks/rank<r>: attrs-only groups, each written by its own MPI rank only
     # (status, host, error, ...); see set_rank_status and docs/cluster.md.
     root.create_group("ranks").attrs.update({"n_ranks": int(n_ranks)})
-    return root
 
 
 def set_status(root: zarr.Group, status: str, *, error: str | None = None,
@@ -310,9 +628,45 @@ def set_status(root: zarr.Group, status: str, *, error: str | None = None,
     update: dict[str, Any] = {"status": status, **attrs}
     if error is not None:
         update["error"] = str(error)
-    if timings is not None:
-        update["timings"] = {**dict(root.attrs.get("timings", {})), **timings}
-    root.attrs.update(_json_safe(update))
+    if status == "failed":
+        _record_failure(root, update, timings)
+    else:
+        if timings is not None:
+            update["timings"] = {**dict(root.attrs.get("timings", {})), **timings}
+        root.attrs.update(_json_safe(update))
+    if status != "running":
+        path = _local_path(root)
+        if path is not None:
+            release_lock(path)
+
+
+def _local_path(root: zarr.Group) -> Path | None:
+    base = getattr(root.store, "root", None)
+    if base is None:
+        return None
+    return Path(base) / root.path if root.path else Path(base)
+
+
+def _record_failure(root: zarr.Group, update: dict, timings: dict | None) -> None:
+    """Write a ``failed`` status even on a full disk or after losing write
+    permission: free the lock's reserve and retry; never raise (the caller is
+    already handling the original error), but warn if it cannot be written."""
+    path = _local_path(root)
+    last = None
+    for attempt in range(2):
+        try:
+            if timings is not None:
+                update["timings"] = {**dict(root.attrs.get("timings", {})), **timings}
+            root.attrs.update(_json_safe(update))
+            return
+        except Exception as exc:  # noqa: BLE001 - reported below, the original error matters more
+            last = exc
+            lock = _HELD.get(_key(path)) if path is not None else None
+            if lock is None:
+                break
+            lock.free_reserve()
+    warnings.warn(f"could not mark run store {str(path or root.store)!r} failed "
+                  f"({type(last).__name__}: {last}); it still says status=running", stacklevel=3)
 
 
 def set_rank_status(root: zarr.Group, rank: int, status: str, **attrs) -> None:
@@ -329,10 +683,28 @@ def set_rank_status(root: zarr.Group, rank: int, status: str, **attrs) -> None:
         raise StoreError(invalid("status", status, f"one of {_STATUSES}"))
     if "ranks" not in root:  # stores written before the ranks/ group existed
         raise StoreError(f"run store {root.store!s} has no 'ranks' group (made by create_run)")
-    ranks = root["ranks"]
-    name = f"rank{int(rank)}"
-    g = ranks[name] if name in ranks else ranks.create_group(name)
-    g.attrs.update(_json_safe({"rank": int(rank), "status": status, "updated": time.time(), **attrs}))
+    try:
+        ranks = root["ranks"]
+        name = f"rank{int(rank)}"
+        g = ranks[name] if name in ranks else ranks.create_group(name)
+        g.attrs.update(_json_safe({"rank": int(rank), "status": status, "updated": time.time(), **attrs}))
+    except OSError:
+        if status != "failed":
+            raise
+        # recording a failure must not fail in turn (full disk): the root status is what counts
+
+
+def segment_digest(times_steps: np.ndarray, senders: np.ndarray) -> bytes:
+    """SHA-256 of one segment's spikes as stored (int32 little-endian times, then senders)."""
+    h = hashlib.sha256(np.ascontiguousarray(times_steps, dtype="<i4").tobytes())
+    h.update(np.ascontiguousarray(senders, dtype="<i4").tobytes())
+    return h.digest()
+
+
+def _write_all_chunks():
+    # A chunk equal to the fill value is otherwise not written, and a missing
+    # chunk must mean damage.
+    return zarr.config.set({"array.write_empty_chunks": True})
 
 
 class SpikeWriter:
@@ -354,23 +726,32 @@ class SpikeWriter:
         self.dt = float(spikes.attrs["dt"])
         self.n_neurons = np.asarray(spikes.attrs["n_neurons"], dtype=np.int64)
         self.rank = int(rank)
+        self.checked = spikes.attrs.get("checksums") == SPIKE_CHECKSUMS
         name = f"rank{self.rank}"
-        if name in spikes:
-            g = spikes[name]
-        else:
-            g = spikes.create_group(name)
-            g.attrs.update({"rank": self.rank, "last_segment": -1})
-            g.create_array("times", shape=(0,), dtype="int32", chunks=(SPIKE_CHUNK,),
-                           compressors=_compressors(), fill_value=0)
-            g.create_array("senders", shape=(0,), dtype="int32", chunks=(SPIKE_CHUNK,),
-                           compressors=_compressors(), fill_value=0)
-            g.create_array("offsets", shape=(0, N_POPULATIONS + 1), dtype="int64",
-                           chunks=(SEGMENT_CHUNK, N_POPULATIONS + 1), fill_value=0)
-            g.create_array("segment_bounds", shape=(0, 2), dtype="float64",
-                           chunks=(SEGMENT_CHUNK, 2), fill_value=0.0)
-        self.group = g
-        self._times, self._senders = g["times"], g["senders"]
-        self._offsets, self._bounds = g["offsets"], g["segment_bounds"]
+        with _write_all_chunks():
+            if name in spikes:
+                g = spikes[name]
+            else:
+                g = spikes.create_group(name)
+                g.attrs.update({"rank": self.rank, "last_segment": -1})
+                codecs = checked_compressors() if self.checked else compressors()
+                table_codecs = [zarr.codecs.Crc32cCodec()] if self.checked else "auto"
+                g.create_array("times", shape=(0,), dtype="int32", chunks=(SPIKE_CHUNK,),
+                               compressors=codecs, fill_value=0)
+                g.create_array("senders", shape=(0,), dtype="int32", chunks=(SPIKE_CHUNK,),
+                               compressors=codecs, fill_value=0)
+                g.create_array("offsets", shape=(0, N_POPULATIONS + 1), dtype="int64",
+                               chunks=(SEGMENT_CHUNK, N_POPULATIONS + 1), fill_value=0,
+                               compressors=table_codecs)
+                g.create_array("segment_bounds", shape=(0, 2), dtype="float64",
+                               chunks=(SEGMENT_CHUNK, 2), fill_value=0.0, compressors=table_codecs)
+                if self.checked:
+                    g.create_array("segment_sha256", shape=(0, 32), dtype="uint8",
+                                   chunks=(SEGMENT_CHUNK, 32), fill_value=0, compressors=table_codecs)
+            self.group = g
+            self._times, self._senders = g["times"], g["senders"]
+            self._offsets, self._bounds = g["offsets"], g["segment_bounds"]
+            self._sha = g["segment_sha256"] if self.checked and "segment_sha256" in g else None
         # Committed state: arrays may be longer after a crash mid-append.
         n_seg = min(self._offsets.shape[0], self._bounds.shape[0])
         self.n_segments = n_seg
@@ -415,18 +796,24 @@ class SpikeWriter:
         starts = np.searchsorted(pops_sorted, np.arange(N_POPULATIONS + 1), side="left")
         base = self.length
         n = int(times.size)
+        t_data = times[order].astype(np.int32, copy=False)
+        s_data = senders[order].astype(np.int32, copy=False)
         # Data first, the offsets row last: the row commits the segment.
-        for arr, data in ((self._times, times[order]), (self._senders, senders[order])):
-            if arr.shape[0] != base:
-                arr.resize((base,))  # drop a partial append left by a crash
-            if n:
-                arr.append(data.astype(np.int32, copy=False))
         s = self.n_segments
-        for arr, row in ((self._bounds, np.array([[t_start, t_stop]], dtype=np.float64)),
-                         (self._offsets, (starts + base).astype(np.int64)[None, :])):
-            if arr.shape[0] != s:
-                arr.resize((s,) + arr.shape[1:])
-            arr.append(row)
+        rows = [(self._bounds, np.array([[t_start, t_stop]], dtype=np.float64)),
+                (self._offsets, (starts + base).astype(np.int64)[None, :])]
+        if self._sha is not None:
+            rows.insert(0, (self._sha, np.frombuffer(segment_digest(t_data, s_data), dtype=np.uint8)[None, :]))
+        with _write_all_chunks():
+            for arr, data in ((self._times, t_data), (self._senders, s_data)):
+                if arr.shape[0] != base:
+                    arr.resize((base,))  # drop a partial append left by a crash
+                if n:
+                    arr.append(data)
+            for arr, row in rows:
+                if arr.shape[0] != s:
+                    arr.resize((s,) + arr.shape[1:])
+                arr.append(row)
         self.n_segments += 1
         self.length += n
         self.group.attrs.update({"last_segment": s, "updated": _now()})  # heartbeat per rank
@@ -678,11 +1065,12 @@ class RunStore:
             # one contiguous read when the selection is dense, else per slice
             n_wanted = int((b - a).sum())
             if n_wanted > 0.25 * (s_hi - s_lo):
-                times_blk = g["times"][s_lo:s_hi]
-                senders_blk = g["senders"][s_lo:s_hi]
+                times_blk = self.read_spike_range(r, "times", s_lo, s_hi)
+                senders_blk = self.read_spike_range(r, "senders", s_lo, s_hi)
                 get = lambda x, y: (times_blk[x - s_lo:y - s_lo], senders_blk[x - s_lo:y - s_lo])  # noqa: E731
             else:
-                get = lambda x, y: (g["times"][x:y], g["senders"][x:y])  # noqa: E731
+                get = lambda x, y: (self.read_spike_range(r, "times", x, y),  # noqa: E731
+                                    self.read_spike_range(r, "senders", x, y))
             for k in range(len(sel)):
                 for j in range(len(segs)):
                     x, y = int(a[j, k]), int(b[j, k])
@@ -716,6 +1104,126 @@ class RunStore:
             segments=sorted(used_segments),
         )
 
+    # -- verified reads ------------------------------------------------------------
+    @property
+    def checked(self) -> bool:
+        """True if the spikes carry checksums (CRC32C per chunk, SHA-256 per segment)."""
+        return self.root["spikes"].attrs.get("checksums") == SPIKE_CHECKSUMS
+
+    def _segment_ends(self, rank_key: str) -> np.ndarray:
+        cache = self.__dict__.setdefault("_ends", {})
+        if rank_key not in cache:
+            g = self.root["spikes"][rank_key]
+            n = self._committed(rank_key)
+            cache[rank_key] = g["offsets"][:n, -1] if n else np.zeros(0, np.int64)
+        return cache[rank_key]
+
+    def _where(self, rank_key: str, name: str, start: int, stop: int) -> str:
+        ends = self._segment_ends(rank_key)
+        s0 = int(np.searchsorted(ends, start, side="right"))
+        s1 = int(np.searchsorted(ends, max(start, stop - 1), side="right"))
+        seg = f"segment {s0}" if s0 == s1 else f"segments {s0}-{s1}"
+        c0, c1 = start // SPIKE_CHUNK, max(start, stop - 1) // SPIKE_CHUNK
+        chunk = f"chunk c/{c0}" if c0 == c1 else f"chunks c/{c0}-c/{c1}"
+        return f"spikes/{rank_key}/{name}, {seg}, {chunk}"
+
+    def missing_chunks(self, rank_key: str, name: str, start: int, stop: int) -> list[int]:
+        """Indices of the chunks of ``spikes/<rank_key>/<name>`` covering
+        [start, stop) that are absent from the store (Zarr would read them as 0)."""
+        from zarr.core.sync import sync
+
+        arr = self.root["spikes"][rank_key][name]
+        seen = self.__dict__.setdefault("_chunks_ok", set())
+        out = []
+        for c in range(start // SPIKE_CHUNK, (stop - 1) // SPIKE_CHUNK + 1 if stop > start else 0):
+            if (rank_key, name, c) in seen:
+                continue
+            key = f"{arr.path}/{arr.metadata.chunk_key_encoding.encode_chunk_key((c,))}"
+            if sync(arr.store.exists(key)):
+                seen.add((rank_key, name, c))
+            else:
+                out.append(c)
+        return out
+
+    def read_spike_range(self, rank_key: str, name: str, start: int, stop: int) -> np.ndarray:
+        """``spikes/<rank_key>/<name>[start:stop]``, verified: a missing chunk
+        or one whose CRC32C does not match raises :class:`StoreError` naming
+        the array, the segment(s) and the chunk(s)."""
+        arr = self.root["spikes"][rank_key][name]
+        if stop <= start:
+            return np.zeros(0, dtype=arr.dtype)
+        if self.checked:
+            gone = self.missing_chunks(rank_key, name, start, stop)
+            if gone:
+                where = self._where(rank_key, name, gone[0] * SPIKE_CHUNK,
+                                    min(stop, (gone[0] + 1) * SPIKE_CHUNK))
+                raise StoreError(f"run store {self.path!r} is damaged: {where} is missing "
+                                 "(it would read as zeros); run `mam-xr verify` on the store")
+        try:
+            return arr[start:stop]
+        except Exception as exc:  # noqa: BLE001 - Zarr/numcodecs raise ValueError, RuntimeError, ...
+            raise StoreError(f"run store {self.path!r} is damaged: {self._where(rank_key, name, start, stop)} "
+                             f"cannot be decoded ({type(exc).__name__}: {exc})") from exc
+
+    def verify(self) -> dict:
+        """Check the whole store: structure checksums, every committed spike
+        segment (chunks present, CRC32C, SHA-256 per segment), the segment
+        tables' consistency and every cached analysis group.
+
+        Returns ``{"ok": bool, "problems": [str, ...], "checked": {...},
+        "verdict": str}``; never raises for damage (it is listed instead).
+        """
+        problems: list[str] = []
+        checked: dict[str, Any] = {"segments": 0, "spikes": 0, "analysis_groups": 0,
+                                   "spike_checksums": self.checked}
+        try:
+            self.structure()
+            checked["structure"] = "ok"
+        except Exception as exc:  # noqa: BLE001
+            problems.append(f"structure: {exc}")
+        try:
+            check_consistency(self.root, self.path)
+        except StoreError as exc:
+            problems.append(str(exc))
+        for r in self.ranks:
+            g = self.root["spikes"][r]
+            n = self._committed(r)
+            offsets = g["offsets"][:n] if n else np.zeros((0, N_POPULATIONS + 1), np.int64)
+            sha = g["segment_sha256"][:n] if self.checked and "segment_sha256" in g else None
+            for k in range(n):
+                a, b = (int(offsets[k - 1, -1]) if k else 0), int(offsets[k, -1])
+                try:
+                    t = self.read_spike_range(r, "times", a, b)
+                    se = self.read_spike_range(r, "senders", a, b)
+                except StoreError as exc:
+                    problems.append(str(exc).replace(f"run store {self.path!r} is damaged: ", ""))
+                    continue
+                if sha is not None and segment_digest(t, se) != bytes(sha[k]):
+                    problems.append(f"spikes/{r}: segment {k} (spikes {a}-{b}) differs from its SHA-256 "
+                                    "(times or senders changed)")
+                checked["segments"] += 1
+                checked["spikes"] += b - a
+        if "analysis" in self.root:
+            for name in self.root["analysis"].group_keys():
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        xr.open_zarr(self.root.store, group=f"{self.root['analysis'][name].path}",
+                                     consolidated=False, zarr_format=3).load()
+                    checked["analysis_groups"] += 1
+                except Exception as exc:  # noqa: BLE001
+                    problems.append(f"analysis/{name}: cannot be read ({type(exc).__name__}: {exc})")
+        if not self.checked:
+            problems_note = " (spikes written before checksums: only chunk decoding was checked)"
+        else:
+            problems_note = ""
+        ok = not problems
+        verdict = (f"OK: {self.path} - structure, {checked['segments']} segments "
+                   f"({checked['spikes']} spikes) and {checked['analysis_groups']} cached analyses verified"
+                   f"{problems_note}; status {self.status}") if ok else (
+            f"DAMAGED: {self.path} - {len(problems)} problem(s): " + "; ".join(problems))
+        return {"ok": ok, "problems": problems, "checked": checked, "verdict": verdict}
+
     def spike_arrays(self, rank: int = 0) -> dict[str, Any]:
         """The raw arrays of one rank as Dask arrays (committed segments only)."""
         import dask.array as da
@@ -748,6 +1256,115 @@ class RunStore:
         return total
 
 
+def _finite_positive(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x) and x > 0
+
+
+def check_consistency(root: zarr.Group, path: str = "") -> None:
+    """Refuse a run store that contradicts itself (raises :class:`StoreError`).
+
+    Checked: ``status`` is one of running/complete/failed; ``dt`` and
+    ``t_sim`` are finite and > 0 (and the ``spikes`` group's ``dt`` equals the
+    root's); ``params`` is JSON; ``n_segments_planned`` is an integer >= 1,
+    equal to ceil(t_sim / segment) when ``segment`` is recorded; per rank, ``segment_bounds`` rows have
+    t_start < t_stop and are non-decreasing, there is one ``offsets`` row per
+    segment (at most one more bounds row, left by a write cut short), offsets
+    are non-decreasing and contiguous from 0 and within the spike arrays; a
+    ``complete`` store has every planned segment and its ``n_spikes`` equals
+    the spikes in the offsets.
+    """
+    where = f"run store {str(path)!r} contradicts itself"
+    a = dict(root.attrs)
+
+    def bad(name, value, expected):
+        raise StoreError(f"{where}: {invalid(name, value, expected)}")
+
+    status = a.get("status")
+    if status not in _STATUSES:
+        bad("attrs.status", status, f"one of {_STATUSES}")
+    dt, t_sim = a.get("dt"), a.get("t_sim")
+    if dt is not None and not _finite_positive(dt):
+        bad("attrs.dt", dt, "a finite time step > 0 ms")
+    if t_sim is not None and not _finite_positive(t_sim):
+        bad("attrs.t_sim", t_sim, "a finite simulated time > 0 ms")
+    sdt = root["spikes"].attrs.get("dt")
+    if not _finite_positive(sdt):
+        bad("spikes.attrs.dt", sdt, "a finite time step > 0 ms")
+    if dt is not None and abs(float(sdt) - float(dt)) > 1e-12 * float(dt):
+        bad("spikes.attrs.dt", sdt, f"the run's dt={dt} ms")
+    params = a.get("params")
+    if params is not None:
+        try:
+            value = json.loads(params) if isinstance(params, str) else None
+        except ValueError as exc:
+            bad("attrs.params", (params[:60] + "...") if len(params) > 60 else params,
+                f"the parameters as JSON ({exc})")
+        if not isinstance(value, dict):
+            bad("attrs.params", params if not isinstance(params, str) or len(params) <= 60
+                else params[:60] + "...", "a JSON object of parameters")
+    planned = a.get("n_segments_planned")
+    if planned is not None:
+        if not isinstance(planned, int) or isinstance(planned, bool) or planned < 1:
+            bad("attrs.n_segments_planned", planned, "an integer >= 1")
+        seg = a.get("segment")
+        if seg is not None and t_sim is not None and _finite_positive(seg):
+            want = int(np.ceil(float(t_sim) / float(seg) - 1e-9))
+            if planned != want:
+                bad("attrs.n_segments_planned", planned,
+                    f"ceil(t_sim / segment) = ceil({t_sim:g} / {seg:g}) = {want}")
+    spikes = root["spikes"]
+    total = 0
+    committed = []
+    for r in sorted(k for k in spikes.group_keys() if k.startswith("rank")):
+        g = spikes[r]
+        n_off, n_b = g["offsets"].shape[0], g["segment_bounds"].shape[0]
+        if not (n_off <= n_b <= n_off + 1):
+            bad(f"spikes/{r}/offsets", f"<{n_off} rows>",
+                f"one row per segment of spikes/{r}/segment_bounds ({n_b} rows)")
+        if g["offsets"].shape[1:] != (N_POPULATIONS + 1,):
+            bad(f"spikes/{r}/offsets", f"<shape {g['offsets'].shape}>", f"(n_segments, {N_POPULATIONS + 1})")
+        n = n_off
+        committed.append(n)
+        if n == 0:
+            continue
+        try:
+            off = g["offsets"][:n]
+            bounds = g["segment_bounds"][:n]
+        except Exception as exc:  # noqa: BLE001 - a damaged table
+            raise StoreError(f"{where}: spikes/{r} segment tables cannot be read "
+                             f"({type(exc).__name__}: {exc})") from exc
+        if not np.all(np.isfinite(bounds)) or np.any(bounds[:, 1] <= bounds[:, 0]):
+            k = int(np.flatnonzero(~np.isfinite(bounds).all(1) | (bounds[:, 1] <= bounds[:, 0]))[0])
+            bad(f"spikes/{r}/segment_bounds[{k}]", bounds[k].tolist(), "finite [t_start, t_stop) with t_start < t_stop")
+        if n > 1 and np.any(bounds[1:, 0] < bounds[:-1, 1] - 1e-9):
+            k = int(np.flatnonzero(bounds[1:, 0] < bounds[:-1, 1] - 1e-9)[0]) + 1
+            bad(f"spikes/{r}/segment_bounds[{k}]", bounds[k].tolist(),
+                f"a segment starting at or after the end of segment {k - 1} ({bounds[k - 1, 1]:g} ms)")
+        if t_sim is not None and a.get("segment") is not None and bounds[-1, 1] > float(t_sim) + 1e-6:
+            bad(f"spikes/{r}/segment_bounds[{n - 1}]", bounds[-1].tolist(), f"segments within t_sim={t_sim:g} ms")
+        if np.any(np.diff(off, axis=1) < 0):
+            k = int(np.flatnonzero((np.diff(off, axis=1) < 0).any(1))[0])
+            bad(f"spikes/{r}/offsets[{k}]", "<decreasing>", "non-decreasing population starts")
+        starts = np.concatenate([[0], off[:-1, -1]])
+        if np.any(off[:, 0] != starts):
+            k = int(np.flatnonzero(off[:, 0] != starts)[0])
+            bad(f"spikes/{r}/offsets[{k}, 0]", int(off[k, 0]),
+                f"{int(starts[k])} (the end of the previous segment)")
+        end = int(off[-1, -1])
+        for arr in ("times", "senders"):
+            if g[arr].shape[0] < end:
+                bad(f"spikes/{r}/{arr}", f"<{g[arr].shape[0]} spikes>",
+                    f"at least the {end} spikes its offsets table commits")
+        if "segment_sha256" in g and g["segment_sha256"].shape[0] < n:
+            bad(f"spikes/{r}/segment_sha256", f"<{g['segment_sha256'].shape[0]} rows>",
+                f"one row per committed segment ({n})")
+        total += end
+    if status == "complete":
+        n_spikes = a.get("n_spikes")
+        if n_spikes is not None and min(committed or [0]) == planned and int(n_spikes) != total:
+            bad("attrs.n_spikes", n_spikes, f"the {total} spikes the offsets tables hold")
+
+
 def open_run(path, allow_incomplete: bool = False) -> RunStore:
     """Open a run store for reading and check its format and status.
 
@@ -771,7 +1388,11 @@ def open_run(path, allow_incomplete: bool = False) -> RunStore:
         for arr in ("times", "senders", "offsets", "segment_bounds"):
             if arr not in spikes[r]:
                 raise StoreError(f"run store {str(path)!r} is damaged: spikes/{r}/{arr} is missing")
+    check_consistency(root, str(path))
     run = RunStore(root, str(path))
+    if not run.checked:
+        warnings.warn(f"run store {str(path)!r} was written before spike checksums: a damaged or "
+                      "deleted spike chunk cannot be detected in it", stacklevel=2)
     status = run.status
     planned = root.attrs.get("n_segments_planned")
     if status == "complete" and planned is not None and run._n_common() < int(planned):
@@ -783,9 +1404,40 @@ def open_run(path, allow_incomplete: bool = False) -> RunStore:
         why = f": {root.attrs.get('error')}" if status == "failed" else (
             " (still running, or killed)" if status == "running" else "")
         missing = run.describe_missing()
+        writer = _running_why(path) if status == "running" else ""
         msg = (f"run store {str(path)!r} is incomplete: status={status!r}{why}; it holds {have}"
-               + (f"; {missing}" if missing else "") + ".")
+               + (f"; {missing}" if missing else "") + (f"; {writer}" if writer else "") + ".")
         if not allow_incomplete:
             raise StoreError(msg + " Pass allow_incomplete=True to read the committed segments.")
         warnings.warn(msg + " Reading the segments every rank committed.", stacklevel=2)
     return run
+
+
+def _running_why(path) -> str:
+    """Why a store still says ``running``: its writer (from the lock) is alive or gone."""
+    if isinstance(path, zarr.Group):
+        return ""
+    try:
+        holder = lock_holder(path)
+    except Exception:  # noqa: BLE001 - only a hint in a message
+        holder = None
+    if holder is None:
+        return ""
+    if holder.get("alive"):
+        return f"still being written by {describe_holder(holder)}"
+    if holder.get("alive") is False:
+        return f"its writer, {describe_holder(holder)}, ended without finishing (killed or crashed)"
+    return ""
+
+
+def verify_store(path) -> dict:
+    """:meth:`RunStore.verify` for the store at ``path``, also when it cannot be
+    opened (the reason is then the one problem); any status is accepted."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            run = open_run(path, allow_incomplete=True)
+    except StoreError as exc:
+        return {"ok": False, "problems": [str(exc)], "checked": {},
+                "verdict": f"DAMAGED: {path} - {exc}"}
+    return run.verify()
