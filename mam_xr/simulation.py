@@ -418,8 +418,9 @@ def simulate(params, store=None, structure: xr.Dataset | None = None, progress: 
     _validate(params, store)
     store_path = _store.check_writable(store)  # path problems first, before the structure is built
     # Under MPI only rank 0 checks: it creates the store, possibly before another rank gets here.
-    if store_path.exists() and not overwrite and _parallel.launcher_rank() == 0:
-        raise StoreError(invalid("store", str(store_path), "a path that does not exist yet (or overwrite=True)"))
+    # (an existing path only with overwrite, and then only a mam_xr store no live writer holds)
+    if _parallel.launcher_rank() == 0:
+        _store.check_target(store_path, overwrite)
     t_wall0 = time.perf_counter()
     timings: dict[str, float] = {}
     if structure is None:
