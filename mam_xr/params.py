@@ -46,114 +46,241 @@ class _Section(BaseModel):
                               validate_default=True)
 
 
-class NeuronParams(_Section):
-    """Single-neuron parameters of ``iaf_psc_exp`` (spec/dynamics.md §A.5)."""
+def _number(default, description: str, **bounds):
+    """A float field: a real number (no bool, no string), finite, within ``bounds``."""
+    return Field(default, strict=True, allow_inf_nan=False, description=description, **bounds)
 
-    C_m: float = Field(250.0, gt=0, description="membrane capacitance (pF)")
-    tau_m: float = Field(10.0, gt=0, description="membrane time constant (ms)")
-    tau_syn_ex: float = Field(0.5, gt=0, description="excitatory synaptic time constant (ms)")
-    tau_syn_in: float = Field(0.5, gt=0, description="inhibitory synaptic time constant (ms)")
-    E_L: float = Field(-65.0, description="resting potential (mV)")
-    V_th: float = Field(-50.0, description="spike threshold (mV)")
-    V_reset: float = Field(-65.0, description="reset potential (mV)")
-    t_ref: float = Field(2.0, ge=0, description="absolute refractory period (ms)")
-    V0_mean: float = Field(-150.0, description="mean of the initial membrane potential (mV)")
-    V0_sd: float = Field(50.0, ge=0, description="SD of the initial membrane potential (mV)")
+
+def _integer(default, description: str, **bounds):
+    """An int field: an integer (no bool, float or string), within ``bounds``."""
+    return Field(default, strict=True, description=description, **bounds)
+
+
+def _flag(default, description: str):
+    """A bool field: ``True`` or ``False`` only (no 1, "yes", "true")."""
+    return Field(default, strict=True, description=description)
+
+
+#: Neurons per mm² of the sparsest population (VIP 6I) at full scale: a network of
+#: ``surface`` mm² keeps one neuron in every population only if
+#: N_scaling * surface * MIN_NEURONS_PER_MM2 >= 1 (checked against the data by the tests).
+MIN_NEURONS_PER_MM2 = 1610.6078639687048
+
+#: Surface of the largest area (V1, mm²): the upper bound of the modelled surface per area.
+MAX_SURFACE_MM2 = 1484.629
+
+#: NEST's time grid: the resolution is a multiple of one tic (ms) at NEST's default
+#: 1000 tics per ms; both engines use the same grid.
+TIC_MS = 0.001
+
+#: Longest simulated time (ms), about 11.6 days of model time.
+MAX_T_SIM_MS = 1e9
+
+#: Most integration steps (theory.T / theory.dt) of one mean-field integration.
+MAX_THEORY_STEPS = 10_000_000
+
+
+def _multiple(name: str, value: float, step: float, step_name: str) -> str | None:
+    """Message if ``value`` is not a whole multiple of ``step`` (relative tolerance 1e-9)."""
+    n = value / step
+    if abs(n - round(n)) > 1e-9 * max(1.0, n):
+        return invalid(name, value, f"a multiple of {step_name}={step} ms")
+    return None
+
+
+class NeuronParams(_Section):
+    """Single-neuron parameters of ``iaf_psc_exp`` (docs/parameters.md)."""
+
+    C_m: float = _number(250.0, "membrane capacitance (pF), in (0, 1e5]", gt=0, le=1e5)
+    tau_m: float = _number(10.0, "membrane time constant (ms), in (0, 1e4]", gt=0, le=1e4)
+    tau_syn_ex: float = _number(0.5, "excitatory synaptic time constant (ms), in (0, 1e3]",
+                                gt=0, le=1e3)
+    tau_syn_in: float = _number(0.5, "inhibitory synaptic time constant (ms), in (0, 1e3]",
+                                gt=0, le=1e3)
+    E_L: float = _number(-65.0, "resting potential (mV), in [-1000, 1000]", ge=-1e3, le=1e3)
+    V_th: float = _number(-50.0, "spike threshold (mV), in [-1000, 1000]", ge=-1e3, le=1e3)
+    V_reset: float = _number(-65.0, "reset potential (mV), in [-1000, 1000]", ge=-1e3, le=1e3)
+    t_ref: float = _number(2.0, "absolute refractory period (ms), in [0, 1e3]", ge=0, le=1e3)
+    V0_mean: float = _number(-150.0, "mean of the initial membrane potential (mV), "
+                                     "in [-1000, 1000]", ge=-1e3, le=1e3)
+    V0_sd: float = _number(50.0, "SD of the initial membrane potential (mV), in [0, 1000]",
+                           ge=0, le=1e3)
 
     @model_validator(mode="after")
     def _threshold_above_reset(self):
         if self.V_th <= self.V_reset:
             raise ValueError(invalid("V_th", self.V_th, f"a threshold above V_reset={self.V_reset} mV"))
+        for name in ("tau_syn_ex", "tau_syn_in"):
+            tau = getattr(self, name)
+            if abs(tau - self.tau_m) <= 1e-6 * self.tau_m:
+                raise ValueError(invalid(name, tau, f"a value different from tau_m={self.tau_m} ms "
+                                                    "(the PSP-to-PSC conversion is singular there)"))
         return self
 
 
 class ConnectionParams(_Section):
-    """Connectivity and weights (spec/construction.md §4.5, §5, §14)."""
+    """Connectivity and weights (docs/structure.md)."""
 
     K_stable: Optional[Literal["K_prime_original"]] = Field(
         "K_prime_original",
         description="stabilised internal indegrees: 'K_prime_original' (Schuecker et al. 2017, "
                     "the pinned K_prime_original.npy) or None for the data-derived indegrees")
-    av_indegree_V1: float = Field(AV_INDEGREE_V1, gt=0,
-                                  description="average total indegree in V1 (synapses per neuron)")
-    g: float = Field(-11.0, le=-1.0, description="relative inhibitory weight (w_I = g w_E)")
-    PSP_e: float = Field(0.15, gt=0, description="excitatory PSP amplitude (mV)")
-    PSP_e_23_4: float = Field(0.3, gt=0, description="PSP amplitude of 23E <- 4E (mV)")
-    PSP_ext: float = Field(0.15, gt=0, description="PSP amplitude of the external input (mV)")
-    PSC_rel_sd_normal: float = Field(0.1, ge=0, description="relative SD of normal weights")
-    PSC_rel_sd_lognormal: float = Field(3.0, ge=0, description="relative SD of 'lognormal' weights")
-    lognormal_weights: bool = Field(False, description="use the lognormal relative SD")
-    lognormal_EE_only: bool = Field(False, description="lognormal SD only for E->E")
-    chi: float = Field(1.9, ge=1.0, validation_alias=AliasChoices("chi", "cc_weights_factor"),
-                       description="cortico-cortical weight factor chi (cc_weights_factor); "
-                                   "1.0 = ground state, 1.9 = metastable state")
-    chi_I: float = Field(2.0, ge=1.0, validation_alias=AliasChoices("chi_I", "cc_weights_I_factor"),
+    av_indegree_V1: float = _number(AV_INDEGREE_V1, "average total indegree in V1 (synapses per "
+                                                    "neuron), in (0, 1e6]", gt=0, le=1e6)
+    g: float = _number(-11.0, "relative inhibitory weight (w_I = g w_E), in [-1000, -1]",
+                       ge=-1e3, le=-1.0)
+    PSP_e: float = _number(0.15, "excitatory PSP amplitude (mV), in (0, 100]", gt=0, le=100)
+    PSP_e_23_4: float = _number(0.3, "PSP amplitude of 23E <- 4E (mV), in (0, 100]", gt=0, le=100)
+    PSP_ext: float = _number(0.15, "PSP amplitude of the external input (mV), in (0, 100]",
+                             gt=0, le=100)
+    PSC_rel_sd_normal: float = _number(0.1, "relative SD of normal weights, in [0, 100]",
+                                       ge=0, le=100)
+    PSC_rel_sd_lognormal: float = _number(3.0, "relative SD of 'lognormal' weights, in [0, 100]",
+                                          ge=0, le=100)
+    lognormal_weights: bool = _flag(False, "use the lognormal relative SD")
+    lognormal_EE_only: bool = _flag(False, "lognormal SD only for E->E")
+    chi: float = Field(1.9, strict=True, allow_inf_nan=False, ge=1.0, le=100.0,
+                       validation_alias=AliasChoices("chi", "cc_weights_factor"),
+                       description="cortico-cortical weight factor chi (cc_weights_factor), "
+                                   "in [1, 100]; 1.0 = ground state, 1.9 = metastable state")
+    chi_I: float = Field(2.0, strict=True, allow_inf_nan=False, ge=1.0, le=100.0,
+                         validation_alias=AliasChoices("chi_I", "cc_weights_I_factor"),
                          description="extra factor of CC weights onto inhibitory targets "
-                                     "(cc_weights_I_factor)")
-    fac_nu_ext_5E: float = Field(1.125, gt=0, description="factor on K_ext of 5E populations")
-    fac_nu_ext_6E: float = Field(1.41666667, gt=0, description="factor on K_ext of 6E populations")
-    fac_nu_ext_TH: float = Field(1.2, gt=0, description="factor on K_ext of TH 23E and 5E")
+                                     "(cc_weights_I_factor), in [1, 100]")
+    fac_nu_ext_5E: float = _number(1.125, "factor on K_ext of 5E populations, in (0, 100]",
+                                   gt=0, le=100)
+    fac_nu_ext_6E: float = _number(1.41666667, "factor on K_ext of 6E populations, in (0, 100]",
+                                   gt=0, le=100)
+    fac_nu_ext_TH: float = _number(1.2, "factor on K_ext of TH 23E and 5E, in (0, 100]",
+                                   gt=0, le=100)
 
 
 class DelayParams(_Section):
-    """Transmission delays (spec/construction.md §6)."""
+    """Transmission delays (docs/structure.md)."""
 
-    delay_e: float = Field(1.5, gt=0, description="mean local delay of excitatory sources (ms)")
-    delay_i: float = Field(0.75, gt=0, description="mean local delay of inhibitory sources (ms)")
-    delay_rel: float = Field(0.5, ge=0, description="delay SD relative to its mean")
-    interarea_speed: float = Field(3.5, gt=0, description="conduction speed between areas (mm/ms)")
+    delay_e: float = _number(1.5, "mean local delay of excitatory sources (ms), in (0, 1000]",
+                             gt=0, le=1e3)
+    delay_i: float = _number(0.75, "mean local delay of inhibitory sources (ms), in (0, 1000]",
+                             gt=0, le=1e3)
+    delay_rel: float = _number(0.5, "delay SD relative to its mean, in [0, 100]", ge=0, le=100)
+    interarea_speed: float = _number(3.5, "conduction speed between areas (mm/ms), in (0, 1e6]",
+                                     gt=0, le=1e6)
 
 
 class InputParams(_Section):
-    """External drive (spec/dynamics.md §A.8)."""
+    """External drive (docs/parameters.md)."""
 
-    rate_ext: float = Field(10.0, ge=0, description="rate of each external Poisson source (spikes/s)")
+    rate_ext: float = _number(10.0, "rate of each external Poisson source (spikes/s), "
+                                    "in [0, 1e4]", ge=0, le=1e4)
     poisson_input: Literal[True] = Field(
         True, description="external input as Poisson spikes (upstream's DC alternative is broken "
                           "and not offered)")
 
 
-class NetworkParams(_Section):
-    """Everything that determines the structure of the network."""
+def _scale_field(name: str, alias: str, what: str):
+    return Field(None, strict=True, allow_inf_nan=False, gt=0, le=1.0,
+                 validation_alias=AliasChoices(name, alias),
+                 description=f"down-scaling of {what} ({alias}), in (0, 1]; None = scale")
 
-    scale: float = Field(1.0, gt=0, le=1.0,
-                         description="down-scaling of neuron and indegree numbers "
-                                     "(N_scaling = K_scaling), in (0, 1]")
-    surface: float = Field(1.0, gt=0, description="modelled surface per area (mm^2)")
+
+class NetworkParams(_Section):
+    """Everything that determines the structure of the network.
+
+    ``scale`` scales neuron numbers and indegrees alike; ``neuron_scaling``
+    (``N_scaling``) and ``indegree_scaling`` (``K_scaling``) override one of
+    them.  The effective factors are the properties :attr:`N_scaling` and
+    :attr:`K_scaling`.  Stored canonically: a factor equal to ``scale`` is
+    kept as None, and when both are given ``scale`` holds N_scaling.
+    """
+
+    scale: float = _number(1.0, "down-scaling of neuron numbers and indegrees "
+                                "(N_scaling and K_scaling unless given), in (0, 1]", gt=0, le=1.0)
+    neuron_scaling: Optional[float] = _scale_field("neuron_scaling", "N_scaling", "neuron numbers")
+    indegree_scaling: Optional[float] = _scale_field("indegree_scaling", "K_scaling", "indegrees")
+    surface: float = _number(1.0, f"modelled surface per area (mm²), in (0, {MAX_SURFACE_MM2}] "
+                                  "(the largest area, V1)", gt=0, le=MAX_SURFACE_MM2)
     fullscale_rates: Optional[str] = Field(
-        None, description="population rates (spikes/s) used to compensate down-scaling: "
-                          "'upstream' (the pinned tests/fullscale_rates.json), a JSON path, or None "
-                          "(allowed only at full scale)")
+        None, strict=True,
+        description="population rates (spikes/s) used to compensate down-scaling: "
+                    "'upstream' (the pinned tests/fullscale_rates.json), a JSON path, or None "
+                    "(allowed only at full scale)")
     neuron: NeuronParams = NeuronParams()
     connection: ConnectionParams = ConnectionParams()
     delay: DelayParams = DelayParams()
     input: InputParams = InputParams()
 
+    @property
+    def N_scaling(self) -> float:
+        """Effective down-scaling of neuron numbers (upstream's ``N_scaling``)."""
+        return self.scale if self.neuron_scaling is None else self.neuron_scaling
+
+    @property
+    def K_scaling(self) -> float:
+        """Effective down-scaling of indegrees (upstream's ``K_scaling``)."""
+        return self.scale if self.indegree_scaling is None else self.indegree_scaling
+
+    @model_validator(mode="before")
+    @classmethod
+    def _canonical_scaling(cls, data):
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        keys = {"neuron_scaling": ("neuron_scaling", "N_scaling"),
+                "indegree_scaling": ("indegree_scaling", "K_scaling")}
+        for name, names in keys.items():
+            given = [n for n in names if n in data]
+            if len(given) > 1:
+                raise ValueError(invalid(given[1], data[given[1]], f"one of {' or '.join(names)}, "
+                                                                   "not both"))
+            if given:
+                data[name] = data.pop(given[0])
+        number = (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool))
+        n, k = data.get("neuron_scaling"), data.get("indegree_scaling")
+        if number(n) and number(k):
+            data["scale"], data["neuron_scaling"] = n, None
+        scale = data.get("scale", 1.0)
+        for name in keys:
+            if number(data.get(name)) and number(scale) and data[name] == scale:
+                data[name] = None
+        return data
+
     @model_validator(mode="after")
     def _rates_for_downscaling(self):
-        if self.scale != 1.0 and self.fullscale_rates is None:
+        eta, kappa = self.N_scaling, self.K_scaling
+        if (eta != 1.0 or kappa != 1.0) and self.fullscale_rates is None:
             raise ValueError(invalid(
                 "fullscale_rates", None,
-                f"'upstream' or the path of a rates JSON when scale={self.scale} != 1 "
+                f"'upstream' or the path of a rates JSON when N_scaling={eta}, K_scaling={kappa} "
                 "(down-scaling compensates the lost input with a DC drive computed from them)"))
+        if eta * self.surface * MIN_NEURONS_PER_MM2 < 1.0:
+            name = "scale" if self.neuron_scaling is None else "neuron_scaling"
+            least = 1.0 / (self.surface * MIN_NEURONS_PER_MM2)
+            raise ValueError(invalid(
+                name, eta, f"at least {least:.4g} with surface={self.surface} mm² (every population "
+                "keeps one neuron; the sparsest, VIP 6I, has "
+                f"{MIN_NEURONS_PER_MM2:.1f} neurons per mm² at full scale)"))
         return self
 
 
 class SimulationParams(_Section):
-    """How the spiking network is simulated (spec/dynamics.md §A, §E)."""
+    """How the spiking network is simulated (docs/simulation.md)."""
 
-    t_sim: float = Field(2000.0, gt=0, description="simulated time (ms)")
-    dt: float = Field(0.1, gt=0, le=1.0, description="simulation resolution (ms)")
-    threads: int = Field(1, ge=1, le=1024, description="threads per process")
-    seed: int = Field(1, ge=1, lt=2**31, description="master seed of the random streams")
+    t_sim: float = _number(2000.0, f"simulated time (ms), in (0, {MAX_T_SIM_MS:g}], a multiple of dt",
+                           gt=0, le=MAX_T_SIM_MS)
+    dt: float = _number(0.1, f"simulation resolution (ms), in [{TIC_MS}, 1], a multiple of "
+                             f"{TIC_MS} ms (NEST's tic)", ge=TIC_MS, le=1.0)
+    threads: int = _integer(1, "threads per process, in [1, 1024]", ge=1, le=1024)
+    seed: int = _integer(1, "master seed of the random streams, in [1, 2**31)", ge=1, lt=2**31)
     areas_simulated: tuple[str, ...] = Field(AREAS, description="areas instantiated in the simulator")
     replace_non_simulated_areas: Optional[Literal[REPLACEMENT_MODES]] = Field(
         None, description="how the input from non-simulated areas is replaced")
     replace_cc_input_source: Optional[str] = Field(
-        None, description="rates of the replaced areas: JSON {area: {pop: rate}} or a mam_xr run "
-                          "store; None = the pinned tests/fullscale_rates.json")
-    segment: float = Field(100.0, gt=0,
-                           description="simulated time between two spike writes to the store (ms)")
+        None, strict=True,
+        description="rates of the replaced areas: JSON {area: {pop: rate}} or a mam_xr run "
+                    "store; None = the pinned tests/fullscale_rates.json")
+    segment: float = _number(100.0, "simulated time between two spike writes to the store (ms), "
+                                    f"in [dt, {MAX_T_SIM_MS:g}], a multiple of dt",
+                             gt=0, le=MAX_T_SIM_MS)
     engine: Literal["nest", "brian2"] = Field("nest", description="simulator")
     record_vm: Literal[False] = Field(False, description="membrane potentials are not recorded")
 
@@ -162,8 +289,11 @@ class SimulationParams(_Section):
     def _known_areas(cls, value):
         if isinstance(value, str):
             value = (value,)
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(invalid("areas_simulated", value,
+                                     "a list of area names among the 32 areas"))
         value = tuple(value)
-        unknown = [a for a in value if a not in AREAS]
+        unknown = [a for a in value if not (isinstance(a, str) and a in AREAS)]
         if unknown:
             raise ValueError(invalid("areas_simulated", unknown[0] if len(unknown) == 1 else unknown,
                                      f"area names among the 32 areas {', '.join(AREAS)}"))
@@ -181,22 +311,35 @@ class SimulationParams(_Section):
                 "replace_non_simulated_areas", None,
                 f"one of {', '.join(REPLACEMENT_MODES)} when only {len(self.areas_simulated)} of "
                 "the 32 areas are simulated"))
-        steps = self.t_sim / self.dt
-        if abs(steps - round(steps)) > 1e-9 * max(1.0, steps):
-            raise ValueError(invalid("t_sim", self.t_sim, f"a multiple of dt={self.dt} ms"))
+        message = (_multiple("dt", self.dt, TIC_MS, "NEST's tic")
+                   or _multiple("t_sim", self.t_sim, self.dt, "dt")
+                   or _multiple("segment", self.segment, self.dt, "dt"))
+        if message:
+            raise ValueError(message)
+        if self.segment < self.dt:
+            raise ValueError(invalid("segment", self.segment, f"at least dt={self.dt} ms"))
         return self
 
 
 class TheoryParams(_Section):
-    """Mean-field integration (spec/dynamics.md §B.4)."""
+    """Mean-field integration (docs/theory.md)."""
 
-    dt: float = Field(0.1, gt=0, description="integration step (ms; in units of tau = 1 ms)")
-    T: float = Field(50.0, gt=0, description="integration time (ms)")
+    dt: float = _number(0.1, "integration step (ms; in units of tau = 1 ms), in (0, 1]", gt=0, le=1.0)
+    T: float = _number(50.0, "integration time (ms), in (0, 1e5]", gt=0, le=1e5)
     initial_rates: Literal["zero", "random"] = Field(
         "zero", description="initial condition: zero, or uniform random in [0, rate_max]")
-    n_draws: int = Field(1, ge=1, description="number of random initial conditions")
-    rate_max: float = Field(1000.0, gt=0, description="maximum random initial rate (spikes/s)")
-    seed: int = Field(123, ge=0, description="seed of the random initial rates (upstream: 123)")
+    n_draws: int = _integer(1, "number of random initial conditions, in [1, 1000]", ge=1, le=1000)
+    rate_max: float = _number(1000.0, "maximum random initial rate (spikes/s), in (0, 1e5]",
+                              gt=0, le=1e5)
+    seed: int = _integer(123, "seed of the random initial rates (upstream: 123), in [0, 2**32)",
+                         ge=0, lt=2**32)
+
+    @model_validator(mode="after")
+    def _bounded_steps(self):
+        if self.T / self.dt > MAX_THEORY_STEPS:
+            raise ValueError(invalid("T", self.T, f"at most {MAX_THEORY_STEPS:g} steps of "
+                                                  f"dt={self.dt} ms (T <= {MAX_THEORY_STEPS * self.dt:g} ms)"))
+        return self
 
 
 _SECTIONS = {"network": NetworkParams, "simulation": SimulationParams, "theory": TheoryParams}
@@ -235,17 +378,28 @@ class Params(_Section):
                            "replace_non_simulated_areas": "het_poisson_stat"},
         }
         user = deep_merge(expand_shorthand(values or {}), expand_shorthand(shorthand))
-        conn = user.get("network", {}).get("connection", {})
-        chi = conn.get("chi", conn.get("cc_weights_factor"))
-        if chi is not None and "chi_I" not in conn and "cc_weights_I_factor" not in conn:
-            conn["chi_I"] = 1.0 if chi == 1.0 else 2.0
+        net = user.get("network")
+        conn = net.get("connection") if isinstance(net, dict) else None
+        if isinstance(conn, dict):
+            chi = conn.get("chi", conn.get("cc_weights_factor"))
+            if chi is not None and "chi_I" not in conn and "cc_weights_I_factor" not in conn:
+                conn["chi_I"] = 1.0 if chi == 1.0 else 2.0
         return cls.from_dict(deep_merge(base, user))
 
     def update(self, values: dict | None = None, **shorthand) -> "Params":
-        """A new validated Params with ``values`` (nested) and shorthand keys applied."""
-        merged = deep_merge(self.model_dump(), expand_shorthand(values or {}))
-        merged = deep_merge(merged, expand_shorthand(shorthand))
-        return _validate(type(self), merged)
+        """A new validated Params with ``values`` (nested) and shorthand keys applied.
+
+        Setting ``scale`` sets N_scaling and K_scaling both, unless the same
+        update gives ``N_scaling`` or ``K_scaling`` too.
+        """
+        user = deep_merge(expand_shorthand(values or {}), expand_shorthand(shorthand))
+        current = self.model_dump()
+        net = user.get("network")
+        if isinstance(net, dict) and "scale" in net:
+            for name, alias in (("neuron_scaling", "N_scaling"), ("indegree_scaling", "K_scaling")):
+                if name not in net and alias not in net:
+                    current["network"][name] = None
+        return _validate(type(self), deep_merge(current, user))
 
     @classmethod
     def _defaults_dict(cls) -> dict:
@@ -253,8 +407,18 @@ class Params(_Section):
 
     # --- identity -------------------------------------------------------------
     def to_json(self) -> str:
-        """Canonical JSON: sorted keys, no whitespace, floats as repr."""
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        """Canonical JSON: sorted keys, no whitespace, floats as repr.
+
+        ``neuron_scaling`` and ``indegree_scaling`` are left out when None
+        (they follow ``scale``), so that parameter sets without them keep
+        their JSON and labels.
+        """
+        return json.dumps(self._json_dict(), sort_keys=True, separators=(",", ":"))
+
+    def _json_dict(self) -> dict:
+        out = self.model_dump(mode="json")
+        _drop_unset_scaling(out["network"])
+        return out
 
     @classmethod
     def from_json(cls, text: str) -> "Params":
@@ -273,7 +437,7 @@ class Params(_Section):
 
     def network_label(self) -> str:
         """Hash of the network parameters and the data hashes: names a structure."""
-        return _hash({"network": self.network.model_dump(mode="json"), "data": _data_hashes()})
+        return _hash({"network": self._json_dict()["network"], "data": _data_hashes()})
 
     def label(self) -> str:
         """Hash of all parameters and the data hashes: names a run.
@@ -284,6 +448,13 @@ class Params(_Section):
 
 
 # --- helpers -----------------------------------------------------------------
+
+def _drop_unset_scaling(network: dict) -> dict:
+    for name in ("neuron_scaling", "indegree_scaling"):
+        if network.get(name) is None:
+            network.pop(name, None)
+    return network
+
 
 def _excerpt(text, n: int = 60):
     text = str(text)

@@ -30,7 +30,8 @@ import xarray as xr
 
 from . import data as _data
 from .errors import ParameterError, invalid
-from .flat import AREAS, POPS, exists, structure_from_flat, to_flat_matrix, to_flat_vector
+from .flat import AREAS, POPS, exists, from_flat_vector, structure_from_flat, to_flat_matrix, to_flat_vector
+from .rates import read_rates_json
 
 __all__ = ["build", "stage_b", "binzegger_table", "local_template",
            "mean_connection_probability", "psc_per_psp", "read_fullscale_rates", "rescale"]
@@ -71,13 +72,25 @@ def _network(params):
     return getattr(params, "network", params)
 
 
+def _scaling(net) -> tuple[float, float]:
+    """(N_scaling, K_scaling) of the network parameters, checked: each in (0, 1]
+    and every population keeps at least one neuron."""
+    eta = float(getattr(net, "N_scaling", net.scale))
+    kappa = float(getattr(net, "K_scaling", net.scale))
+    for name, value in (("N_scaling", eta), ("K_scaling", kappa)):
+        if not (np.isfinite(value) and 0 < value <= 1):
+            raise ParameterError(invalid(name, value, "a number in (0, 1]"))
+    return eta, kappa
+
+
 def _identity(params) -> dict:
     """Dataset attrs naming the parameters: the full JSON and the network label."""
     if hasattr(params, "to_json"):
         return {"params": params.to_json(), "network_label": params.network_label()}
     net = _network(params)
-    return {"params": json.dumps({"network": net.model_dump(mode="json")}, sort_keys=True,
-                                 separators=(",", ":"))}
+    network = {k: v for k, v in net.model_dump(mode="json").items()
+               if not (k in ("neuron_scaling", "indegree_scaling") and v is None)}
+    return {"params": json.dumps({"network": network}, sort_keys=True, separators=(",", ":"))}
 
 
 # --- raw stage-B inputs (construction.md §2.3) -----------------------------------
@@ -431,15 +444,7 @@ def read_fullscale_rates(source, data_dir=None) -> np.ndarray:
     if not path.is_file():
         raise ParameterError(invalid("fullscale_rates", str(source),
                                      '"upstream", None or the path of a rates JSON file'))
-    raw = json.loads(path.read_text())
-    out = np.full((_NA, _NP), np.nan)
-    for a, area in enumerate(AREAS):
-        for p, pop in enumerate(POPS):
-            v = raw.get(area, {}).get(pop)
-            if isinstance(v, list):
-                v = v[0]
-            if v is not None:
-                out[a, p] = float(v)
+    out = from_flat_vector(read_rates_json(path, "fullscale_rates")).transpose("area", "pop").values
     missing = exists().values & np.isnan(out)
     if missing.any():
         a, p = np.argwhere(missing)[0]
@@ -462,6 +467,17 @@ def _k_stable(source, data_dir) -> np.ndarray:
     return np.where(np.isclose(K, 0.0), 0.0, K)   # upstream's matrix_to_dict zeroing
 
 
+def _check_one_neuron(N: np.ndarray, present: np.ndarray, eta: float, net) -> None:
+    """Refuse a neuron scaling that leaves a population without a neuron."""
+    least = float(N[present].min())
+    if eta * least < 1.0:
+        a, p = np.argwhere(present & (N == least))[0]
+        name = "scale" if getattr(net, "neuron_scaling", None) is None else "N_scaling"
+        raise ParameterError(invalid(name, eta, f"at least {1.0 / least:.4g} with surface="
+                                                f"{net.surface} mm² (every population keeps one neuron; "
+                                                f"{AREAS[a]} {POPS[p]} has {least:.1f} at full scale)"))
+
+
 def build(params=None, data_dir=None, anatomy: xr.Dataset | None = None) -> xr.Dataset:
     """The model's structure Dataset (construction.md §4–§10).
 
@@ -482,20 +498,20 @@ def build(params=None, data_dir=None, anatomy: xr.Dataset | None = None) -> xr.D
     net = _network(params)
     con = net.connection
     scale = float(net.scale)
-    if not (np.isfinite(scale) and scale > 0):
-        raise ParameterError(invalid("scale", scale, "a number > 0"))
+    eta, kappa = _scaling(net)
     rates = None
-    if scale != 1.0:
+    if eta != 1.0 or kappa != 1.0:
         if net.fullscale_rates is None:
             raise ParameterError(invalid("fullscale_rates", None,
                                          '"upstream" or a rates file: down-scaling '
-                                         f"(scale={scale}) needs full-scale rates"))
+                                         f"(N_scaling={eta}, K_scaling={kappa}) needs full-scale rates"))
         rates = read_fullscale_rates(net.fullscale_rates, data_dir)
     if anatomy is None:
         anatomy = _anatomy(data_dir)
 
     b = stage_b(net, anatomy, data_dir)
     N4, syn4 = b["N"], b["synapses"]
+    _check_one_neuron(N4, b["N_full"] > 0, eta, net)
     W4, W_sd4, w_ext = _weights(net)
 
     # flat view: N (254,), matrices (254, 255)
@@ -518,9 +534,9 @@ def build(params=None, data_dir=None, anatomy: xr.Dataset | None = None) -> xr.D
     J = W * net.neuron.tau_syn_ex / net.neuron.C_m
     dc = np.zeros(len(N))
 
-    # §9 down-scaling with mean and variance of the input preserved
-    if scale != 1.0:
-        kappa = eta = scale
+    # Down-scaling with mean and variance of the input preserved (docs/structure.md):
+    # K_scaling enters the DC drive, the weights and the indegrees, N_scaling the neuron numbers.
+    if rates is not None:
         tau_m, C_m = net.neuron.tau_m, net.neuron.C_m
         nu = to_flat_vector(xr.DataArray(rates, dims=("area", "pop")))
         x = 1e-3 * tau_m * (J[:, :-1] * K[:, :-1] * nu[None, :]).sum(axis=1)
@@ -538,6 +554,7 @@ def build(params=None, data_dir=None, anatomy: xr.Dataset | None = None) -> xr.D
         delay_e=net.delay.delay_e, delay_i=net.delay.delay_i,
         delay_rel=net.delay.delay_rel, interarea_speed=net.delay.interarea_speed,
         attrs={**_identity(params), "scale": scale,
+               **({"N_scaling": eta, "K_scaling": kappa} if (eta, kappa) != (scale, scale) else {}),
                "data_provenance": _data.provenance(data_dir),
                "synapse_density": b["rho_syn"],
                "synapse_density_units": "synapses per (mm² · µm of cortical depth)",
@@ -594,7 +611,7 @@ def rescale(structure: xr.Dataset, *, chi: float | None = None, chi_I: float | N
         The parameters the structure was built with; default: its
         ``attrs['params']`` (set by :func:`build`).
     K_scaling : float, optional
-        Down-scaling factor κ of the indegrees; default ``params.network.scale``.
+        Down-scaling factor κ of the indegrees; default ``params.network.K_scaling``.
     fullscale_rates : optional
         Full-scale rates of the DC drive: ``"upstream"``, a rates JSON path or
         rates (area, pop) / 254-vector (spikes/s); default
@@ -685,7 +702,7 @@ def _built_with(structure, params):
 def _dc_per_input(p, K_scaling, fullscale_rates):
     """(C_m/τ_m)(1 − √κ)/√κ · 1e-3 τ_m, the DC drive (pA) per unit of the scaled input
     Σ_j J_ij K_ij ν_j (mV spikes/s), and the full-scale rates (area, pop) in spikes/s."""
-    kappa = p.network.scale if K_scaling is None else float(K_scaling)
+    kappa = p.network.K_scaling if K_scaling is None else float(K_scaling)
     source = p.network.fullscale_rates if fullscale_rates is None else fullscale_rates
     if kappa == 1.0 or source is None:
         raise ParameterError(invalid(
