@@ -9,22 +9,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-def _find_shared() -> Path:
-    """../shared next to the checkout (CI and sessions), or MAM_XR_SHARED."""
-    candidates = [os.environ.get("MAM_XR_SHARED"),
-                  Path(__file__).resolve().parents[1].parent / "shared", "/work/shared"]
-    for c in candidates:
-        if c and (Path(c) / "reference").is_dir():
-            return Path(c)
-    return Path(__file__).resolve().parents[1].parent / "shared"
-
-
-SHARED = _find_shared()
+# ../shared next to the checkout (CI and sessions), or MAM_XR_SHARED.
+SHARED = Path(os.environ.get("MAM_XR_SHARED") or Path(__file__).resolve().parents[1].parent / "shared")
 REFERENCE = SHARED / "reference"
-DATA_DIR = Path(os.environ.get("MAM_XR_DATA_DIR") or SHARED / "upstream-data")
-DATA_DIR = DATA_DIR.resolve()  # absolute: subprocesses and kernels run elsewhere
-if not (DATA_DIR / "MANIFEST.tsv").is_file():
-    DATA_DIR = SHARED / "upstream-data"
+# Absolute: subprocesses and kernels run elsewhere.
+DATA_DIR = Path(os.environ.get("MAM_XR_DATA_DIR") or SHARED / "upstream-data").resolve()
+
+
+def pytest_configure(config):
+    """Stop at once, with one message, when the upstream data are not where they were asked for."""
+    if not (DATA_DIR / "MANIFEST.tsv").is_file():
+        given = ("MAM_XR_DATA_DIR" if os.environ.get("MAM_XR_DATA_DIR")
+                 else "MAM_XR_SHARED/upstream-data" if os.environ.get("MAM_XR_SHARED")
+                 else "../shared/upstream-data (next to the checkout)")
+        raise pytest.UsageError(
+            f"no upstream data at {DATA_DIR} (from {given}): expected a directory with MANIFEST.tsv. "
+            "Set MAM_XR_DATA_DIR to a local copy of the upstream data (see docs/data.md), "
+            "e.g. MAM_XR_DATA_DIR=../shared/upstream-data python -m pytest")
 
 
 @pytest.fixture(scope="session", autouse=True)
