@@ -16,7 +16,7 @@ directory (timed separately), then times
 best of ``--repeat`` runs each, on the default Dask scheduler (threads; this machine has
 2 cores), and prints each figure with its ratio to upstream's timings
 (../shared/reference/README.md §4: 81.1 s whole analysis process, 27.9 s loading,
-33.5 s M2E corrcoef) and Elephant's 35.0 s (spec/measurements/peers.md).
+33.5 s M2E corrcoef) and Elephant's 35.0 s (measured on the same spikes).
 """
 
 from __future__ import annotations
@@ -58,8 +58,8 @@ def main():
 
     t0 = time.perf_counter()
     from conftest import reference_structure
-    from mam_xr import _spike_kernels as K
     from mam_xr import analysis as A
+    from mam_xr.analysis import kernels as K
     t_import_modules = time.perf_counter() - t0
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_analysis_"))
@@ -78,10 +78,9 @@ def main():
     w = K.make_windows(dt=run.dt, t_min=500.0, t_max=2000.0, bin_ms=1.0, cc_bin_ms=1.0)
     args_k = (sp.pop, sp.senders.astype(np.int64), sp.steps.astype(np.int64), sp.n_neurons, w)
     t_read, _, _ = best(lambda: run.spikes(), args.repeat)
-    t_kernel, _, _ = best(lambda: K.group_statistics(*args_k, R_ms=2.0, cc_max_neurons=2000,
-                                                     cc_id_span=3000), args.repeat)
-    t_cck, _, _ = best(lambda: K.group_statistics(*args_k, R_ms=2.0, cc_max_neurons=2000, cc_id_span=3000,
-                                                  parts=frozenset({"corrcoef"})), args.repeat)
+    defn = dict(A.DEFAULTS, t_max_ms=2000.0)
+    t_kernel, _, _ = best(lambda: K.group_statistics(*args_k, defn), args.repeat)
+    t_cck, _, _ = best(lambda: K.group_statistics(*args_k, defn, parts={"corrcoef"}), args.repeat)
 
     n = len(sp)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -17,7 +17,9 @@ import zarr
 
 from conftest import REFERENCE, load_reference, reference_structure
 from mam_xr import analysis as A
-from mam_xr import flat
+from mam_xr import flat, store_read
+from mam_xr.analysis import compute, kernels
+from mam_xr.analysis.shapes import area_index
 from mam_xr.errors import DataError, ParameterError, StoreError
 from mam_xr.store import SpikeWriter, create_run, set_status
 
@@ -57,7 +59,7 @@ def area_of(da):
 
 
 def test_import_keeps_every_spike(run1, ref):
-    counts = A._pop_counts(run1)
+    counts = store_read.population_spike_counts(run1)
     np.testing.assert_array_equal(counts, ref["n_spikes_total_per_pop_0_to_tsim"])
     gids = load_reference("network_gids.json")
     n = [gids[p][1] - gids[p][0] + 1 for p in flat.population_labels()]
@@ -73,7 +75,7 @@ def test_rates_equal_upstream_after_rescaling(stats1, ref, n_float_int):
     r = stats1["rates"]
     np.testing.assert_allclose(flat_of(r["rate"]) * ni / nf, ref["Analysis_pop_rates"], rtol=RTOL)
     np.testing.assert_array_equal(flat_of(r["n_spikes"]), ref["n_spikes_total_per_pop_0_to_tsim"])
-    area = A._area_index()
+    area = area_index()
     scale = np.bincount(area, ni) / np.bincount(area, nf)
     np.testing.assert_allclose(area_of(r["area_rate"]) * scale, ref["Analysis_area_rates_total"], rtol=RTOL)
     assert r["rate"].attrs["units"] == "spikes/s" and "open" in r.attrs["window"]
@@ -86,7 +88,7 @@ def test_rate_time_series_bin_for_bin(stats1, ref, n_float_int):
     assert ts.sizes["time"] == 1500 and ts["time"].values[0] == 501.0
     np.testing.assert_allclose(flat_of(ts["rate"]) * (ni / nf)[:, None],
                                ref["Analysis_rate_time_series_pop"], rtol=RTOL, atol=1e-12)
-    area = A._area_index()
+    area = area_index()
     scale = (np.bincount(area, ni) / np.bincount(area, nf))[:, None]
     np.testing.assert_allclose(area_of(ts["area_rate"]) * scale, ref["Analysis_rate_time_series_area"],
                                rtol=RTOL, atol=1e-12)
@@ -123,7 +125,7 @@ def test_rate_distribution_counts_every_spike(stats1, run1, ref):
     np.testing.assert_allclose(rd["fraction"].sum("rate").where(rd["exists"]).fillna(1.0), 1.0, rtol=1e-12)
     # upstream's create_pop_rate_dists drops the first spike of every spiking neuron but the first
     # (docs/upstream-differences.md); re-applying that bug to our counts gives its numbers exactly
-    counts = A._k  # noqa: F841  (kernels are private; the per-neuron counts are recomputed here)
+    # the per-neuron counts are recomputed here
     sp = run1.spikes(t_start=500.05, t_stop=2000.0)     # (500, 2000) on the 0.1 ms grid
     n = np.asarray(run1.root["spikes"].attrs["n_neurons"])
     mu = []
@@ -233,13 +235,13 @@ def test_import_of_nest_ascii_files(tmp_path, run1):
 
 def test_cache_is_reused_and_invalidated_by_definition(run1, stats1, monkeypatch):
     calls = []
-    real = A._run_group
+    real = compute.run_group
 
     def counting(*args, **kw):
         calls.append(args[1].tolist())
         return real(*args, **kw)
 
-    monkeypatch.setattr(A, "_run_group", counting)
+    monkeypatch.setattr(compute, "run_group", counting)
     again = A.analyze(run1)
     assert calls == []
     xr.testing.assert_identical(again["irregularity"], stats1["irregularity"])
@@ -434,7 +436,7 @@ def test_sort_by_neuron_any_order_and_size(n_per_pop, time_sorted):
         o = np.argsort(steps, kind="stable")
         pop, sender, steps = pop[o], sender[o], steps[o]
     base = np.array([0, n_per_pop, 2 * n_per_pop, 3 * n_per_pop])
-    g, s = A._k._sort_by_neuron(pop, sender.copy(), steps, base)
+    g, s = kernels._sort_by_neuron(pop, sender.copy(), steps, base)
     g_ref = base[pop] + sender
     o = np.lexsort((steps, g_ref))
     np.testing.assert_array_equal(g, g_ref[o])

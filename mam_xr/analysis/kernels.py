@@ -1,22 +1,37 @@
 """NumPy kernels of the spike statistics, one pass over a group of populations.
 
-Private to :mod:`mam_xr.analysis`.  A *group* is a run of consecutive
-populations (in flat order) whose spikes fit in memory together; the kernel
-gets their spikes as three flat integer arrays and returns small per-population
-arrays.  Every window is expressed in integer simulation steps, so that edge
-conventions (which spike at exactly 500.0 ms counts) are exact.  Definitions:
-spec/dynamics.md §C and docs/analysis.md.
+A *group* is a run of consecutive populations (in flat order) whose spikes fit
+in memory together; :func:`group_statistics` gets their spikes as three flat
+integer arrays, sorts them once by (neuron, time) and runs the requested
+*parts*, each a function registered with :func:`part` that returns small
+per-population arrays (or per-neuron arrays, whose names start with
+``neuron_``).  A statistic of :mod:`mam_xr.analysis` names the parts it reads
+(``Statistic.parts``).  Every window is expressed in integer simulation steps,
+so that edge conventions (which spike at exactly 500.0 ms counts) are exact.
+Definitions: docs/model.md, section "Analysis statistics".
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
+#: Registered kernel parts: name -> function(GroupSpikes, definition) -> dict of arrays.
+PART_FUNCTIONS: dict[str, Callable[["GroupSpikes", dict], dict[str, np.ndarray]]] = {}
 
-#: The parts of the kernel; ``parts=`` selects a subset.
-PARTS = frozenset({"counts", "time_series", "cv_isi", "lvr", "corrcoef"})
+
+def part(name: str):
+    """Register a kernel part under ``name`` (a decorator).
+
+    The function gets a :class:`GroupSpikes` and the definition parameters (dict)
+    and returns arrays over the group's populations (``neuron_*``: over its neurons).
+    """
+    def register(fn):
+        PART_FUNCTIONS[name] = fn
+        return fn
+    return register
 
 
 @dataclass(frozen=True)
@@ -24,10 +39,10 @@ class StepWindows:
     """The analysis windows of one run in integer steps (half-open ``[lo, hi)``).
 
     ``rate_*``: (t_min, t_max) open at both ends (rates, CV ISI, rate
-    distribution; dynamics.md §C.3, §C.8).  ``lvr_*``: [t_min, t_max)
-    (§C.9).  ``ts_edges``: bin edges of the rate time series,
-    t_min + bin/2 + k·bin, the last bin closed (§C.5).  ``cc_edges``: 1 ms
-    bins from t_min to t_max, the last bin closed (§C.7).
+    distribution).  ``lvr_*``: [t_min, t_max).  ``ts_edges``: bin edges of
+    the rate time series, t_min + bin/2 + k·bin, the last bin closed.
+    ``cc_edges``: ``cc_bin_ms`` bins from t_min to t_max, the last bin closed
+    (docs/model.md, "Analysis statistics").
     """
 
     rate_lo: int
@@ -72,10 +87,17 @@ def make_windows(*, dt: float, t_min: float, t_max: float, bin_ms: float, cc_bin
         steps_per_ms=spm, integral_ms=float(spm).is_integer())
 
 
-def _to_ms(steps: np.ndarray, w: StepWindows) -> np.ndarray:
+def to_ms(steps: np.ndarray, w: StepWindows) -> np.ndarray:
+    """Spike times in ms of integer steps."""
     # Division by an integral steps-per-ms gives the correctly rounded decimal
     # time, i.e. the same float as upstream's parsed "%.3f" ASCII output.
     return steps / w.steps_per_ms if w.integral_ms else steps * (1.0 / w.steps_per_ms)
+
+
+def steps_to_ms(steps: np.ndarray, dt: float) -> np.ndarray:
+    """Spike times in ms of integer steps of ``dt`` ms (as :func:`to_ms`)."""
+    spm = _snap(1.0 / dt)
+    return steps / spm if float(spm).is_integer() else steps * (1.0 / spm)
 
 
 def _wsum(idx, weights, minlength):
@@ -83,7 +105,7 @@ def _wsum(idx, weights, minlength):
     return np.bincount(idx, weights=weights, minlength=minlength).astype(np.float64, copy=False)
 
 
-def _bin_index(steps: np.ndarray, edges: np.ndarray) -> np.ndarray:
+def bin_index(steps: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """Bin of each step for ascending edges, last bin closed; -1 outside
     (like ``np.histogram``)."""
     n = len(edges) - 1
@@ -98,11 +120,37 @@ def _bin_index(steps: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return b
 
 
+@dataclass
+class GroupSpikes:
+    """The spikes of one group sorted by (neuron, time), as the kernel parts see them.
+
+    ``g``: neuron index within the group (population blocks in order), ``s``: step
+    of each spike; ``nrn_pop``: population (0..P-1) of each of the group's
+    ``n_tot`` neurons; ``base``: first neuron of each population (length P + 1);
+    ``n_neurons``: neurons per population; ``w``: the run's windows; ``dt`` in ms.
+    """
+
+    g: np.ndarray
+    s: np.ndarray
+    nrn_pop: np.ndarray
+    base: np.ndarray
+    n_neurons: np.ndarray
+    w: StepWindows
+    dt: float
+
+    @property
+    def P(self) -> int:
+        return len(self.n_neurons)
+
+    @property
+    def n_tot(self) -> int:
+        return int(self.base[-1])
+
+
 def group_statistics(pop: np.ndarray, sender: np.ndarray, steps: np.ndarray,
-                     n_neurons: np.ndarray, w: StepWindows, *, R_ms: float,
-                     cc_max_neurons: int, cc_id_span: int,
-                     parts: frozenset[str] = PARTS) -> dict[str, np.ndarray]:
-    """All per-population statistics of one group of populations.
+                     n_neurons: np.ndarray, w: StepWindows, definition: dict, *,
+                     parts=None, dt: float | None = None) -> dict[str, np.ndarray]:
+    """The requested per-population quantities of one group of populations.
 
     Parameters
     ----------
@@ -113,37 +161,37 @@ def group_statistics(pop: np.ndarray, sender: np.ndarray, steps: np.ndarray,
         Neurons simulated per population (floor(N)).
     w : StepWindows
         The windows of this run.
-    parts : frozenset
-        Which of :data:`PARTS` to compute.
+    definition : dict
+        Definition parameters (``R_ms``, ``cc_max_neurons``, ...; see
+        :data:`mam_xr.analysis.DEFAULTS`) the parts read.
+    parts : iterable of str, optional
+        Which registered parts (:data:`PART_FUNCTIONS`) to compute (default all).
+    dt : float, optional
+        Simulation step in ms (default: from ``w``).
 
     Returns
     -------
-    dict of arrays over the group's populations (``neuron_counts`` over its
-    neurons, concatenated in population order).
+    dict of arrays over the group's populations (``neuron_*`` over its neurons,
+    concatenated in population order); ``n_spikes`` always.
 
     Notes
     -----
     Working memory is about 40 bytes per spike plus the inputs: every part
     runs in its own function, so its temporaries are freed before the next.
     """
+    names = list(PART_FUNCTIONS) if parts is None else [p for p in PART_FUNCTIONS if p in set(parts)]
+    unknown = set(parts or ()) - set(PART_FUNCTIONS)
+    if unknown:
+        raise KeyError(f"unknown kernel parts {sorted(unknown)}; registered: {sorted(PART_FUNCTIONS)}")
     P = len(n_neurons)
     n_neurons = np.asarray(n_neurons, dtype=np.int64)
     base = np.concatenate([[0], np.cumsum(n_neurons)])
-    n_tot = int(base[-1])
     out: dict[str, np.ndarray] = {"n_spikes": np.bincount(pop, minlength=P)}
     g, s = _sort_by_neuron(pop, sender, steps, base)
-    nrn_pop = np.repeat(np.arange(P, dtype=np.int32), n_neurons)
-    if "counts" in parts:
-        out.update(_counts(g, s, nrn_pop, w, P, n_tot))
-    if "time_series" in parts:
-        out["ts_counts"] = _time_series(g, s, nrn_pop, w, P)
-    if "cv_isi" in parts:
-        out.update(_cv_isi(g, s, nrn_pop, w, P, n_tot))
-    if "lvr" in parts:
-        out.update(_lvr(g, s, nrn_pop, w, P, n_tot, R_ms))
-    if "corrcoef" in parts:
-        out.update(_corrcoef(g, s, nrn_pop, base, n_neurons, w.cc_edges,
-                             max_neurons=cc_max_neurons, id_span=cc_id_span))
+    gs = GroupSpikes(g=g, s=s, nrn_pop=np.repeat(np.arange(P, dtype=np.int32), n_neurons), base=base,
+                     n_neurons=n_neurons, w=w, dt=float(dt) if dt is not None else 1.0 / w.steps_per_ms)
+    for name in names:
+        out.update(PART_FUNCTIONS[name](gs, definition))
     return out
 
 
@@ -151,7 +199,7 @@ def _sort_by_neuron(pop, sender, steps, base):
     """Neuron index g (within the group) and step s of every spike, sorted by (g, s).
 
     Per-neuron statistics must never depend on the order the spikes were
-    recorded in (decisions.md: LvR/CV ISI fix).  A single-rank store keeps each
+    recorded in (docs/upstream-differences.md: LvR and CV ISI).  A single-rank store keeps each
     population's spikes in time order, so a stable O(n) radix sort by neuron
     (uint16 digits) already gives (g, s) order; that is checked, and any other
     input (several ranks, foreign order) falls back to one sort of the key
@@ -182,25 +230,32 @@ def _sort_by_neuron(pop, sender, steps, base):
     return g, key.astype(np.int32)
 
 
-def _counts(g, s, nrn_pop, w, P, n_tot):
+@part("counts")
+def counts(gs: GroupSpikes, d: dict) -> dict[str, np.ndarray]:
     """Spikes per neuron and per population in the rate window (t_min, t_max)."""
+    g, s, nrn_pop, w, P, n_tot = gs.g, gs.s, gs.nrn_pop, gs.w, gs.P, gs.n_tot
     m = (s >= w.rate_lo) & (s < w.rate_hi)
     nc = np.bincount(g[m], minlength=n_tot)
     return {"neuron_counts": nc, "n_rate_window": np.bincount(nrn_pop, weights=nc, minlength=P).astype(np.int64)}
 
 
-def _time_series(g, s, nrn_pop, w, P):
+@part("time_series")
+def time_series(gs: GroupSpikes, d: dict) -> dict[str, np.ndarray]:
     """Spike counts per population in the bins of the rate time series."""
+    g, s, nrn_pop, w, P = gs.g, gs.s, gs.nrn_pop, gs.w, gs.P
     n_ts = len(w.ts_edges) - 1
-    b = _bin_index(s, w.ts_edges)
+    b = bin_index(s, w.ts_edges)
     ok = b >= 0
-    return np.bincount(nrn_pop[g[ok]].astype(np.int64) * n_ts + b[ok], minlength=P * n_ts).reshape(P, n_ts)
+    return {"ts_counts": np.bincount(nrn_pop[g[ok]].astype(np.int64) * n_ts + b[ok],
+                                     minlength=P * n_ts).reshape(P, n_ts)}
 
 
-def _cv_isi(g, s, nrn_pop, w, P, n_tot):
+@part("cv_isi")
+def cv_isi(gs: GroupSpikes, d: dict) -> dict[str, np.ndarray]:
     """CV of ISIs in (t_min, t_max): mean over neurons with >= 1 ISI, 0 if none."""
+    g, s, nrn_pop, w, P, n_tot = gs.g, gs.s, gs.nrn_pop, gs.w, gs.P, gs.n_tot
     m = (s >= w.rate_lo) & (s < w.rate_hi)
-    gi, ti = g[m], _to_ms(s[m], w)
+    gi, ti = g[m], to_ms(s[m], w)
     del m
     same = gi[1:] == gi[:-1]
     isi = np.diff(ti)[same]
@@ -222,10 +277,12 @@ def _cv_isi(g, s, nrn_pop, w, P, n_tot):
         return {"cv_isi": np.where(n_cv > 0, cv_sum / np.maximum(n_cv, 1), 0.0), "n_cv_neurons": n_cv}
 
 
-def _lvr(g, s, nrn_pop, w, P, n_tot, R_ms):
+@part("lvr")
+def lvr(gs: GroupSpikes, d: dict) -> dict[str, np.ndarray]:
     """LvR in [t_min, t_max) (Shinomoto et al. 2009); neurons with < 2 ISIs give 0."""
+    g, s, nrn_pop, w, P, n_tot, R_ms = gs.g, gs.s, gs.nrn_pop, gs.w, gs.P, gs.n_tot, d["R_ms"]
     m = (s >= w.lvr_lo) & (s < w.lvr_hi)
-    gl, tl = g[m], _to_ms(s[m], w)
+    gl, tl = g[m], to_ms(s[m], w)
     del m
     same = gl[1:] == gl[:-1]
     iv = np.diff(tl)
@@ -250,7 +307,8 @@ def _lvr(g, s, nrn_pop, w, P, n_tot, R_ms):
             "n_lvr_neurons": np.bincount(nrn_pop[n_iv >= 2], minlength=P)}
 
 
-def _corrcoef(g, s, nrn_pop, base, n_neurons, edges, *, max_neurons, id_span):
+@part("corrcoef")
+def corrcoef(gs: GroupSpikes, d: dict) -> dict[str, np.ndarray]:
     """Mean off-diagonal Pearson coefficient of binned spike counts, per population.
 
     Neuron choice as upstream's M2E script: from the first neuron that ever
@@ -260,6 +318,8 @@ def _corrcoef(g, s, nrn_pop, base, n_neurons, edges, *, max_neurons, id_span):
     Σ_{i≠j} z_i·z_j = |Σ_i z_i|² − n, so the mean is (|Σz|² − n)/(n(n−1)).
     Needs only per-(neuron, bin) counts, O(spikes + bins) per population.
     """
+    g, s, nrn_pop, base, n_neurons, edges = gs.g, gs.s, gs.nrn_pop, gs.base, gs.n_neurons, gs.w.cc_edges
+    max_neurons, id_span = d["cc_max_neurons"], d["cc_id_span"]
     P = len(n_neurons)
     n_tot = int(base[-1])
     B = len(edges) - 1
@@ -268,7 +328,7 @@ def _corrcoef(g, s, nrn_pop, base, n_neurons, edges, *, max_neurons, id_span):
     first = np.full(P, np.iinfo(np.int64).max)
     spiked = np.bincount(g, minlength=n_tot) > 0
     np.minimum.at(first, nrn_pop[spiked], nrn_local[spiked])
-    b = _bin_index(s, edges)
+    b = bin_index(s, edges)
     ok = b >= 0
     key = g[ok].astype(np.int64)
     key *= B
