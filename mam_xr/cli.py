@@ -202,7 +202,10 @@ def run_cmd(preset: str = PRESET, params_file: Optional[Path] = PARAMS,
                                           help="Compute every statistic into the store."),
             report: bool = typer.Option(True, "--report/--no-report",
                                         help="Write <store>.html next to the store."),
-            progress: bool = typer.Option(True, "--progress/--no-progress")):
+            progress: bool = typer.Option(True, "--progress/--no-progress"),
+            ignore_memory_check: bool = typer.Option(False, "--ignore-memory-check",
+                                                     help="Run even if the planner predicts more "
+                                                          "memory than is available.")):
     """Simulate the model (tutorial configuration by default) into a Zarr run store.
 
     Writes the structure, the mean-field prediction, the spikes and (by default)
@@ -214,8 +217,12 @@ def run_cmd(preset: str = PRESET, params_file: Optional[Path] = PARAMS,
         p = _params(params_file, preset, scale=scale, chi=chi, chi_I=chi_I,
                     **_sim_overrides(t_sim, areas, replace, threads, seed,
                                      engine=engine, segment=segment))
-        out = out or _default_out("run", p.label())
         net = structure.build(p, data_dir=data_dir)
+        if not ignore_memory_check:  # before anything is written
+            from . import planner
+
+            planner.check_memory(p, net)
+        out = out or _default_out("run", p.label())
         th = theory.integrate(net, p, warn=False)
         typer.echo(f"mean-field prediction: {float(th['rate'].mean()):.4f} spikes/s "
                    f"({'converged' if bool(th['converged'].all()) else 'not converged'})")
@@ -228,6 +235,47 @@ def run_cmd(preset: str = PRESET, params_file: Optional[Path] = PARAMS,
             _analyze_and_report(out, report)
     except MamXrError as exc:
         _fail(exc)
+
+
+@app.command("plan")
+def plan_cmd(preset: str = PRESET, params_file: Optional[Path] = PARAMS,
+             scale: Optional[float] = SCALE, chi: Optional[float] = CHI,
+             chi_I: Optional[float] = CHI_I, t_sim: Optional[float] = T_SIM,
+             areas: Optional[str] = AREAS_OPT, replace: Optional[str] = REPLACE,
+             threads: Optional[int] = THREADS, seed: Optional[int] = SEED,
+             engine: Optional[str] = typer.Option(None, "--engine", help="Only this engine "
+                                                  "(default: nest and brian2)."),
+             segment: Optional[float] = typer.Option(None, "--segment", help="Simulated ms between "
+                                                     "two writes of spikes to the store."),
+             data_dir: Optional[Path] = DATA_DIR,
+             ranks: int = typer.Option(1, "--ranks", help="MPI ranks of the run (NEST; memory is "
+                                       "then per rank)."),
+             memory_per_node: float = typer.Option(128.0, "--memory-per-node",
+                                                   help="Cluster node memory (GiB) for the "
+                                                        "cluster layout."),
+             cores_per_node: int = typer.Option(128, "--cores-per-node", help="Cluster node cores."),
+             ranks_per_node: int = typer.Option(2, "--ranks-per-node", help="MPI ranks per "
+                                                "cluster node."),
+             as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON.")):
+    """Predict what a run needs before anything is drawn: neurons, synapses, spikes,
+    peak memory, store size and times per engine and threads, and a cluster layout.
+
+    Takes the same options as ``run``; nothing is written.
+    """
+    from . import planner
+
+    try:
+        p = _params(params_file, preset, scale=scale, chi=chi, chi_I=chi_I,
+                    **_sim_overrides(t_sim, areas, replace, threads, seed, segment=segment))
+        from . import structure
+
+        net = structure.build(p, data_dir=data_dir)
+        rep = planner.plan(p, net, engines=engine, ranks=ranks,
+                           memory_per_node=memory_per_node * planner.GiB,
+                           cores_per_node=cores_per_node, ranks_per_node=ranks_per_node)
+    except MamXrError as exc:
+        _fail(exc)
+    typer.echo(json.dumps(rep.to_dict(), indent=2) if as_json else str(rep))
 
 
 def _analyze_and_report(path: Path, report: bool, **definition):

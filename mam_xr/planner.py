@@ -625,12 +625,12 @@ def format_plan(p: ResourcePlan) -> str:
     scale = f"scale {p.N_scaling:g}" if p.N_scaling == p.K_scaling else \
         f"N_scaling {p.N_scaling:g}, K_scaling {p.K_scaling:g}"
     lines = [f"resource plan: {scale}, {p.areas} areas, t_sim {p.t_sim_ms:g} ms"
-             f"{f', {p.ranks} MPI ranks' if p.ranks > 1 else ''}  (run label {p.label[:12]})",
+             f"{f', {p.ranks} MPI ranks' if p.ranks > 1 else ''} (label {p.label[:12]})",
              f"  network   {p.neurons:,} neurons, {p.synapses:,} synapses "
              f"({p.synapses / max(p.neurons, 1):,.0f} per neuron)",
-             f"  activity  {p.mean_rate:.2f} spikes/s (mean-field, neuron-weighted"
+             f"  activity  {p.mean_rate:.2f} spikes/s (mean-field"
              f"{'' if p.theory_converged else ', NOT converged'}) -> {p.spikes:.3g} spikes, "
-             f"{p.events_per_second:.3g} synaptic events per simulated second",
+             f"{p.events_per_second:.3g} synaptic events/s",
              f"  memory available here: "
              f"{_bytes(p.memory_available) if p.memory_available is not None else 'unknown'}",
              "",
@@ -651,12 +651,12 @@ def format_plan(p: ResourcePlan) -> str:
     cl = p.cluster
     if cl is not None:
         lines += ["",
-                  f"  cluster (NEST, nodes of {_bytes(cl.memory_per_node)} and {cl.cores_per_node} cores): "
+                  f"  cluster (NEST, nodes of {_bytes(cl.memory_per_node)}, {cl.cores_per_node} cores): "
                   f"{cl.nodes} node{'s' if cl.nodes > 1 else ''} x {cl.ranks_per_node} ranks x "
-                  f"{cl.threads_per_rank} threads = {cl.virtual_processes:,} virtual processes",
+                  f"{cl.threads_per_rank} threads",
                   f"    {_bytes(cl.memory_per_rank)} per rank ({cl.synapse_model}); construction "
-                  f"~{_seconds(cl.construction_s)}, ~{_seconds(cl.per_simulated_second_s)} per simulated "
-                  f"second (rough: cluster speed is not measured here)"]
+                  f"~{_seconds(cl.construction_s)}, ~{_seconds(cl.per_simulated_second_s)} per "
+                  f"simulated s (rough)"]
     for note in p.notes:
         lines.append(f"  note: {note}")
     return "\n".join(lines)
