@@ -309,3 +309,121 @@ def test_large_surface_warns_about_negative_external_input(anatomy):
     with pytest.warns(RuntimeWarning, match="negative external indegree in V4t, MSTl"):
         ds = structure.build(Params().update(surface=100.0, K_stable=None), anatomy=anatomy)
     assert float(ds["external_indegree"].sel(area="V4t", pop="23E")) < 0
+
+
+# --- separate neuron and indegree scaling --------------------------------------------
+
+@pytest.mark.parametrize("eta, kappa", [(0.01, 0.02), (0.02, 0.01), (0.005, 1.0), (1.0, 0.05)])
+def test_neuron_and_indegree_scaling_follow_the_construction_rules(eta, kappa, anatomy):
+    """N ← η N; K ← κ K (external column too); W, J ← W, J / √κ; W_sd unchanged;
+    synapses ← κ η S; I_DC = (C_m/τ_m)(1 − √κ)(x + x_ext) from the full-scale J, K and
+    rates (docs/structure.md, "Down-scaling") — computed here from the full-scale structure."""
+    import xarray as xr
+    from mam_xr.flat import to_flat_vector
+
+    p = Params.tutorial(N_scaling=eta, K_scaling=kappa)
+    assert (p.network.N_scaling, p.network.K_scaling) == (eta, kappa)
+    fs = flat(structure.build(Params.tutorial(scale=1.0), anatomy=anatomy))
+    ds = structure.build(p, anatomy=anatomy)
+    got = flat(ds)
+    nu = to_flat_vector(xr.DataArray(structure.read_fullscale_rates("upstream"), dims=("area", "pop")))
+    tau_m, C_m, rate_ext = 10.0, 250.0, 10.0
+    x = 1e-3 * tau_m * (fs["J"][:, :-1] * fs["K"][:, :-1] * nu[None, :]).sum(axis=1)
+    x_ext = 1e-3 * tau_m * fs["J"][:, -1] * fs["K"][:, -1] * rate_ext
+    np.testing.assert_allclose(got["N"], eta * fs["N"], rtol=1e-15)
+    np.testing.assert_allclose(got["K"], kappa * fs["K"], rtol=1e-15)
+    np.testing.assert_allclose(got["synapses"], kappa * eta * fs["synapses"], rtol=1e-15)
+    np.testing.assert_allclose(got["W"], fs["W"] / np.sqrt(kappa), rtol=1e-15)
+    np.testing.assert_allclose(got["J"], fs["J"] / np.sqrt(kappa), rtol=1e-15)
+    np.testing.assert_array_equal(got["W_sd"], fs["W_sd"])
+    dc = C_m / tau_m * (1 - np.sqrt(kappa)) * (x + x_ext)
+    np.testing.assert_allclose(got["add_DC_drive"], dc, rtol=1e-12, atol=1e-12 * np.abs(dc).max())
+    if kappa == 1.0:
+        assert np.all(got["add_DC_drive"] == 0)
+    # mean and variance of the input are those of the full-scale network
+    nu_all = np.append(nu, rate_ext)
+    for f in (got, fs):
+        f["mu"] = 1e-3 * tau_m * (f["K"] * f["J"] * nu_all).sum(axis=1) + tau_m / C_m * f["add_DC_drive"]
+        f["var"] = 1e-3 * tau_m * (f["K"] * f["J"] ** 2 * nu_all).sum(axis=1)
+    np.testing.assert_allclose(got["mu"], fs["mu"], rtol=1e-12, atol=1e-12 * np.abs(fs["mu"]).max())
+    np.testing.assert_allclose(got["var"], fs["var"], rtol=1e-12)
+    assert (ds.attrs["N_scaling"], ds.attrs["K_scaling"]) == (eta, kappa)
+
+
+def test_N_01_K_02_numbers(anatomy):
+    """Spot values at N_scaling 0.01, K_scaling 0.02: V1 23E has 0.01 of its full-scale
+    neurons and 0.02 of its full-scale indegree from V1 4E."""
+    full = structure.build(Params.tutorial(scale=1.0), anatomy=anatomy)
+    ds = structure.build(Params.tutorial(N_scaling=0.01, K_scaling=0.02), anatomy=anatomy)
+    n_full = float(full["neurons"].sel(area="V1", pop="23E"))
+    assert float(ds["neurons"].sel(area="V1", pop="23E")) == pytest.approx(0.01 * n_full, rel=1e-15)
+    k = ds["indegree"].sel(area="V1", pop="23E", source_area="V1", source_pop="4E")
+    k_full = full["indegree"].sel(area="V1", pop="23E", source_area="V1", source_pop="4E")
+    assert float(k) == pytest.approx(0.02 * float(k_full), rel=1e-15)
+    assert int(np.floor(float(ds["neurons"].sel(area="V1", pop="23E")))) == int(np.floor(0.01 * n_full))
+
+
+def test_scale_equal_to_both_is_the_same_network_and_label():
+    a = Params.tutorial(scale=0.01)
+    b = Params.tutorial(N_scaling=0.01, K_scaling=0.01)
+    c = Params.tutorial(scale=0.01, K_scaling=0.01)
+    assert a == b == c and a.label() == b.label() == c.label()
+    assert "neuron_scaling" not in a.to_json() and "indegree_scaling" not in a.to_json()
+    d = Params.tutorial(N_scaling=0.01, K_scaling=0.02)
+    assert (d.network.scale, d.network.indegree_scaling) == (0.01, 0.02)
+    assert d.network_label() != a.network_label()
+    # scale sets both again; N_scaling alone keeps K_scaling
+    assert d.update(scale=0.05).network.K_scaling == 0.05
+    assert d.update(N_scaling=0.05).network.K_scaling == 0.02
+    assert Params.from_json(d.to_json()) == d
+
+
+def test_min_neurons_per_mm2_is_the_sparsest_population(anatomy):
+    from mam_xr.params import MAX_SURFACE_MM2, MIN_NEURONS_PER_MM2
+
+    full = structure.build(Params(), anatomy=anatomy)
+    assert float(full["neurons"].min()) == pytest.approx(MIN_NEURONS_PER_MM2, rel=1e-12)
+    assert float(anatomy["surface"].max()) == MAX_SURFACE_MM2
+    least = 1.0 / MIN_NEURONS_PER_MM2
+    ds = structure.build(Params.tutorial(scale=least * 1.0001), anatomy=anatomy)
+    assert np.floor(float(ds["neurons"].min())) == 1.0
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(scale=5e-4), r"network\.scale=0\.0005 is invalid: expected at least 0\.0006209 with surface=1\.0"),
+    (dict(N_scaling=1e-4, K_scaling=0.5), r"network\.scale=0\.0001 is invalid: expected at least 0\.0006209"),
+    (dict(N_scaling=1e-4), r"network\.neuron_scaling=0\.0001 is invalid: expected at least"),
+    (dict(N_scaling=0.0), r"network\.neuron_scaling=0\.0 is invalid: expected a value greater than 0"),
+    (dict(K_scaling=1.5), r"network\.indegree_scaling=1\.5 is invalid: expected a value less than or equal to 1"),
+    (dict(K_scaling=-0.1), r"network\.indegree_scaling=-0\.1 is invalid: expected a value greater than 0"),
+    (dict(N_scaling=float("nan")), r"network\.neuron_scaling=nan is invalid: expected a finite number"),
+    (dict(scale=0.01, surface=0.05), r"network\.scale=0\.01 is invalid: expected at least 0\.01242 with surface=0\.05"),
+])
+def test_scalings_outside_their_range_are_refused(kwargs, message):
+    with pytest.raises(ParameterError, match=message):
+        Params.tutorial(**kwargs)
+
+
+def test_build_refuses_a_population_without_neurons(anatomy):
+    """A NetworkParams made without validation still cannot build an empty population."""
+    net = Params.tutorial().network.model_copy(update={"scale": 1e-4})
+    with pytest.raises(ParameterError, match=r"scale=0\.0001 is invalid: expected at least 0\.0006209 "
+                                             r"with surface=1\.0 mm² \(every population keeps one neuron; "
+                                             r"VIP 6I has 1610\.6"):
+        structure.build(net, anatomy=anatomy)
+
+
+def test_rescale_and_theory_accept_separate_scalings(anatomy):
+    """The DC drive rescaled to another chi uses K_scaling (not N_scaling), as a rebuild;
+    the mean-field theory integrates such a structure to finite rates."""
+    from mam_xr import theory
+
+    p = Params.tutorial(N_scaling=0.01, K_scaling=0.02)
+    s = structure.build(p, anatomy=anatomy)
+    moved = structure.rescale(s, chi=1.5)
+    rebuilt = structure.build(p.update(chi=1.5), anatomy=anatomy)
+    np.testing.assert_allclose(moved["dc_drive"], rebuilt["dc_drive"], rtol=1e-12,
+                               atol=1e-12 * float(np.abs(rebuilt["dc_drive"]).max()))
+    rates = theory.integrate(s, p)["rate"]
+    assert bool(np.isfinite(rates.values[~np.isnan(rates.values)]).all())
+    assert float(rates.mean()) > 0
