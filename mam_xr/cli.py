@@ -7,20 +7,74 @@ common overrides (``--scale``, ``--chi``, ...) or a JSON file of parameters
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
+import traceback
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
-from .errors import MamXrError
+from .errors import MamXrError, StoreError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="The multi-area model of macaque visual cortex (Schmidt et al. 2018) "
                        "as labelled data.")
 data_app = typer.Typer(no_args_is_help=True, help="Obtain, import and inspect the upstream data.")
 app.add_typer(data_app, name="data")
+
+_STATE: dict = {"debug": False}
+#: Python argument names in library messages -> the CLI flags users type.
+_CLI_TERMS = {"overwrite=True": "--overwrite", "allow_incomplete=True": "--allow-incomplete"}
+
+
+@app.callback()
+def _main(debug: bool = typer.Option(False, "--debug", help="Print the full traceback of an error.")):
+    """The multi-area model of macaque visual cortex (Schmidt et al. 2018) as labelled data."""
+    _STATE["debug"] = debug
+
+
+def _cli_terms(text: str) -> str:
+    for py, flag in _CLI_TERMS.items():
+        text = text.replace(py, flag)
+    return text
+
+
+def _debug_traceback():
+    if _STATE["debug"]:
+        traceback.print_exc()
+
+
+def _handled(command):
+    """One line (no traceback unless --debug) for every error a command meets:
+    exit 2 for invalid input and mam_xr errors, 1 for the rest, 130 for Ctrl-C."""
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except KeyboardInterrupt:
+            _debug_traceback()
+            where = _STATE.pop("writing", None)
+            typer.secho("interrupted (Ctrl-C)" + (f": run store {where} is marked failed; its committed "
+                                                  "segments stay readable (--allow-incomplete)"
+                                                  if where else ""), fg=typer.colors.RED, err=True)
+            raise typer.Exit(code=130)
+        except MamXrError as exc:
+            _fail(exc)
+        except OSError as exc:
+            _debug_traceback()
+            at = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+            typer.secho(f"error: {exc.strerror or exc}{at}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(code=1)
+        except Exception as exc:  # noqa: BLE001 - one line; --debug shows the traceback
+            _debug_traceback()
+            typer.secho(f"error: {type(exc).__name__}: {_cli_terms(str(exc))} (rerun with --debug "
+                        "for the traceback)", fg=typer.colors.RED, err=True)
+            raise typer.Exit(code=1)
+    return wrapper
 
 
 # --- shared options ---------------------------------------------------------------
@@ -39,7 +93,8 @@ def _params(params_file: Optional[Path], preset: str, **overrides):
 
 
 def _fail(exc: Exception):
-    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+    _debug_traceback()
+    typer.secho(f"error: {_cli_terms(str(exc))}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code=2)
 
 
@@ -58,6 +113,7 @@ DATA_DIR = typer.Option(None, "--data-dir", help="Local copy of the upstream dat
 # --- data -----------------------------------------------------------------------------
 
 @data_app.command("fetch")
+@_handled
 def data_fetch(data_dir: Optional[Path] = DATA_DIR):
     """Download (or find) and hash-check every upstream data file."""
     from . import data
@@ -70,6 +126,7 @@ def data_fetch(data_dir: Optional[Path] = DATA_DIR):
 
 
 @data_app.command("import")
+@_handled
 def data_import(source: Path = typer.Argument(..., help="Directory laid out like the upstream "
                                               "repository, e.g. a git checkout.")):
     """Copy a local upstream copy into the user cache (for offline machines)."""
@@ -83,6 +140,7 @@ def data_import(source: Path = typer.Argument(..., help="Directory laid out like
 
 
 @data_app.command("info")
+@_handled
 def data_info(data_dir: Optional[Path] = DATA_DIR):
     """Show the pinned commit, licence and where each file would be read from."""
     from . import data
@@ -100,6 +158,7 @@ def data_info(data_dir: Optional[Path] = DATA_DIR):
 # --- parameters --------------------------------------------------------------------------
 
 @app.command("params")
+@_handled
 def params_cmd(preset: str = PRESET, params_file: Optional[Path] = PARAMS,
                scale: Optional[float] = SCALE, chi: Optional[float] = CHI,
                chi_I: Optional[float] = CHI_I):
@@ -129,11 +188,38 @@ def _sim_overrides(t_sim, areas, replace, threads, seed, **more):
 
 def _default_out(kind: str, label: str) -> Path:
     out = Path("runs") / f"{kind}-{label[:12]}.zarr"
-    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"--out is not given and the default {out} cannot be created in the working "
+                         f"directory ({exc.strerror or exc}): pass --out PATH in a writable "
+                         "directory") from None
     return out
 
 
+def _check_out(out: Path, overwrite: bool) -> Path:
+    """--out problems before any computation: a writable place, and an existing
+    path only with --overwrite and only if it is a mam_xr store no one is writing."""
+    from . import store
+
+    store.check_writable(out)
+    return store.check_target(out, overwrite, name="--out", flag="--overwrite")
+
+
+def _check_theory_out(out: Path) -> None:
+    """The theory goes into group 'theory' of --out: a new path, or a Zarr store
+    (its other groups are kept)."""
+    from . import store
+
+    store.check_writable(out)
+    if out.exists() and not (out.is_dir() and (out / "zarr.json").is_file()):
+        what = "a file" if not out.is_dir() else "a directory that is not a Zarr store"
+        raise StoreError(f"--out={str(out)!r} is invalid: expected a new path or a Zarr store to add "
+                         f"the group 'theory' to; it is {what}")
+
+
 @app.command("structure")
+@_handled
 def structure_cmd(preset: str = PRESET, params_file: Optional[Path] = PARAMS,
                   scale: Optional[float] = SCALE, chi: Optional[float] = CHI,
                   chi_I: Optional[float] = CHI_I, data_dir: Optional[Path] = DATA_DIR,
@@ -144,8 +230,9 @@ def structure_cmd(preset: str = PRESET, params_file: Optional[Path] = PARAMS,
 
     try:
         p = _params(params_file, preset, scale=scale, chi=chi, chi_I=chi_I)
-        ds = structure.build(p, data_dir=data_dir)
         out = out or _default_out("structure", p.network_label())
+        _check_out(out, overwrite=True)  # replaces only a mam_xr store
+        ds = structure.build(p, data_dir=data_dir)
         store.save_structure(ds, out)
     except MamXrError as exc:
         _fail(exc)
@@ -155,6 +242,7 @@ def structure_cmd(preset: str = PRESET, params_file: Optional[Path] = PARAMS,
 
 
 @app.command("theory")
+@_handled
 def theory_cmd(preset: str = PRESET, params_file: Optional[Path] = PARAMS,
                scale: Optional[float] = SCALE, chi: Optional[float] = CHI,
                chi_I: Optional[float] = CHI_I, data_dir: Optional[Path] = DATA_DIR,
@@ -167,6 +255,8 @@ def theory_cmd(preset: str = PRESET, params_file: Optional[Path] = PARAMS,
 
     try:
         p = _params(params_file, preset, scale=scale, chi=chi, chi_I=chi_I)
+        if out:
+            _check_theory_out(out)
         net = structure.build(p, data_dir=data_dir)
         th = theory.integrate(net, p)
         converged = bool(th["converged"].all())
@@ -186,6 +276,7 @@ def theory_cmd(preset: str = PRESET, params_file: Optional[Path] = PARAMS,
 
 
 @app.command("run")
+@_handled
 def run_cmd(preset: str = PRESET, params_file: Optional[Path] = PARAMS,
             scale: Optional[float] = SCALE, chi: Optional[float] = CHI,
             chi_I: Optional[float] = CHI_I, t_sim: Optional[float] = T_SIM,
@@ -217,17 +308,20 @@ def run_cmd(preset: str = PRESET, params_file: Optional[Path] = PARAMS,
         p = _params(params_file, preset, scale=scale, chi=chi, chi_I=chi_I,
                     **_sim_overrides(t_sim, areas, replace, threads, seed,
                                      engine=engine, segment=segment))
+        out = out or _default_out("run", p.label())
+        _check_out(out, overwrite)  # before the structure and the theory are computed
         net = structure.build(p, data_dir=data_dir)
         if not ignore_memory_check:  # before anything is written
             from . import planner
 
             planner.check_memory(p, net)
-        out = out or _default_out("run", p.label())
         th = theory.integrate(net, p, warn=False)
         typer.echo(f"mean-field prediction: {float(th['rate'].mean()):.4f} spikes/s "
                    f"({'converged' if bool(th['converged'].all()) else 'not converged'})")
+        _STATE["writing"] = str(out)
         run = simulation.simulate(p, store=out, structure=net, progress=progress,
                                   overwrite=overwrite)
+        _STATE.pop("writing", None)
         th.to_zarr(out, group="theory", mode="w")
         typer.echo(f"{out}\nstatus {run.status}; mean rate {run.mean_rate():.4f} spikes/s "
                    f"(all neurons, 0-{p.simulation.t_sim:g} ms)")
@@ -238,6 +332,7 @@ def run_cmd(preset: str = PRESET, params_file: Optional[Path] = PARAMS,
 
 
 @app.command("plan")
+@_handled
 def plan_cmd(preset: str = PRESET, params_file: Optional[Path] = PARAMS,
              scale: Optional[float] = SCALE, chi: Optional[float] = CHI,
              chi_I: Optional[float] = CHI_I, t_sim: Optional[float] = T_SIM,
@@ -291,14 +386,17 @@ def _analyze_and_report(path: Path, report: bool, **definition):
         typer.echo(f"report: {html}")
 
 
-def _write_report(path: Path, out: Optional[Path] = None) -> Path:
+def _write_report(path: Path, out: Optional[Path] = None, allow_incomplete: bool = False) -> Path:
     from . import report
 
     out = out or Path(str(path).rstrip("/")).with_suffix(".html")
+    if allow_incomplete:
+        return report.report_for(path, out, allow_incomplete=True)
     return report.report_for(path, out)
 
 
 @app.command("analyze")
+@_handled
 def analyze_cmd(runs: List[Path] = typer.Argument(..., help="Run store(s)."),
                 statistics: Optional[str] = typer.Option(None, "--statistics",
                                                          help="Comma-separated subset (default all)."),
@@ -328,6 +426,7 @@ def analyze_cmd(runs: List[Path] = typer.Argument(..., help="Run store(s)."),
 
 
 @app.command("sweep")
+@_handled
 def sweep_cmd(spec: Path = typer.Argument(..., exists=True, dir_okay=False,
                                           help="Sweep specification (JSON or TOML)."),
               directory: Path = typer.Argument(..., help="Sweep directory (created; re-running "
@@ -352,16 +451,35 @@ def sweep_cmd(spec: Path = typer.Argument(..., exists=True, dir_okay=False,
 
 
 @app.command("report")
+@_handled
 def report_cmd(run_or_sweep: Path = typer.Argument(..., exists=True,
                                                    help="A run store or a sweep directory."),
                out: Optional[Path] = typer.Option(None, "--out", help="HTML file (default: next "
-                                                  "to the input).")):
+                                                  "to the input)."),
+               allow_incomplete: bool = typer.Option(False, "--allow-incomplete",
+                                                     help="Report the committed segments of a run "
+                                                          "that was interrupted or failed.")):
     """Write one self-contained HTML report (figures, parameters, provenance)."""
     try:
-        html = _write_report(run_or_sweep, out)
+        html = _write_report(run_or_sweep, out, allow_incomplete=allow_incomplete)
     except MamXrError as exc:
         _fail(exc)
     typer.echo(str(html))
+
+
+@app.command("verify")
+@_handled
+def verify_cmd(run: Path = typer.Argument(..., help="A run store.")):
+    """Check a whole run store (structure, every spike segment, the analysis cache)
+    and print a verdict; exit 0 if it is intact, 1 if anything is damaged."""
+    from . import store
+
+    result = store.verify_store(run)
+    if result["ok"]:
+        typer.echo(result["verdict"])
+        return
+    typer.secho(result["verdict"], fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=1)
 
 
 def main():  # pragma: no cover - console entry point

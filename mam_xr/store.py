@@ -501,7 +501,7 @@ def check_replaceable(path, *, name: str = "store", flag: str = "overwrite=True"
     if why:
         raise StoreError(invalid(name, str(p), f"a new path or a mam_xr store to replace with {flag}; "
                                  f"{why}, and mam_xr only replaces what it wrote"))
-    holder = lock_holder(p)
+    holder = None if _key(p) in _HELD else lock_holder(p)  # our own lock: we are that writer
     if holder and holder.get("alive"):
         raise StoreError(invalid(name, str(p), f"a store no other writer is using: it is being written by "
                                  f"{describe_holder(holder)} (lock {lock_path(p)})"))
