@@ -127,10 +127,12 @@ def ranks(nest) -> tuple[int, int]:
     return rank, n_ranks
 
 
-def barrier(nest, n_ranks: int) -> None:
-    """Wait for every rank (NEST's own MPI barrier); no-op for one process."""
+def barrier(engine, n_ranks: int) -> None:
+    """Wait for every rank (the engine's barrier, e.g. NEST's own MPI barrier); no-op
+    for one process.  ``engine``: a :class:`mam_xr.engines.Engine` (or the ``nest`` module)."""
     if n_ranks > 1:
-        nest.SyncProcesses()
+        sync = getattr(engine, "barrier", None) or engine.SyncProcesses
+        sync()
 
 
 def register(root, rank: int, threads: int) -> None:
@@ -161,22 +163,19 @@ def test_hook(rank: int, segment: int) -> None:
     os._exit(17)
 
 
-def finish(nest, root, *, rank: int, n_ranks: int, n_spikes: int, timings: dict,
+def finish(engine, root, *, rank: int, n_ranks: int, n_spikes: int, timings: dict,
            **complete_attrs) -> None:
     """End of a run on every rank: mark this rank complete, wait for all, then
     rank 0 marks the store complete if (and only if) every rank finished.
 
     Raises :class:`SimulationError` on rank 0 when a rank did not finish (the
     caller then marks the store failed)."""
-    # NEST's kernel counters (num_connections, memory_size) are per rank.
-    try:
-        local_connections = int(nest.GetKernelStatus("num_connections"))
-    except Exception:  # noqa: BLE001 - bookkeeping only
-        local_connections = None
+    # The kernel counters (e.g. NEST's num_connections) are per rank.
+    local_connections = engine.local_connections()
     _store.set_rank_status(root, rank, "complete", n_spikes=int(n_spikes), timings=timings,
                            host=socket.gethostname(), num_connections_local=local_connections,
                            **complete_attrs)
-    barrier(nest, n_ranks)
+    barrier(engine, n_ranks)
     error = None
     if rank == 0:
         run = _store.RunStore(root, str(root.store))
@@ -191,18 +190,18 @@ def finish(nest, root, *, rank: int, n_ranks: int, n_spikes: int, timings: dict,
             extra = dict(complete_attrs)
             if n_ranks > 1:
                 # totals over ranks; rank 0's own figures stay in ranks/rank0
-                info = dict(root.attrs.get("nest") or {})
+                info = dict(root.attrs.get(engine.name) or {})
                 conns = [a.get("num_connections_local") for a in per_rank]
                 if None not in conns:
                     info["num_connections"] = int(sum(conns))
                     info["num_connections_per_rank"] = [int(c) for c in conns]
-                extra["nest"] = info
+                extra[engine.name] = info
                 rss = [a.get("peak_rss_kB") for a in per_rank]
                 if None not in rss:
                     extra["peak_rss_kB"] = int(max(rss))
                     extra["peak_rss_kB_per_rank"] = [int(x) for x in rss]
             _store.set_status(root, "complete", timings=timings, n_spikes=total, **extra)
-    barrier(nest, n_ranks)  # nobody returns (and reads the store) before rank 0 has decided
+    barrier(engine, n_ranks)  # nobody returns (and reads the store) before rank 0 has decided
     if error:
         raise SimulationError(error)
 

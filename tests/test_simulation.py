@@ -286,26 +286,3 @@ def test_tutorial_matches_upstream_statistics(tmp_path):
         assert rel <= acc["rate_rel_diff_median_vs_each_upstream_run_max"], (name, rel)
         r = np.corrcoef(rates, other)[0, 1]
         assert r >= acc["rate_pearson_vs_each_upstream_run_min"], (name, r)
-
-
-def test_current_replacement_includes_tau_s(tiny_structure):
-    """het_current_nonstat injects the mean synaptic current W·τ_s·k·ν of the Poisson
-    input it replaces (decisions.md: upstream omits τ_s, 2× too strong)."""
-    from mam_xr.simulation import _Plan
-    from mam_xr.structure import read_fullscale_rates
-
-    p = Params.tutorial(**TINY).update(areas_simulated=["V1"],
-                                       replace_non_simulated_areas="het_current_nonstat")
-    plan = _Plan(p, tiny_structure)
-    rep = plan.replacement
-    assert rep["kind"] == "current" and rep["amplitudes"].shape[1] == 200
-    nu = to_flat_vector(tiny_structure["neurons"].copy(data=read_fullscale_rates("upstream")))
-    W = np.nan_to_num(to_flat_matrix(tiny_structure["weight_mean"]))
-    K = np.nan_to_num(to_flat_matrix(tiny_structure["indegree"]))
-    t, v2 = LABELS.index("V1-23E"), [i for i, lab in enumerate(LABELS) if lab.startswith("V2-")]
-    expected = np.sum(W[t, v2] * 0.5 * K[t, v2] * nu[v2]) * 1e-3  # pA; τ_s = 0.5 ms
-    k = np.flatnonzero((rep["target"] == t) & (rep["source_area"] == AREAS.index("V2")))
-    assert k.size == 1
-    np.testing.assert_allclose(rep["amplitudes"][k[0]], expected, rtol=1e-9)
-    np.testing.assert_allclose(rep["delay"][k[0]],
-                               float(tiny_structure["distance"].sel(area="V1", source_area="V2")) / 3.5)

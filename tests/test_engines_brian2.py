@@ -1,5 +1,6 @@
 """The Brian2 engine (issue 8): network counts, store layout, replacement modes,
-connectivity exchange, and the tutorial acceptance figures (slow)."""
+connectivity exchange with NEST, and the tutorial acceptance figures (slow).
+(Drawing and saving the connectivity: tests/test_network.py.)"""
 
 from __future__ import annotations
 
@@ -9,10 +10,21 @@ import numpy as np
 import pytest
 
 from conftest import load_reference, reference_structure
-from mam_xr import engine_brian2 as eb
+from mam_xr import network
+from mam_xr.engines import brian2 as eb
+from mam_xr.engines.nest import nest_run_with_connectivity
+from mam_xr.simulation import simulate
 from mam_xr.errors import ParameterError
 from mam_xr.flat import N_POPULATIONS, population_labels, to_flat_matrix, to_flat_vector
 from mam_xr.params import Params
+
+def run_b2(params, structure, store, *, connectivity=None, save_connectivity=True,
+           poisson_seed=None):
+    """simulate() with the Brian2 engine and its options."""
+    return simulate(params.update(engine="brian2"), store=store, structure=structure, progress=False,
+                    connectivity=connectivity,
+                    engine_options={"save_connectivity": save_connectivity, "poisson_seed": poisson_seed})
+
 
 needs_brian2 = pytest.mark.skipif(importlib.util.find_spec("brian2") is None,
                                   reason="Brian2 not installed (pip install 'mam_xr[brian2]')")
@@ -74,67 +86,7 @@ def tiny_run(tiny, tmp_path_factory):
         pytest.skip("Brian2 not installed")
     p, s = tiny
     path = tmp_path_factory.mktemp("brian2") / "a.zarr"
-    return eb.run(p, s, path), path
-
-
-# --- connectivity (NumPy only) -------------------------------------------------------
-
-def test_connectivity_follows_the_model_rules():
-    s = reference_structure("downscaled_tutorial")
-    areas = ("V1", "V2", "V4")
-    c = eb.draw_connectivity(s, areas, dt=0.1, seed=3, V0_mean=-150.0, V0_sd=50.0)
-    sim = np.isin(np.array([lab.split("-")[0] for lab in LABELS]), areas)
-    n_float = to_flat_vector(s["neurons"])
-    assert np.array_equal(c.n_neurons, np.where(sim, np.floor(n_float), 0))
-    S = np.floor(np.nan_to_num(to_flat_matrix(s["synapses"])))
-    assert c.n_synapses == int(S[np.ix_(sim, sim)].sum())
-    counts = np.diff(c.offsets)
-    assert np.array_equal(counts, S[c.target_pop, c.source_pop].astype(np.int64))
-    # sources / targets inside their populations, uniform: mean index ~ (n - 1) / 2
-    proj = np.repeat(np.arange(counts.size), counts)
-    assert np.all(c.sources < c.n_neurons[c.source_pop][proj])
-    assert np.all(c.targets < c.n_neurons[c.target_pop][proj])
-    rel = c.sources / (c.n_neurons[c.source_pop][proj] - 1)
-    assert abs(rel.mean() - 0.5) < 0.01
-    # sign-preserving weights, delays >= 1 step on the grid
-    exc = np.array([lab.endswith("E") for lab in LABELS])[c.source_pop][proj]
-    assert np.all(c.weights[exc] >= 0) and np.all(c.weights[~exc] <= 0)
-    assert c.delays.min() >= 1
-    W = np.nan_to_num(to_flat_matrix(s["weight_mean"]))[c.target_pop, c.source_pop]
-    w_mean = np.bincount(proj, weights=c.weights) / counts
-    big = counts > 2000
-    np.testing.assert_allclose(w_mean[big], W[big], rtol=0.02)
-    # delays: N(d, d/2) redrawn below dt, then rounded: the 1.5 ms E delays have the
-    # truncated-normal mean 1.554 ms (1.5 ms would mean no truncation)
-    from scipy.stats import truncnorm
-
-    D = np.nan_to_num(to_flat_matrix(s["delay_mean"]))[c.target_pop, c.source_pop][proj]
-    e_local = np.isclose(D, 1.5)
-    expected = truncnorm.mean((0.1 - 1.5) / 0.75, np.inf, loc=1.5, scale=0.75)
-    assert abs(c.delays[e_local].mean() * 0.1 - expected) < 0.012
-    # initial potentials N(-150, 50)
-    assert c.v0.size == c.n_neurons.sum()
-    assert abs(c.v0.mean() + 150) < 2 and abs(c.v0.std() - 50) < 2
-    # reproducible, seed-dependent
-    c2 = eb.draw_connectivity(s, areas, dt=0.1, seed=3, V0_mean=-150.0, V0_sd=50.0)
-    c3 = eb.draw_connectivity(s, areas, dt=0.1, seed=4, V0_mean=-150.0, V0_sd=50.0)
-    assert np.array_equal(c.sources, c2.sources) and np.array_equal(c.weights, c2.weights)
-    assert not np.array_equal(c.sources, c3.sources)
-
-
-def test_connectivity_round_trip(tmp_path):
-    import zarr
-
-    s = reference_structure("downscaled_tutorial")
-    c = eb.draw_connectivity(s, ("V1", "V2"), dt=0.1, seed=1, V0_mean=-150.0, V0_sd=50.0)
-    root = zarr.open_group(str(tmp_path / "c.zarr"), mode="w", zarr_format=3)
-    eb.save_connectivity(c, root)
-    back = eb.load_connectivity(tmp_path / "c.zarr")
-    for name in ("target_pop", "source_pop", "offsets", "sources", "targets", "weights", "delays",
-                 "v0", "n_neurons"):
-        assert np.array_equal(getattr(back, name), getattr(c, name)), name
-    with pytest.raises(ParameterError, match="connectivity"):
-        eb.check_connectivity(back, back.n_neurons + 1, 0.1)
+    return run_b2(p, s, path), path
 
 
 # --- the engine ------------------------------------------------------------------------
@@ -148,7 +100,7 @@ def test_brian2_imports_with_this_numpy():
 
 @needs_brian2
 def test_tiny_run_counts_store_rates(tiny, tiny_run):
-    from mam_xr.simulation import connection_counts
+    from mam_xr.network import connection_counts
     from mam_xr.store import open_run
 
     p, s = tiny
@@ -168,7 +120,7 @@ def test_tiny_run_counts_store_rates(tiny, tiny_run):
     rates = np.bincount(again.spikes(t_start=50.0).pop, minlength=N_POPULATIONS)[n > 0] / n[n > 0] / 0.15
     assert 2.0 < rates.mean() < 40.0, rates.mean()
     assert rates.max() < 150.0
-    conn = eb.load_connectivity(path)
+    conn = network.load_connectivity(path)
     assert conn.n_synapses == counts["synapses"]
 
 
@@ -176,9 +128,9 @@ def test_tiny_run_counts_store_rates(tiny, tiny_run):
 def test_saved_connectivity_reproduces_the_run_and_poisson_seed_changes_it(tiny, tiny_run, tmp_path):
     p, s = tiny
     a, path = tiny_run
-    b = eb.run(p.update(seed=7), s, tmp_path / "b.zarr", connectivity=path,
+    b = run_b2(p.update(seed=7), s, tmp_path / "b.zarr", connectivity=path,
                poisson_seed=p.simulation.seed)
-    c = eb.run(p, s, tmp_path / "c.zarr", connectivity=path, poisson_seed=99)
+    c = run_b2(p, s, tmp_path / "c.zarr", connectivity=path, poisson_seed=99)
     sa, sb, sc = a.spikes(), b.spikes(), c.spikes()
     # same network, same Poisson stream: the same spikes, step by step
     assert np.array_equal(sa.steps, sb.steps) and np.array_equal(sa.senders, sb.senders)
@@ -192,7 +144,7 @@ def test_saved_connectivity_reproduces_the_run_and_poisson_seed_changes_it(tiny,
 def test_replacement_modes(tiny, tiny_run, tmp_path, mode):
     p, s = tiny
     base = tiny_run[0]                                   # tutorial: het_poisson_stat
-    run = eb.run(p.update(replace_non_simulated_areas=mode), s, tmp_path / f"{mode}.zarr")
+    run = run_b2(p.update(replace_non_simulated_areas=mode), s, tmp_path / f"{mode}.zarr")
     assert run.status == "complete"
     n_base, n_mode = base.n_spikes(), run.n_spikes()
     assert n_mode > 0 and n_mode != n_base
@@ -205,9 +157,9 @@ def test_wrong_connectivity_and_segment_are_refused(tiny, tiny_run, tmp_path):
     p, s = tiny
     other = p.update(areas_simulated=("V1", "V2"))
     with pytest.raises(ParameterError, match="connectivity"):
-        eb.run(other, s, tmp_path / "b.zarr", connectivity=tiny_run[1])
+        run_b2(other, s, tmp_path / "b.zarr", connectivity=tiny_run[1])
     with pytest.raises(ParameterError, match="segment"):
-        eb.run(p.update(segment=0.25), s, tmp_path / "c.zarr")
+        run_b2(p.update(segment=0.25), s, tmp_path / "c.zarr")
 
 
 # --- the tutorial (slow) -----------------------------------------------------------------
@@ -220,7 +172,7 @@ def test_tutorial_meets_the_acceptance_figures(tmp_path, seed):
     acc = ref["acceptance"]
     s = reference_structure("downscaled_tutorial")
     p = Params.tutorial(engine="brian2", seed=seed)
-    run = eb.run(p, s, tmp_path / "tut.zarr", save_connectivity=False)
+    run = run_b2(p, s, tmp_path / "tut.zarr", save_connectivity=False)
     n_float = to_flat_vector(s["neurons"])
     rates = pop_rates(run, n_float)
     lo, hi = acc["mean_pop_rate_range"]
@@ -249,9 +201,9 @@ def test_nest_and_brian2_spike_identically_without_noise(tiny, tmp_path, mode):
     s = s.copy()
     s["dc_drive"] = s["dc_drive"] + 500.0                        # V_inf = E_L + 20 mV > V_th
     p0 = p.update(rate_ext=0.0, replace_non_simulated_areas=mode)
-    run = eb.run(p0, s, tmp_path / "det.zarr")
+    run = run_b2(p0, s, tmp_path / "det.zarr")
     sp = run.spikes()
-    res = eb.nest_run_with_connectivity(p0.update(engine="nest"), s, tmp_path / "det.zarr")
+    res = nest_run_with_connectivity(p0.update(engine="nest"), s, tmp_path / "det.zarr")
     a = np.lexsort((sp.senders, sp.pop, sp.steps))
     b = np.lexsort((res["senders"], res["pop"], res["steps"]))
     assert len(sp) > 5000
@@ -271,7 +223,7 @@ def test_poisson_sampler_of_the_external_drive(tmp_path):
     try:
         b2.set_device("cpp_standalone", build_on_run=False, directory=str(tmp_path / "p"))
         G = b2.NeuronGroup(lams.size * n_per, "lam : 1 (constant)\np0 : 1 (constant)\n"
-                           "k : 1\nx : 1\nx2 : 1\nk0 : 1", namespace={"poisson_inv": eb._poisson_inverse(b2)})
+                           "k : 1\nx : 1\nx2 : 1\nk0 : 1", namespace={"poisson_inv": eb.poisson_inverse(b2)})
         G.lam = np.repeat(lams, n_per)
         G.p0 = np.exp(-np.repeat(lams, n_per))
         G.run_regularly("k = poisson_inv(lam, p0)\nx += k\nx2 += k*k\nk0 += int(k == 0)")
@@ -280,7 +232,7 @@ def test_poisson_sampler_of_the_external_drive(tmp_path):
         b2.device.build(directory=str(tmp_path / "p"), compile=True, run=True, with_output=False)
         x, x2, k0 = (np.asarray(getattr(G, v)[:]).reshape(lams.size, -1).sum(1) for v in ("x", "x2", "k0"))
     finally:
-        eb._reset_device(b2)
+        eb.reset_device(b2)
         b2.set_device("runtime")
     n = n_per * steps
     mean, var, p0 = x / n, x2 / n - (x / n) ** 2, k0 / n
@@ -295,13 +247,11 @@ def test_poisson_sampler_of_the_external_drive(tmp_path):
 def test_nest_engine_simulates_a_saved_connectivity(tiny, tmp_path):
     """simulate(engine='nest', connectivity=<Brian2 run store>): the NEST engine uses the
     saved synapses and V0 (checked without noise: the same spikes as Brian2)."""
-    from mam_xr.simulation import simulate
-
     p, s = tiny
     s = s.copy()
     s["dc_drive"] = s["dc_drive"] + 500.0
     p0 = p.update(rate_ext=0.0, replace_non_simulated_areas="hom_poisson_stat")
-    b2 = eb.run(p0, s, tmp_path / "b2.zarr")
+    b2 = run_b2(p0, s, tmp_path / "b2.zarr")
     nest = simulate(p0.update(engine="nest"), store=tmp_path / "nest.zarr", structure=s,
                     progress=False, connectivity=tmp_path / "b2.zarr")
     assert nest.attrs["engine"] == "nest"
@@ -318,5 +268,5 @@ def test_a_network_too_large_for_memory_is_refused_before_anything_is_written(tm
 
     s = reference_structure("fullscale_tutorial")         # 2.4e10 synapses
     with pytest.raises(SimulationError, match="fits into memory"):
-        eb.run(Params.tutorial(engine="brian2", scale=1.0), s, tmp_path / "full.zarr")
+        run_b2(Params.tutorial(engine="brian2", scale=1.0), s, tmp_path / "full.zarr")
     assert not (tmp_path / "full.zarr").exists()
