@@ -539,8 +539,7 @@ def _structure_for_theory(params) -> xr.Dataset:
     ~6x faster than :func:`mam_xr.structure.build` (equal to it within a few
     1e-15 relative).
     """
-    from . import theory
-    from .structure import build
+    from .structure import build, rescale
 
     net = params.network.model_dump(mode="json")
     chi, chi_I = net["connection"].pop("chi"), net["connection"].pop("chi_I")
@@ -550,11 +549,8 @@ def _structure_for_theory(params) -> xr.Dataset:
         structure, chi_old, chi_I_old = hit
         if (chi, chi_I) == (chi_old, chi_I_old):
             return structure
-        try:
-            return theory.rescale_cc(structure, chi=chi, chi_I=chi_I, chi_old=chi_old, chi_I_old=chi_I_old,
-                                     params=params)
-        except AttributeError:  # an older theory module without the fast path
-            pass
+        return rescale(structure, chi=chi, chi_I=chi_I,
+                       params=params.update(chi=chi_old, chi_I=chi_I_old))
     structure = build(params)
     _LAST_STRUCTURE.clear()
     _LAST_STRUCTURE[key] = (structure, chi, chi_I)
@@ -832,8 +828,7 @@ class _FastStructures:
         self.builds = 0
 
     def __call__(self, q) -> xr.Dataset:
-        from . import theory
-        from .structure import build
+        from .structure import build, rescale
 
         if self.base is None:
             self.base, self.params0 = build(q), q
@@ -852,7 +847,7 @@ class _FastStructures:
                 s = _rescale_g(self.base, c.g / c0.g)
             self.by_input[key] = s
         if (c.chi, c.chi_I) != (c0.chi, c0.chi_I):
-            s = theory.rescale_cc(s, chi=c.chi, chi_I=c.chi_I, chi_old=c0.chi, chi_I_old=c0.chi_I, params=q)
+            s = rescale(s, chi=c.chi, chi_I=c.chi_I, params=q.update(chi=c0.chi, chi_I=c0.chi_I))
         return s
 
 

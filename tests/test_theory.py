@@ -14,10 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.integrate import quad
 
-from mam_xr import theory
+from mam_xr import structure, theory
 from mam_xr.errors import ParameterError
 from mam_xr.flat import population_labels, to_flat_matrix, to_flat_vector
 from mam_xr.params import Params
+from mam_xr.theory.system import rates_vector, system_of
 
 from conftest import load_reference, reference_structure
 
@@ -412,7 +413,7 @@ def test_fixed_point_of_fullscale_default(default_fixed_point, default, p_full):
 def test_gain_matrix_is_the_jacobian_of_phi(downscaled, p_down):
     nu = load_reference("theory_downscaled_tutorial.npz")["final_rates"]
     G = to_flat_matrix(theory.gain_matrix(downscaled, nu, p_down))
-    system = theory._system(downscaled, p_down)
+    system = system_of(downscaled, p_down)
     # h = 1e-3: with h = 1e-4 the rounding noise of the difference quotient, ~1e-15 Φ / h
     # (Φ up to 50 spikes/s), is as large as the absolute tolerance below.
     h = 1e-3
@@ -468,29 +469,28 @@ def test_subset_without_stationary_replacement_is_rejected(fullscale, p_full):
 
 # --- chi: fast path and sweep -------------------------------------------------------
 
-def test_rescale_cc_reproduces_the_default_structure(fullscale, default):
-    out = theory.rescale_cc(fullscale, chi=1.9, chi_I=2.0, chi_old=1.0, chi_I_old=1.0)
+def test_rescale_reproduces_the_default_structure(fullscale, default, p_full):
+    out = structure.rescale(fullscale, chi=1.9, chi_I=2.0, params=p_full)
     for name in ("J", "weight_mean", "weight_sd"):
         xr.testing.assert_allclose(out[name], default[name], rtol=1e-12, atol=0)
     xr.testing.assert_identical(out["indegree"], default["indegree"])
 
 
-def test_rescale_cc_of_downscaled_structure_preserves_input_statistics(downscaled, fullscale,
-                                                                        p_down, p_full):
+def test_rescale_of_downscaled_structure_preserves_input_statistics(downscaled, fullscale,
+                                                                     p_down, p_full):
     # Down-scaling keeps μ and σ at the full-scale rates (construction.md §9); the
     # rescaled DC drive must keep that property at chi = 1.9.
     from mam_xr.data import fetch
 
-    nu_full = theory._rates_vector(fetch("fullscale_rates.json"), "rates")
-    down = theory.rescale_cc(downscaled, chi=1.9, chi_I=2.0, chi_old=1.0, chi_I_old=1.0,
-                             params=p_down)
-    full = theory.rescale_cc(fullscale, chi=1.9, chi_I=2.0, chi_old=1.0, chi_I_old=1.0)
+    nu_full = rates_vector(fetch("fullscale_rates.json"), "rates")
+    down = structure.rescale(downscaled, chi=1.9, chi_I=2.0, params=p_down)
+    full = structure.rescale(fullscale, chi=1.9, chi_I=2.0, params=p_full)
     a = theory.input_statistics(down, nu_full, p_down)
     b = theory.input_statistics(full, nu_full, p_full)
     xr.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
     assert not np.allclose(down["dc_drive"].fillna(0), downscaled["dc_drive"].fillna(0))
     with pytest.raises(ParameterError, match=r"K_scaling=1\.0 is invalid"):
-        theory.rescale_cc(downscaled, chi=1.9, chi_I=2.0, chi_old=1.0, chi_I_old=1.0)
+        structure.rescale(downscaled, chi=1.9, chi_I=2.0, params=p_full)
 
 
 def test_sweep_chi_fast_path(fullscale, p_full):
@@ -501,7 +501,7 @@ def test_sweep_chi_fast_path(fullscale, p_full):
     assert sw["converged"].all() and sw["stable"].all() and not sw["restarted"].any()
     # Every point is a fixed point of the structure at that chi (rescaled and solved on its own).
     for chi in values:
-        s = theory.rescale_cc(fullscale, chi=chi, chi_I=2.0, chi_old=1.0, chi_I_old=1.0)
+        s = structure.rescale(fullscale, chi=chi, chi_I=2.0, params=p_full)
         fp = theory.fixed_point(s, p_full.update(chi=chi, chi_I=2.0), with_gain=False)
         np.testing.assert_allclose(to_flat_vector(fp["rate"]), to_flat_vector(sw["rate"].sel(chi=chi)),
                                    rtol=1e-9)
@@ -519,7 +519,7 @@ def test_sweep_restarts_where_a_branch_ends(fullscale, p_full):
     assert float(np.abs(sw["residual"].sel(chi=1.2)).max()) <= 1e-9
     assert float(sw["rate"].sel(chi=1.0).mean()) < 5.0 < 50.0 < float(sw["rate"].sel(chi=1.2).mean())
     # It is a fixed point of that structure, also for fixed_point started there.
-    s = theory.rescale_cc(fullscale, chi=1.2, chi_I=1.0, chi_old=1.0, chi_I_old=1.0)
+    s = structure.rescale(fullscale, chi=1.2, chi_I=1.0, params=p_full)
     fp = theory.fixed_point(s, p_full.update(chi=1.2), initial=sw["rate"].sel(chi=1.2), with_gain=False)
     xr.testing.assert_allclose(fp["rate"], sw["rate"].sel(chi=1.2, drop=True), rtol=1e-9)
 
@@ -539,7 +539,7 @@ def test_sweep_with_build_callable_and_rate_ext(fullscale, p_full):
 
     def build(value):
         calls.append(value)
-        return theory.rescale_cc(fullscale, chi=value, chi_I=2.0, chi_old=1.0, chi_I_old=1.0)
+        return structure.rescale(fullscale, chi=value, chi_I=2.0, params=p_full)
 
     a = theory.sweep(fullscale, "chi", [1.0, 1.2], p_full, build=build)
     b = theory.sweep(fullscale, "chi", [1.0, 1.2], p_full, chi_I=2.0)
@@ -582,12 +582,13 @@ def test_results_round_trip_through_zarr(tmp_path, fullscale, p_full, default_fi
 # --- architecture ----------------------------------------------------------------
 
 def test_theory_imports_no_later_stage():
-    source = Path(theory.__file__).read_text()
     names = set()
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.ImportFrom) and node.level == 1:
-            names.add((node.module or "").split(".")[0])
-            names.update(a.name for a in node.names if node.module is None)
+    for path in Path(theory.__file__).parent.glob("*.py"):   # the modules of mam_xr.theory
+        up = 1 if path.name == "__init__.py" else 2             # level of ``from mam_xr.<x>``
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == up:
+                names.add((node.module or "").split(".")[0])
+                names.update(a.name for a in node.names if node.module is None)
     assert not names & {"simulation", "store", "analysis", "viz", "sweep", "cli"}
 
 
