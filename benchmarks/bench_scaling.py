@@ -1,0 +1,449 @@
+"""Scaling benchmark: NEST and Brian2 from scale 0.005 upwards, measured against the planner.
+
+Usage (from the repository root; one benchmark at a time on a quiet machine)::
+
+    MAM_XR_DATA_DIR=../shared/upstream-data .venv/bin/python benchmarks/bench_scaling.py \\
+        --scales 0.005,0.01 --engines nest,brian2 --threads 1,2 --t-sim 500
+
+Each (scale, engine, threads) is one ``mam-xr run`` in its own process
+(tutorial parameters, ``--no-analysis --no-report``), followed by one
+``mam-xr analyze`` process of the store.  Measured per run:
+
+* wall time of construction (everything in ``simulate`` before the first
+  step: the store's ``timings.total - simulate - write``) and of the
+  simulation (``timings.simulate``), from the run store's attributes;
+* the whole process's wall time;
+* peak resident memory of the process tree (the sum over the process and its
+  children, e.g. Brian2's binary), polled every 0.1 s with psutil;
+* spikes, store size (before analysis), analysis wall time and peak memory.
+
+Each figure is printed beside the planner's prediction (``mam_xr.plan``) with
+the ratio predicted / measured (target 0.7-1.3) and, where they exist, beside
+upstream's figures (``scaling_upstream.json`` in the shared reference folder:
+``$MAM_XR_SHARED/reference`` or ``../shared/reference`` next to the checkout).
+Writes ``scaling.csv``, ``scaling.md`` and ``scaling.png`` into ``--out``
+(default ``benchmarks/results``).  ``--fit`` prints least-squares values of the
+planner's coefficients from the CSV rows (``--from-csv`` re-uses earlier runs).
+
+Runs at scale >= ``--lock-scale`` (0.02) are wrapped in ``flock LOCK`` when
+``--lock LOCK`` (or ``$MAM_XR_BIGRUN_LOCK``) is given, so that only one big
+run uses the machine at a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+GiB = 2.0 ** 30
+
+
+def shared_dir() -> Path:
+    """The shared reference folder: $MAM_XR_SHARED, else ../shared next to the checkout."""
+    env = os.environ.get("MAM_XR_SHARED")
+    return Path(env) if env else ROOT.parent / "shared"
+
+
+def upstream_figures() -> dict:
+    """Upstream's measured runs keyed by (scale, threads): construction, simulate, whole, RSS."""
+    path = shared_dir() / "reference" / "scaling_upstream.json"
+    if not path.is_file():
+        return {}
+    out = {}
+    for run in json.loads(path.read_text())["runs"]:
+        w = run["wall_s"]
+        mean = lambda v: float(np.mean(v)) if isinstance(v, list) else float(v)  # noqa: E731
+        construction = sum(mean(w[k]) for k in w if k not in ("simulate", "whole_process", "import"))
+        out[(float(run["scale"]), int(run["threads"]))] = {
+            "t_sim_ms": float(run["t_sim_ms"]), "construction_s": construction,
+            "simulate_s": mean(w["simulate"]),
+            "per_simulated_second_s": mean(w["simulate"]) / (float(run["t_sim_ms"]) * 1e-3),
+            "whole_s": mean(w["whole_process"]) if "whole_process" in w else float("nan"),
+            "peak_rss_bytes": float(run["peak_rss_kB"]) * 1024.0,
+            "synapses": float(run.get("synapses_created", float("nan"))),
+        }
+    return out
+
+
+# --- measuring one process ----------------------------------------------------------------------
+
+class TreeMemory:
+    """Peak of the summed RSS of a process and its descendants (psutil polling)."""
+
+    def __init__(self, pid: int, interval: float = 0.1):
+        import psutil
+
+        self._proc = psutil.Process(pid)
+        self.peak = 0.0
+        self.cpu = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, args=(interval,), daemon=True)
+        self._thread.start()
+
+    def _poll(self, interval):
+        import psutil
+
+        while not self._stop.is_set():
+            try:
+                procs = [self._proc] + self._proc.children(recursive=True)
+            except psutil.Error:
+                break
+            rss = cpu = 0.0
+            for p in procs:
+                try:
+                    rss += p.memory_info().rss
+                    t = p.cpu_times()
+                    cpu += t.user + t.system
+                except psutil.Error:
+                    pass
+            self.peak = max(self.peak, rss)
+            self.cpu = max(self.cpu, cpu)
+            self._stop.wait(interval)
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join()
+
+
+def measured_process(cmd: list[str], log: Path) -> dict:
+    """Run ``cmd``; wall time, peak tree RSS, exit code (output into ``log``)."""
+    load0 = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT,
+                                env=dict(os.environ))
+        mem = TreeMemory(proc.pid)
+        rc = proc.wait()
+        mem.stop()
+    return {"rc": rc, "wall_s": time.perf_counter() - t0, "peak_rss_bytes": mem.peak,
+            "cpu_s": mem.cpu, "load_before": load0, "load_after": os.getloadavg()[0]}
+
+
+def dir_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+
+
+def run_one(scale: float, engine: str, threads: int, t_sim: float, work: Path, lock: str | None,
+            lock_scale: float, analysis: bool) -> dict:
+    import zarr
+
+    import mam_xr
+
+    store = work / f"run-{engine}-t{threads}-s{scale:g}.zarr"
+    if store.exists():
+        shutil.rmtree(store)  # created by this benchmark
+    args = ["run", "--scale", f"{scale:g}", "--engine", engine, "--threads", str(threads),
+            "--t-sim", f"{t_sim:g}", "--no-analysis", "--no-report", "--no-progress",
+            "--out", str(store)]
+    cmd = [sys.executable, "-m", "mam_xr.cli", *args]
+    if lock and scale >= lock_scale:
+        cmd = ["flock", lock, *cmd]
+    row = {"scale": scale, "engine": engine, "threads": threads, "t_sim_ms": t_sim}
+    m = measured_process(cmd, work / f"{store.stem}.log")
+    row.update({"whole_s": m["wall_s"], "peak_rss_bytes": m["peak_rss_bytes"], "cpu_s": m["cpu_s"],
+                "load_before": m["load_before"], "load_after": m["load_after"], "rc": m["rc"]})
+    if m["rc"] != 0 or not store.exists():
+        print(f"  run failed (exit {m['rc']}), see {work / (store.stem + '.log')}")
+        return row
+    attrs = dict(zarr.open_group(str(store), mode="r").attrs)
+    timings = attrs.get("timings", {})
+    simulate = float(timings.get("simulate", np.nan))
+    write = float(timings.get("write", 0.0))
+    row.update({
+        "status": attrs.get("status"),
+        "neurons": int(attrs.get("n_neurons_created", 0)),
+        "synapses": int(attrs.get("n_synapses_created", attrs.get("n_synapses_planned", 0))),
+        "spikes": int(attrs.get("n_spikes", 0)),
+        "construction_s": float(timings.get("total", np.nan)) - simulate - write,
+        "simulate_s": simulate,
+        "per_simulated_second_s": simulate / (t_sim * 1e-3),
+        "write_s": write,
+        "store_bytes": dir_bytes(store),
+    })
+    row["bytes_per_synapse"] = row["peak_rss_bytes"] / max(row["synapses"], 1)
+    if analysis:
+        a = measured_process([sys.executable, "-m", "mam_xr.cli", "analyze", str(store)],
+                             work / f"{store.stem}.analyze.log")
+        row.update({"analysis_s": a["wall_s"], "analysis_peak_rss_bytes": a["peak_rss_bytes"],
+                    "store_bytes_analysed": dir_bytes(store)})
+    # the planner's predictions for the same run
+    p = mam_xr.Params.tutorial(scale=scale, engine=engine, threads=threads, t_sim=t_sim)
+    rep = mam_xr.plan(p, engines=engine, threads=threads)
+    est = rep.engines[engine]
+    row.update({
+        "pred_peak_rss_bytes": est.peak_memory, "pred_construction_s": est.construction_s[threads],
+        "pred_per_simulated_second_s": est.per_simulated_second_s[threads],
+        "pred_whole_s": est.run_s[threads], "pred_store_bytes": est.store_bytes,
+        "pred_spikes": rep.spikes, "pred_neurons": rep.neurons, "pred_synapses": rep.synapses,
+        "recurrent_and_external_events_per_s": rep.events_per_second,
+    })
+    return row
+
+
+# --- tables and plot -------------------------------------------------------------------------
+
+COMPARED = [("peak_rss_bytes", "peak RSS", GiB, "GiB"),
+            ("construction_s", "construction", 1.0, "s"),
+            ("per_simulated_second_s", "per sim. s", 1.0, "s"),
+            ("whole_s", "whole process", 1.0, "s"),
+            ("store_bytes", "store", 2.0 ** 20, "MiB"),
+            ("spikes", "spikes", 1.0, "")]
+#: figures the planner must predict within +-30 % (issue 12)
+TARGETS = ("peak_rss_bytes", "construction_s", "per_simulated_second_s", "whole_s")
+
+
+def ratio(row: dict, key: str) -> float:
+    try:
+        return float(row[f"pred_{key}"]) / float(row[key])
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return float("nan")
+
+
+def markdown(rows: list[dict], upstream: dict) -> str:
+    head = ["scale", "engine", "threads", "neurons", "synapses"]
+    for _, label, _, unit in COMPARED:
+        head.append(f"{label}{f' ({unit})' if unit else ''} measured / predicted")
+    head += ["B per synapse", "analysis (s)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        if "simulate_s" not in r:
+            lines.append(f"| {r['scale']:g} | {r['engine']} | {r['threads']} | failed (exit {r['rc']}) |")
+            continue
+        cells = [f"{r['scale']:g}", r["engine"], str(r["threads"]), f"{r['neurons']:,}", f"{r['synapses']:,}"]
+        for key, _, div, _ in COMPARED:
+            q = ratio(r, key)
+            cells.append(f"{float(r[key]) / div:.3g} / {float(r['pred_' + key]) / div:.3g} (x{q:.2f})")
+        cells.append(f"{r['bytes_per_synapse']:.0f}")
+        cells.append(f"{r.get('analysis_s', float('nan')):.1f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    ups = [(k, v) for k, v in sorted(upstream.items())]
+    if ups:
+        lines += ["", "Upstream (NEST 3.10, same machine type):", "",
+                  "| scale | threads | t_sim (ms) | construction (s) | per sim. s (s) | whole (s) | peak RSS (GiB) |",
+                  "|---|---|---|---|---|---|---|"]
+        for (s, t), v in ups:
+            lines.append(f"| {s:g} | {t} | {v['t_sim_ms']:g} | {v['construction_s']:.1f} | "
+                         f"{v['per_simulated_second_s']:.1f} | {_num(v['whole_s'])} | "
+                         f"{v['peak_rss_bytes'] / GiB:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def _num(x: float) -> str:
+    return "–" if not np.isfinite(x) else f"{x:.1f}"
+
+
+def plot(rows: list[dict], upstream: dict, path: Path) -> Path | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plot")
+        return None
+    panels = [("construction_s", "construction (s)", 1.0), ("per_simulated_second_s", "s per simulated s", 1.0),
+              ("peak_rss_bytes", "peak RSS (GiB)", GiB), ("bytes_per_synapse", "peak RSS per synapse (B)", 1.0),
+              ("spikes", "spikes", 1.0), ("store_bytes", "store (MiB)", 2.0 ** 20),
+              ("analysis_s", "analysis (s)", 1.0)]
+    fig, axes = plt.subplots(2, 4, figsize=(16, 7.5))
+    ok = [r for r in rows if "simulate_s" in r]
+    groups = sorted({(r["engine"], int(r["threads"])) for r in ok})
+    colors = {"nest": "tab:blue", "brian2": "tab:orange"}
+    for ax, (key, label, div) in zip(axes.flat, panels):
+        for engine, threads in groups:
+            rs = sorted((r for r in ok if (r["engine"], int(r["threads"])) == (engine, threads)),
+                        key=lambda r: r["scale"])
+            x = [r["scale"] for r in rs]
+            style = "-" if threads == 1 else "--"
+            ax.plot(x, [float(r.get(key, np.nan)) / div for r in rs], style, marker="o",
+                    color=colors.get(engine), label=f"{engine}, {threads} thr")
+            if f"pred_{key}" in rs[0] if rs else False:
+                ax.plot(x, [float(r[f"pred_{key}"]) / div for r in rs], style, marker="x", alpha=0.45,
+                        color=colors.get(engine), label=f"{engine}, {threads} thr, planner")
+        for (s, t), v in upstream.items():
+            up = {"construction_s": v["construction_s"], "per_simulated_second_s": v["per_simulated_second_s"],
+                  "peak_rss_bytes": v["peak_rss_bytes"],
+                  "bytes_per_synapse": v["peak_rss_bytes"] / v["synapses"] if v["synapses"] > 0 else np.nan}
+            if key in up:
+                ax.plot([s], [up[key] / div], "k*" if t == 2 else "k^", markersize=10,
+                        label=f"upstream, {t} thr")
+        ax.set_xscale("log")
+        ticks = sorted({float(r["scale"]) for r in ok} | {s for s, _ in upstream})
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks], fontsize=7)
+        ax.minorticks_off()
+        if key != "bytes_per_synapse":
+            ax.set_yscale("log")
+        ax.set_xlabel("scale (N_scaling = K_scaling)")
+        ax.set_title(label)
+        ax.grid(alpha=0.3)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    seen = dict(zip(labels, handles))
+    axes.flat[-1].axis("off")
+    axes.flat[-1].legend(seen.values(), seen.keys(), loc="center", fontsize=8)
+    fig.suptitle("mam_xr at scale: measured (o) and planner (x); 2-core / 24 GiB machine")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# --- coefficient fit ---------------------------------------------------------------------------
+
+def fit(rows: list[dict]) -> None:
+    """Least-squares values of the planner's per-engine coefficients from the measured rows."""
+    from mam_xr import planner
+
+    ok = [r for r in rows if "simulate_s" in r]
+    for engine in ("nest", "brian2"):
+        rs = [r for r in ok if r["engine"] == engine]
+        if len(rs) < 2:
+            continue
+        print(f"\n{engine}: least-squares coefficients from {len(rs)} runs")
+        # memory: fixed + per neuron + per synapse (spikes held are a small term, kept at the table's value)
+        spk = planner.coefficient("memory_per_spike", engine)
+        A = np.array([[1.0, r["neurons"], r["synapses"]] for r in rs])
+        y = np.array([r["peak_rss_bytes"] - (spk * float(r["spikes"]) if engine == "brian2" else 0.0)
+                      for r in rs])
+        coef = _nnls(A, y)
+        print(f"  memory: fixed {coef[0] / 1e6:.0f} MB, per neuron {coef[1]:.0f} B, per synapse {coef[2]:.1f} B")
+        # simulation, 1 thread: per neuron-step and per event
+        r1 = [r for r in rs if int(r["threads"]) == 1]
+        if len(r1) >= 2:
+            A = np.array([[r["neurons"] * 1e4, r["recurrent_and_external_events_per_s"]] for r in r1])
+            y = np.array([r["per_simulated_second_s"] for r in r1])
+            c = _nnls(A, y)
+            print(f"  simulation: {c[0] * 1e9:.2f} ns per neuron step, {c[1] * 1e9:.1f} ns per event")
+            A = np.array([[1.0, r["neurons"], r["synapses"]] for r in r1])
+            y = np.array([r["construction_s"] for r in r1])
+            c = _nnls(A, y)
+            print(f"  construction (1 thread): fixed {c[0]:.2f} s, {c[1] * 1e6:.2f} us per neuron, "
+                  f"{c[2] * 1e9:.0f} ns per synapse")
+        pairs = [(a, b) for a in r1 for b in rs if int(b["threads"]) == 2 and b["scale"] == a["scale"]]
+        if pairs:
+            e = [a["per_simulated_second_s"] / b["per_simulated_second_s"] - 1.0 for a, b in pairs]
+            print(f"  thread efficiency (2 threads): {np.round(e, 2).tolist()} -> median {np.median(e):.2f}")
+        store = np.array([[1.0, float(r["spikes"]), r["synapses"]] for r in rs])
+        c = _nnls(store, np.array([r["store_bytes"] for r in rs], dtype=float))
+        print(f"  store: fixed {c[0] / 1e6:.2f} MB, {c[1]:.2f} B per spike, {c[2]:.2f} B per synapse")
+
+
+def _nnls(A, y):
+    from scipy.optimize import nnls
+
+    scale = np.abs(A).max(axis=0)
+    scale[scale == 0] = 1.0
+    x, _ = nnls(A / scale, y)
+    return x / scale
+
+
+# --- main ----------------------------------------------------------------------------------------
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--scales", default="0.005,0.01,0.02,0.05")
+    ap.add_argument("--engines", default="nest,brian2")
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--t-sim", type=float, default=500.0, help="simulated ms per run")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    ap.add_argument("--work", type=Path, default=None, help="where the run stores go (default: a "
+                    "temporary directory, removed at the end)")
+    ap.add_argument("--keep", action="store_true", help="keep the run stores")
+    ap.add_argument("--no-analysis", action="store_true")
+    ap.add_argument("--lock", default=os.environ.get("MAM_XR_BIGRUN_LOCK"))
+    ap.add_argument("--lock-scale", type=float, default=0.02)
+    ap.add_argument("--from-csv", type=Path, default=None, help="re-use measured rows (no runs)")
+    ap.add_argument("--append", action="store_true", help="add the new rows to an existing scaling.csv")
+    ap.add_argument("--fit", action="store_true", help="print least-squares coefficients")
+    args = ap.parse_args(argv)
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    csv_path = args.out / "scaling.csv"
+    upstream = upstream_figures()
+    rows: list[dict] = []
+    if args.from_csv or args.append:
+        src = args.from_csv or csv_path
+        if src.is_file():
+            with open(src) as fh:
+                rows = [_typed(r) for r in csv.DictReader(fh)]
+    if args.from_csv is None:
+        scales = [float(s) for s in args.scales.split(",") if s.strip()]
+        engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+        threads = [int(t) for t in args.threads.split(",") if t.strip()]
+        made = args.work is None
+        work = Path(tempfile.mkdtemp(prefix="mam_xr_scaling_")) if made else args.work
+        work.mkdir(parents=True, exist_ok=True)
+        try:
+            for s in scales:
+                for e in engines:
+                    for t in threads:
+                        print(f"scale {s:g}, {e}, {t} thread(s), {args.t_sim:g} ms ...", flush=True)
+                        row = run_one(s, e, t, args.t_sim, work, args.lock, args.lock_scale,
+                                      analysis=not args.no_analysis)
+                        rows = [r for r in rows if (float(r["scale"]), r["engine"], int(r["threads"]),
+                                                    float(r["t_sim_ms"])) != (s, e, t, args.t_sim)]
+                        rows.append(row)
+                        _print_row(row)
+                        _write_csv(rows, csv_path)
+        finally:
+            if made and not args.keep:
+                shutil.rmtree(work, ignore_errors=True)
+    rows.sort(key=lambda r: (r["engine"], int(r["threads"]), float(r["scale"])))
+    _write_csv(rows, csv_path)
+    md = markdown(rows, upstream)
+    (args.out / "scaling.md").write_text(md)
+    print("\n" + md)
+    png = plot(rows, upstream, args.out / "scaling.png")
+    bad = [(r["scale"], r["engine"], r["threads"], k, round(ratio(r, k), 2)) for r in rows
+           if "simulate_s" in r for k in TARGETS if not 0.7 <= ratio(r, k) <= 1.3]
+    print(f"wrote {csv_path}, {args.out / 'scaling.md'}{f', {png}' if png else ''}")
+    print("every memory and time prediction within +-30 %" if not bad else
+          f"outside +-30 %: {bad}")
+    if args.fit:
+        fit(rows)
+    return 0
+
+
+def _print_row(r: dict) -> None:
+    if "simulate_s" not in r:
+        return
+    parts = [f"{label} {float(r[k]) / d:.3g}{unit} (planner {float(r['pred_' + k]) / d:.3g}, x{ratio(r, k):.2f})"
+             for k, label, d, unit in COMPARED]
+    print("  " + "; ".join(parts) + f"; load {r['load_before']:.1f}->{r['load_after']:.1f}", flush=True)
+
+
+def _write_csv(rows: list[dict], path: Path) -> None:
+    keys: list[str] = []
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+
+
+def _typed(r: dict) -> dict:
+    out = {}
+    for k, v in r.items():
+        if v in ("", None):
+            continue
+        try:
+            out[k] = int(v) if v.lstrip("-").isdigit() else float(v)
+        except ValueError:
+            out[k] = v
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())
