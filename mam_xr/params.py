@@ -432,8 +432,19 @@ class Params(_Section):
 
     @classmethod
     def from_file(cls, path: str | Path) -> "Params":
-        """Validated Params from a JSON file of (partial, nested or shorthand) parameters."""
-        return cls.from_dict(read_json_file(path, "params"))
+        """Validated Params from a JSON file of (partial, nested or shorthand) parameters.
+
+        Errors name the file: a syntax error by line and column, a bad value
+        by its parameter.
+        """
+        values = read_json_file(path, "params")
+        if not isinstance(values, dict):
+            raise ParameterError(invalid("params", str(path), "a JSON object of parameters "
+                                                              f"(the file holds a {type(values).__name__})"))
+        try:
+            return cls.from_dict(values)
+        except ParameterError as exc:
+            raise ParameterError(f"{exc} (in the parameters file {path})") from None
 
     def network_label(self) -> str:
         """Hash of the network parameters and the data hashes: names a structure."""
@@ -656,12 +667,28 @@ def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
         if msg.startswith("Input should be "):
             rest = msg[len("Input should be "):]
             msg = rest if rest.startswith(("a ", "an ")) else "a value " + rest
-        lines.append(f"{loc}={_show(err['input'])} is invalid: expected {msg[0].lower() + msg[1:]}")
+        about = _description(exc.title, err["loc"])
+        about = f" ({about})" if about else ""
+        lines.append(f"{loc}={_show(err['input'])} is invalid: expected {msg[0].lower() + msg[1:]}{about}")
     return "; ".join(lines)
 
 
 def _show(value) -> str:
     return repr(value)
+
+
+def _description(title: str, loc) -> str | None:
+    """The description (units, allowed range) of the field at ``loc`` of a parameter model."""
+    models = {"Params": Params, **{m.__name__: m for m in (*_SECTIONS.values(), NeuronParams,
+                                                           ConnectionParams, DelayParams, InputParams)}}
+    model: Any = models.get(title)
+    info = None
+    for part in loc:
+        if not _is_section(model) or part not in model.model_fields:
+            return None
+        info = model.model_fields[part]
+        model = info.annotation
+    return None if info is None or _is_section(model) else info.description
 
 
 def read_json_file(path: str | Path, what: str = "params") -> Any:

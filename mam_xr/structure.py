@@ -444,7 +444,19 @@ def read_fullscale_rates(source, data_dir=None) -> np.ndarray:
     if not path.is_file():
         raise ParameterError(invalid("fullscale_rates", str(source),
                                      '"upstream", None or the path of a rates JSON file'))
-    out = from_flat_vector(read_rates_json(path, "fullscale_rates")).transpose("area", "pop").values
+    try:
+        flat = read_rates_json(path, "fullscale_rates")
+    except ParameterError:
+        raise
+    except (TypeError, ValueError) as exc:   # a rate that is not a number
+        raise ParameterError(invalid("fullscale_rates", str(source),
+                                     f"a JSON file of numeric rates {{area: {{pop: rate}}}} ({exc})")) from None
+    out = from_flat_vector(flat).transpose("area", "pop").values
+    bad = exists().values & ~np.isnan(out) & ~(np.isfinite(out) & (out >= 0))
+    if bad.any():
+        a, p = np.argwhere(bad)[0]
+        raise ParameterError(invalid("fullscale_rates", str(source), "finite rates >= 0 spikes/s "
+                                     f"(found {float(out[a, p])!r} for {AREAS[a]} {POPS[p]})"))
     missing = exists().values & np.isnan(out)
     if missing.any():
         a, p = np.argwhere(missing)[0]
