@@ -61,7 +61,6 @@ def _params(engine: str, threads: int, seed: int = 1, t_sim: float = 2000.0, sca
 def one(engine: str, threads: int, store: str, build_dir: str | None) -> dict:
     t0 = time.perf_counter()
     import mam_xr.simulation as simulation
-    from mam_xr import engine_brian2 as eb
 
     t_import = time.perf_counter() - t0
     s = _structure(0.005)
@@ -74,7 +73,8 @@ def one(engine: str, threads: int, store: str, build_dir: str | None) -> dict:
         build = tm.get("prepare", 0) + tm.get("create", 0) + tm.get("connect", 0) + tm.get("replacement", 0)
         compile_s = 0.0
     else:
-        run = eb.run(p, s, store, overwrite=True, build_dir=build_dir)
+        run = simulation.simulate(p, store=store, structure=s, progress=False, overwrite=True,
+                                  engine_options={"build_dir": build_dir})
         tm = run.attrs["timings"]
         cpu = time.process_time() - cpu0 + tm["run_process_cpu"]   # without the compiler
         # build = numpy draws + Brian2 objects + the binary's set-up/teardown outside Network::run
@@ -138,15 +138,21 @@ def _rates(pop, times, n, t0, t1):
 
 
 def sameconn(args) -> None:
-    from mam_xr import engine_brian2 as eb
+    from mam_xr.engines.nest import nest_run_with_connectivity
+    from mam_xr.network import load_connectivity
+    from mam_xr.simulation import simulate
+
+    def b2run(store, **options):
+        return simulate(p, store=store, structure=s, progress=False, connectivity=options.pop("connectivity", None),
+                        engine_options=options)
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_sameconn_"))
     s = _structure(args.scale)
     p = _params("brian2", 1, seed=1, t_sim=args.t_sim, scale=args.scale)
     t_min = min(500.0, args.t_sim / 2)
-    b2a = eb.run(p, s, tmp / "b2_a.zarr")                       # draws and saves the connectivity
-    conn = eb.load_connectivity(tmp / "b2_a.zarr")
-    b2b = eb.run(p, s, tmp / "b2_b.zarr", connectivity=conn, poisson_seed=2)
+    b2a = b2run(tmp / "b2_a.zarr")                       # draws and saves the connectivity
+    conn = load_connectivity(tmp / "b2_a.zarr")
+    b2b = b2run(tmp / "b2_b.zarr", connectivity=conn, poisson_seed=2)
     n = conn.n_neurons
     rates = {}
     for name, run in (("brian2_p1", b2a), ("brian2_p2", b2b)):
@@ -154,7 +160,7 @@ def sameconn(args) -> None:
         rates[name] = _rates(sp.pop, sp.times, n, t_min, args.t_sim)
     times = {"brian2_p1": b2a.attrs["timings"]["simulate"], "brian2_p2": b2b.attrs["timings"]["simulate"]}
     for seed in (1, 2):
-        res = eb.nest_run_with_connectivity(p.update(engine="nest"), s, conn, seed=seed)
+        res = nest_run_with_connectivity(p.update(engine="nest"), s, conn, seed=seed)
         rates[f"nest_p{seed}"] = _rates(res["pop"], res["steps"] * p.simulation.dt, n, t_min, args.t_sim)
         times[f"nest_p{seed}"] = res["simulate"]
         n_conn = res["num_connections"]

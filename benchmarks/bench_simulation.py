@@ -49,11 +49,11 @@ UPSTREAM = {  # reference/README.md §4 (threads=1, threads=2)
 def run_one(seed: int, threads: int, t_sim: float, out: Path, generator: str) -> dict:
     """Child process: simulate one configuration and report timings as JSON."""
     t0 = time.perf_counter()
-    from mam_xr import simulation
+    from mam_xr.engines import nest as nest_engine
     from mam_xr.params import Params
     from mam_xr.simulation import simulate
 
-    simulation.EXTERNAL_GENERATOR = generator
+    nest_engine.EXTERNAL_GENERATOR = generator
 
     t_import = time.perf_counter() - t0
     p = Params.tutorial(seed=seed, threads=threads, t_sim=t_sim)
