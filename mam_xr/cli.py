@@ -320,7 +320,7 @@ def run_cmd(preset: str = PRESET, params_file: Optional[Path] = PARAMS,
                    f"({'converged' if bool(th['converged'].all()) else 'not converged'})")
         _STATE["writing"] = str(out)
         run = simulation.simulate(p, store=out, structure=net, progress=progress,
-                                  overwrite=overwrite)
+                                  overwrite=overwrite, check_memory=False)  # checked above
         _STATE.pop("writing", None)
         th.to_zarr(out, group="theory", mode="w")
         typer.echo(f"{out}\nstatus {run.status}; mean rate {run.mean_rate():.4f} spikes/s "

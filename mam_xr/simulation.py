@@ -23,6 +23,7 @@ import xarray as xr
 
 from . import engines as _engines
 from . import parallel as _parallel
+from . import planner as _planner
 from . import store as _store
 from .errors import ParameterError, SimulationError, StoreError, invalid
 from .network import NetworkPlan, connection_counts
@@ -81,7 +82,7 @@ class _Terminate:
 
 def simulate(params, store=None, structure: xr.Dataset | None = None, progress: bool = True,
              overwrite: bool = False, connectivity=None, *, engine_options: dict | None = None,
-             label: str | None = None) -> "_store.RunStore":
+             label: str | None = None, check_memory: bool = True) -> "_store.RunStore":
     """Build the network with the engine ``params.simulation.engine``, simulate it and write a run store.
 
     Parameters
@@ -108,6 +109,10 @@ def simulate(params, store=None, structure: xr.Dataset | None = None, progress: 
         ``poisson_seed``, ``build_dir``; see :mod:`mam_xr.engines`).
     label
         The store's label; default ``params.label()``.
+    check_memory
+        Refuse (``ParameterError``, nothing written) a run whose peak memory
+        :func:`mam_xr.planner.check_memory` predicts above the memory
+        available; False runs it anyway.
 
     Returns the :class:`mam_xr.store.RunStore` of the finished run.  Invalid
     requests raise :class:`ParameterError` / :class:`StoreError` before the
@@ -135,6 +140,8 @@ def simulate(params, store=None, structure: xr.Dataset | None = None, progress: 
         t0 = time.perf_counter()
         structure = build(params)
         timings["structure"] = time.perf_counter() - t0
+    if check_memory:  # predicted peak vs memory available, before anything is drawn or written
+        _planner.check_memory(params, structure)
     sim = params.simulation
     plan = NetworkPlan(params, structure)  # validates rates sources etc.
     engine = _engines.get(sim.engine)(params, plan, connectivity=connectivity, **(engine_options or {}))

@@ -191,4 +191,13 @@ def test_cli_run_refuses_a_run_that_does_not_fit(tmp_path):
     assert proc.returncode == 2
     assert "scale=1.0 is invalid: expected a run that fits into the" in proc.stderr
     assert "predicted peak" in proc.stderr and "--ignore-memory-check" in proc.stderr
-    assert not any(tmp_path.iterdir())  # nothing written
+    runs = tmp_path / "runs"  # nothing written (at most the empty default folder)
+    assert not runs.exists() or not any(runs.iterdir())
+
+
+def test_simulate_refuses_a_run_that_does_not_fit(tmp_path):
+    store = tmp_path / "full.zarr"
+    with pytest.raises(ParameterError, match=r"scale=1\.0 is invalid: expected a run that fits") as err:
+        mam_xr.simulate(Params.from_dict(t_sim=10.0, segment=10.0), store=store, progress=False)
+    assert "predicted peak" in str(err.value) and "GiB of memory available" in str(err.value)
+    assert not store.exists() and not any(tmp_path.iterdir())
