@@ -139,8 +139,6 @@ def run_one(scale: float, engine: str, threads: int, t_sim: float, work: Path, l
             lock_scale: float, analysis: bool) -> dict:
     import zarr
 
-    import mam_xr
-
     store = work / f"run-{engine}-t{threads}-s{scale:g}.zarr"
     if store.exists():
         shutil.rmtree(store)  # created by this benchmark
@@ -178,8 +176,15 @@ def run_one(scale: float, engine: str, threads: int, t_sim: float, work: Path, l
                              work / f"{store.stem}.analyze.log")
         row.update({"analysis_s": a["wall_s"], "analysis_peak_rss_bytes": a["peak_rss_bytes"],
                     "store_bytes_analysed": dir_bytes(store)})
-    # the planner's predictions for the same run
-    p = mam_xr.Params.tutorial(scale=scale, engine=engine, threads=threads, t_sim=t_sim)
+    return predict(row)
+
+
+def predict(row: dict) -> dict:
+    """Add the planner's predictions for the run of ``row`` (keys ``pred_*``)."""
+    import mam_xr
+
+    scale, engine, threads = float(row["scale"]), row["engine"], int(row["threads"])
+    p = mam_xr.Params.tutorial(scale=scale, engine=engine, threads=threads, t_sim=float(row["t_sim_ms"]))
     rep = mam_xr.plan(p, engines=engine, threads=threads)
     est = rep.engines[engine]
     row.update({
@@ -399,6 +404,7 @@ def main(argv=None) -> int:
         finally:
             if made and not args.keep:
                 shutil.rmtree(work, ignore_errors=True)
+    rows = [predict(r) if "simulate_s" in r else r for r in rows]  # the planner as it is now
     rows.sort(key=lambda r: (r["engine"], int(r["threads"]), float(r["scale"])))
     _write_csv(rows, csv_path)
     md = markdown(rows, upstream)
