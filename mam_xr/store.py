@@ -170,6 +170,8 @@ def save_structure(ds: xr.Dataset, path_or_group, *, overwrite: bool = True) -> 
         group = f"{base}/structure" if base else "structure"
         out.to_zarr(store, group=group, mode=mode, consolidated=False, zarr_format=3)
     else:
+        if overwrite:
+            check_replaceable(path_or_group)  # never replace what mam_xr did not write
         out.to_zarr(str(path_or_group), mode=mode, consolidated=False, zarr_format=3)
 
 
@@ -1390,7 +1392,17 @@ def open_run(path, allow_incomplete: bool = False) -> RunStore:
                 raise StoreError(f"run store {str(path)!r} is damaged: spikes/{r}/{arr} is missing")
     check_consistency(root, str(path))
     run = RunStore(root, str(path))
-    if not run.checked:
+    if run.checked:
+        # A deleted chunk would read back as zeros: every committed one must exist.
+        for r in run.ranks:
+            end = int(run._segment_ends(r)[-1]) if run._committed(r) else 0
+            for name in ("times", "senders"):
+                gone = run.missing_chunks(r, name, 0, end)
+                if gone:
+                    where = run._where(r, name, gone[0] * SPIKE_CHUNK, min(end, (gone[0] + 1) * SPIKE_CHUNK))
+                    raise StoreError(f"run store {str(path)!r} is damaged: {where} is missing (it would "
+                                     "read as zeros); run `mam-xr verify` on the store")
+    else:
         warnings.warn(f"run store {str(path)!r} was written before spike checksums: a damaged or "
                       "deleted spike chunk cannot be detected in it", stacklevel=2)
     status = run.status
