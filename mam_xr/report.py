@@ -7,7 +7,9 @@ no CDN, no server, so it opens offline and can be mailed to a colleague.
 A sweep (a ``HoloMap`` over e.g. ``chi``) gets a selector that switches
 between its frames; figures that need a single point show the first one and
 say so.  The report takes data, not a run store: the command line reads the
-store and passes its Datasets (spec/design.md: viz is the last stage).
+store and passes its Datasets (viz is the last stage; docs/architecture.md).
+Which statistic variable each figure draws comes from the analysis registry
+(the ``figures`` of each :class:`mam_xr.analysis.Statistic`); docs/figures.md.
 """
 
 from __future__ import annotations
@@ -25,28 +27,24 @@ import xarray as xr
 
 import holoviews as hv
 
-from . import __version__, viz
+from . import __version__, analysis, viz
 from .errors import MamXrError, ParameterError, invalid
 
 __all__ = ["write_report", "report_for", "report_sections"]
 
-# Where mam_xr.analysis puts each variable: (statistic group, variable name).
-_STAT_SOURCES: dict[str, tuple[tuple[str, str], ...]] = {
-    "rate": (("rates", "rate"),),
-    "corrcoef": (("correlation", "corrcoef"), ("correlation", "corrcoeff")),
-    "lvr": (("irregularity", "lvr"),),
-    "cv_isi": (("irregularity", "cv_isi"),),
-    "synchrony": (("synchrony", "synchrony"),),
-    "rate_time_series": (("rate_time_series", "area_rate"), ("rate_time_series", "rate")),
-    "fc": (("functional_connectivity", "fc"),),
-    "fc_experimental": (("functional_connectivity", "fc_experimental"),),
-}
-# The same variables in one merged Dataset.
-_FLAT_NAMES: dict[str, tuple[str, ...]] = {
-    "rate": ("rate",), "corrcoef": ("corrcoef", "corrcoeff"), "lvr": ("lvr",), "cv_isi": ("cv_isi",),
-    "synchrony": ("synchrony",), "rate_time_series": ("rate_time_series", "area_rate"),
-    "fc": ("fc",), "fc_experimental": ("fc_experimental",),
-}
+# Which variable each figure draws comes from the analysis registry: every
+# Statistic lists its default figures (kind, variable, short label); see
+# mam_xr.analysis.registry.Figure for the kinds.
+
+
+def _flat_name(stat: str, var: str) -> str:
+    """Name of a statistic's variable in a sweep's combined Dataset (mam_xr.sweep)."""
+    return var if var.startswith(stat) else f"{stat}_{var}"
+
+
+def _figures(kind: str) -> list[tuple[str, analysis.Figure]]:
+    return analysis.figures(kind)
+
 
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 1.5em auto;
@@ -83,29 +81,32 @@ _TEMPLATE = """{% from macros import embed %}<!DOCTYPE html>
 """
 
 
-def _pick(stats, key: str):
-    """A variable of the statistics by its role (see _STAT_SOURCES), or None."""
+def _pick(stats, stat: str, var: str, *, time: bool = False):
+    """Variable ``var`` of statistic ``stat`` in ``stats`` (a dict of Datasets as
+    ``analyze`` returns, or one merged Dataset), or None.  ``time``: the variable
+    must (True) or must not (False) have a ``time`` dim."""
     if stats is None:
         return None
     if isinstance(stats, Mapping):
-        for group, var in _STAT_SOURCES[key]:
-            ds = stats.get(group)
-            if isinstance(ds, xr.Dataset) and var in ds.data_vars:
-                da = ds[var]
-                if key == "rate_time_series" and "time" not in da.dims:
-                    continue
-                return da
+        ds = stats.get(stat)
+        candidates = [ds[var]] if isinstance(ds, xr.Dataset) and var in ds.data_vars else []
+    elif isinstance(stats, xr.Dataset):
+        candidates = [stats[n] for n in (var, _flat_name(stat, var)) if n in stats.data_vars]
+    else:
         return None
-    if isinstance(stats, xr.Dataset):
-        for var in _FLAT_NAMES[key]:
-            if var in stats.data_vars:
-                da = stats[var]
-                if key == "rate_time_series" and "time" not in da.dims:
-                    continue
-                if key != "rate_time_series" and "time" in da.dims:
-                    continue
-                return da
+    for da in candidates:
+        if ("time" in da.dims) == time:
+            return da
     return None
+
+
+def _pick_kind(stats, kind: str, *, time: bool = False):
+    """(Figure, DataArray) of the first registered figure of ``kind`` present in ``stats``."""
+    for stat, fig in _figures(kind):
+        da = _pick(stats, stat, fig.variable, time=time)
+        if da is not None:
+            return fig, da
+    return None, None
 
 
 def _first_point(da: xr.DataArray, core: Sequence[str]) -> tuple[xr.DataArray, str]:
@@ -211,9 +212,8 @@ def _strip_external(page: str) -> str:
 
 # --- the report -----------------------------------------------------------------------
 
-# Section titles follow upstream's tutorial figures (spec/dynamics.md §D: D.4 rates, D.3
-# instantaneous rate, D.2/D.3 rate over time, D.5 rasters, box plots and area series, D.6 FC,
-# D.1 connectivity).
+# Section order follows upstream's tutorial figures (docs/figures.md): rates, instantaneous
+# rate, rate over time, rasters, box plots and area series, FC, connectivity.
 def report_sections(*, structure=None, theory=None, stats=None, spikes=None,
                     raster_areas: Sequence[str] = ("V1", "V2", "FEF"), raster_fraction: float = 1.0,
                     time_series_areas: Sequence[str] = ("V1", "V2", "FEF"),
@@ -237,7 +237,7 @@ def report_sections(*, structure=None, theory=None, stats=None, spikes=None,
             return
         sections.append({"id": id_, "title": title, "figure": fig, "note": note})
 
-    rate = _pick(stats, "rate")
+    _, rate = _pick_kind(stats, "population_heatmap")
     if rate is not None:
         add("rates", "Time-averaged population rates",
             lambda: viz.rate_heatmap(rate),
@@ -251,7 +251,22 @@ def report_sections(*, structure=None, theory=None, stats=None, spikes=None,
             text += f"; neuron-weighted: {float((r1 * w).sum() / w.sum()):.3f} spikes/s"
         point = re.search(r"\((.*)\)", n1)
         sections[-1]["summary"] = text + (f" ({point.group(1)})" if point else "") + "."
-    ts = _pick(stats, "rate_time_series")
+    for stat, fig in _figures("population_heatmap")[1:]:     # further (area, pop) heat maps
+        da = _pick(stats, stat, fig.variable)
+        if da is not None:
+            add(f"heatmap_{stat}_{fig.variable}", f"{fig.label} per population",
+                lambda da=da, fig=fig: viz.rate_heatmap(da, title=fig.label),
+                "Area × population. Hover for values.")
+    _, ts = _pick_kind(stats, "time_heatmap", time=True)
+    _, ts_line = _pick_kind(stats, "time_series", time=True)
+    _, ts_area = _pick_kind(stats, "area_series", time=True)
+    any_ts = next((x for x in (ts, ts_line, ts_area) if x is not None), None)
+    if any_ts is not None:   # areas with data, and the chosen ones among them
+        a1 = _first_point(any_ts, ("area", "pop", "time"))[0]
+        with_data = [str(a) for a, ok in zip(a1["area"].values,
+                                             np.isfinite(a1).any([d for d in a1.dims if d != "area"]).values)
+                     if ok]
+        areas = [a for a in time_series_areas if a in with_data]
     if ts is not None:
         ts1, n1 = _first_point(ts, ("area", "pop", "time"))
         t = ts1["time"].values
@@ -262,32 +277,34 @@ def report_sections(*, structure=None, theory=None, stats=None, spikes=None,
                      f"{t[0]:g}–{t[-1]:g} ms are shown. ")
         add("instantaneous", "Instantaneous firing rate over areas",
             lambda: viz.instantaneous_rate(ts1, neurons=neurons, time=window), n_win + n1)
-        with_data = [str(a) for a, ok in zip(ts1["area"].values,
-                                             np.isfinite(ts1).any([d for d in ts1.dims if d != "area"]).values)
-                     if ok]
-        areas = [a for a in time_series_areas if a in with_data]
+    if ts_line is not None:
+        tl1, n1 = _first_point(ts_line, ("area", "pop", "time"))
         add("rate_over_time", "Rate over time: all areas and chosen areas",
-            lambda: viz.rate_time_series(ts1, areas=areas, neurons=neurons), n1)
+            lambda: viz.rate_time_series(tl1, areas=areas, neurons=neurons), n1)
     if spikes is not None:
         add("raster", "Spike rasters",
             lambda: viz.raster(spikes, areas=raster_areas, fraction=raster_fraction, neurons=structure),
             "Excitatory neurons blue, inhibitory red; populations stacked 2/3E (top) to 6I (bottom).")
-    box_vars = {k: _pick(stats, k) for k in ("rate", "corrcoef", "lvr")}
-    box_vars = {k: v for k, v in box_vars.items() if v is not None}
-    if box_vars:
-        notes = []
-        arrays = []
-        for k, v in box_vars.items():
+    boxes = [(fig, _pick(stats, stat, fig.variable)) for stat, fig in _figures("box")]
+    boxes = [(fig, v) for fig, v in boxes if v is not None]
+    if boxes:
+        notes, arrays, names = [], {}, []
+        for fig, v in boxes:
             v1, n1 = _first_point(v, ("area", "pop"))
-            arrays.append(v1.rename(k) if v1.name is None else v1)
+            long = str(v1.attrs.get("long_name", fig.label))
+            # short axis labels (long ones are cut in a third of the page width); long names in the note
+            arrays[fig.variable] = v1.rename(fig.variable).assign_attrs(long_name=fig.label)
+            names.append(f"{fig.label}: {long}")
             notes.append(n1)
-        ds = xr.Dataset({str(a.name): a for a in arrays})
-        add("boxes", "Rates, correlation coefficients and irregularity across areas",
-            lambda: viz.box_plots(ds), "One box per population over the simulated areas; × = mean. "
-            + next((n for n in notes if n), ""))
-    if ts is not None:
+        ds = xr.Dataset(arrays)
+        title = ", ".join(f.label for f, _ in boxes)
+        add("boxes", f"{title} across areas",
+            lambda: viz.box_plots(ds, list(arrays)), "One box per population over the simulated areas; × = mean. "
+            + "; ".join(names) + ". " + next((n for n in notes if n), ""))
+    if ts_area is not None:
+        ta1, n1 = _first_point(ts_area, ("area", "pop", "time"))
         add("area_rates", "Area rate time series",
-            lambda: viz.area_rate_time_series(ts1, areas=areas or with_data[:3], neurons=neurons), n1)
+            lambda: viz.area_rate_time_series(ta1, areas=areas or with_data[:3], neurons=neurons), n1)
     if theory is not None and rate is not None:
         th = theory
         if isinstance(th, xr.Dataset):
@@ -296,9 +313,10 @@ def report_sections(*, structure=None, theory=None, stats=None, spikes=None,
         r1, n1 = _first_point(rate, ("area", "pop"))
         add("theory", "Mean-field theory vs simulation", lambda: viz.theory_vs_simulation(th1, r1),
             "Population rates; dashed: identity. " + (n_th or n1))
-    fc = _pick(stats, "fc")
+    fc_fig, fc = _pick_kind(stats, "fc")
     if fc is not None:
-        exp = _pick(stats, "fc_experimental")
+        exp = next((_pick(stats, stat, f.reference) for stat, f in _figures("fc")
+                    if f is fc_fig and f.reference), None)
         fc1, n1 = _first_point(fc, fc.dims[-2:])
         exp1 = _first_point(exp, exp.dims[-2:])[0] if exp is not None else None
         add("fc", "Functional connectivity: simulation vs experiment",
@@ -414,15 +432,14 @@ def write_report(path, *, structure=None, theory=None, stats=None, spikes=None, 
 
 # --- from a run store or a sweep directory (used by ``mam-xr report``) -------------------
 
-#: Flat-name prefixes of a sweep's combined Dataset (mam_xr.sweep: ``<statistic>_<variable>``).
-_SWEEP_VARS: dict[str, tuple[str, str]] = {
-    "rates_rate": ("rates", "rate"),
-    "correlation_corrcoef": ("correlation", "corrcoef"),
-    "irregularity_lvr": ("irregularity", "lvr"),
-    "rate_time_series_area_rate": ("rate_time_series", "area_rate"),
-    "functional_connectivity_fc": ("functional_connectivity", "fc"),
-    "functional_connectivity_fc_experimental": ("functional_connectivity", "fc_experimental"),
-}
+def _sweep_vars() -> dict[str, tuple[str, str]]:
+    """Names in a sweep's combined Dataset of every variable a figure draws -> (statistic, variable)."""
+    out = {}
+    for stat, fig in analysis.figures():
+        for var in (fig.variable, fig.reference):
+            if var:
+                out[_flat_name(stat, var)] = (stat, var)
+    return out
 
 
 def _raster_choice(areas_simulated: Sequence[str], wanted: Sequence[str]) -> list[str]:
@@ -462,11 +479,10 @@ def report_for(run_or_sweep, out=None, *, title: str | None = None,
         path if path.name == "sweep.zarr" else None)
     if sweep_zarr is not None:
         return _report_for_sweep(sweep_zarr.parent, out, title=title)
-    from .analysis import analyze
     from .store import open_run
 
     run = open_run(path)
-    stats = analyze(str(path))
+    stats = analysis.analyze(str(path))
     structure = run.structure()
     theory = None
     if (path / "theory").is_dir():  # written by `mam-xr run` (Dataset.to_zarr(group="theory"))
@@ -495,7 +511,7 @@ def _report_for_sweep(directory: Path, out: Path, *, title: str | None) -> Path:
 
     ds = open_sweep(directory)
     stats: dict[str, xr.Dataset] = {}
-    for name, (group, var) in _SWEEP_VARS.items():
+    for name, (group, var) in _sweep_vars().items():
         if name in ds.data_vars:
             da = ds[name]
             private = [d for d in da.dims if d.endswith("_time")]

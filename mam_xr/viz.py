@@ -2,13 +2,13 @@
 
 Every function takes labelled data (an ``xr.DataArray``, or an ``xr.Dataset``
 plus the name of a variable) and returns a HoloViews object; it draws and
-never computes statistics, touches NEST or opens a store (spec/style.md A14).
+never computes statistics, touches NEST or opens a store (docs/figures.md).
 Hover tools show the area, the population and the value with its units; axis
 labels come from the data's ``long_name`` and ``units`` attrs, and every time
-axis shows the times of the data's ``time`` coordinate (decisions.md 2: fixes
-upstream's mislabelled instantaneous-rate axis, dynamics.md G.27).
+axis shows the times of the data's ``time`` coordinate (this fixes upstream's
+mislabelled instantaneous-rate axis; docs/upstream-differences.md).
 
-The figures are those of the upstream tutorial (spec/dynamics.md §D):
+The figures are those of the upstream tutorial (docs/figures.md lists which):
 
 * :func:`rate_heatmap` -- time-averaged population rates, area x population
   (D.4), with a slider over any extra (sweep) dimension;
@@ -54,11 +54,11 @@ __all__ = [
 #: Display labels of the populations (upstream's figures write 2/3 for 23).
 POP_LABELS: dict[str, str] = {p: p.replace("23", "2/3") for p in POPS}
 
-#: Population order of the figures from bottom to top (dynamics.md §0.3).
+#: Population order of the figures from bottom to top (as upstream's figures).
 DISPLAY_POPS: tuple[str, ...] = ("6I", "6E", "5I", "5E", "4I", "4E", "23I", "23E")
 
-#: Area order of upstream's FC figure (dynamics.md §0.3 item 3) with its
-#: ``MSTI`` typo corrected to MSTl, so all 32 areas are shown (decisions.md 2).
+#: Area order of upstream's FC figure with its ``MSTI`` typo corrected to MSTl,
+#: so all 32 areas are shown (docs/upstream-differences.md).
 FC_FIGURE_ORDER: tuple[str, ...] = (
     "V1", "V2", "VP", "V4t", "V4", "VOT", "MSTd", "PITv", "PITd", "CITv", "CITd", "AITv",
     "AITd", "MDP", "V3", "V3A", "MT", "PIP", "PO", "DP", "MIP", "VIP", "LIP", "MSTl", "FEF",
@@ -68,7 +68,7 @@ FC_FIGURE_ORDER: tuple[str, ...] = (
 #: Colours of excitatory and inhibitory populations (upstream: E blue, I red).
 COLOURS: dict[str, str] = {"E": "#1f5ea8", "I": "#c0272d"}
 
-# Defaults for variables whose attrs lack units / long_name (dynamics.md §C).
+# Defaults for variables whose attrs lack units / long_name (docs/analysis.md).
 _DEFAULT_META: dict[str, tuple[str, str]] = {
     "rate": ("spikes/s", "Rate"),
     "rate_time_series": ("spikes/s", "Rate"),
@@ -247,7 +247,7 @@ def _ordered_pops(da: xr.DataArray) -> list[str]:
 def rate_heatmap(data, var: str | None = None, *, title: str | None = None,
                  cmap: str = "YlOrBr", logz: bool = False, clim: tuple | None = None,
                  drop_empty: bool = True):
-    """Area x population heat map of time-averaged rates (dynamics.md §D.4).
+    """Area x population heat map of time-averaged rates (upstream figure D.4, docs/figures.md).
 
     Parameters
     ----------
@@ -326,7 +326,7 @@ def rate_heatmap(data, var: str | None = None, *, title: str | None = None,
 def instantaneous_rate(data, var: str | None = None, *, areas: Sequence[str] | None = None,
                        time: tuple[float, float] | None = None, neurons=None,
                        cmap: str = "YlOrBr", title: str | None = None):
-    """Area x time heat map of the population-rate time series (dynamics.md §D.3).
+    """Area x time heat map of the population-rate time series (upstream figure D.3, docs/figures.md).
 
     Parameters
     ----------
@@ -372,7 +372,7 @@ def instantaneous_rate(data, var: str | None = None, *, areas: Sequence[str] | N
 def rate_time_series(data, var: str | None = None, *, areas: Sequence[str] = (),
                      time: tuple[float, float] | None = None, neurons=None,
                      title: str | None = None):
-    """Rate over time of the whole network and of chosen areas (dynamics.md §D.2-D.3).
+    """Rate over time of the whole network and of chosen areas (upstream figures D.2-D.3, docs/figures.md).
 
     Parameters
     ----------
@@ -441,7 +441,7 @@ def rate_time_series(data, var: str | None = None, *, areas: Sequence[str] = (),
 
 def area_rate_time_series(data, var: str | None = None, *, areas: Sequence[str] = ("V1", "V2", "FEF"),
                           time: tuple[float, float] | None = None, neurons=None):
-    """One rate curve per chosen area, stacked (dynamics.md §D.5 panel G).
+    """One rate curve per chosen area, stacked (upstream figure D.5 G, docs/figures.md).
 
     Parameters
     ----------
@@ -525,7 +525,7 @@ def spike_table(spikes) -> pd.DataFrame:
 
 def raster(spikes, *, areas: Sequence[str] = ("V1", "V2", "FEF"), fraction: float = 1.0,
            time: tuple[float, float] | None = None, neurons=None, size: float = 1.0):
-    """Spike rasters of chosen areas, E blue and I red (dynamics.md §D.5 A-C).
+    """Spike rasters of chosen areas, E blue and I red (upstream figure D.5 A-C, docs/figures.md).
 
     Parameters
     ----------
@@ -612,7 +612,7 @@ def raster(spikes, *, areas: Sequence[str] = ("V1", "V2", "FEF"), fraction: floa
 # --- D.5 box plots ----------------------------------------------------------------
 
 def box_plots(stats, variables: Sequence[str] | None = None):
-    """Box plots across areas, one box per population (dynamics.md §D.5 D-F).
+    """Box plots across areas, one box per population (upstream figure D.5 D-F, docs/figures.md).
 
     Parameters
     ----------
@@ -689,7 +689,7 @@ def box_plots(stats, variables: Sequence[str] | None = None):
 
 def connectivity_matrix(structure, *, relative: bool = True, title: str | None = None,
                         floor: float = 1e-6):
-    """Area-level connectivity as relative indegrees (dynamics.md §D.1).
+    """Area-level connectivity as relative indegrees (upstream figure D.1, docs/figures.md).
 
     Parameters
     ----------
@@ -829,7 +829,7 @@ def _fc_matrix(da: xr.DataArray, argname: str) -> xr.DataArray:
 
 def functional_connectivity(simulated, experimental=None, *, var: str | None = None,
                             order: str | Sequence[str] = "fc_figure"):
-    """Simulated (and experimental) functional connectivity (dynamics.md §D.6).
+    """Simulated (and experimental) functional connectivity (upstream figure D.6, docs/figures.md).
 
     Parameters
     ----------

@@ -495,3 +495,58 @@ def test_short_run_defaults_to_the_whole_run_but_explicit_window_is_checked(tmp_
     assert float(stats["rates"]["rate"].sel(area="V1", pop="23E")) == _pytest.approx(3 / (n * 0.2))
     with _pytest.raises(ParameterError, match="t_min_ms=500"):
         analysis.analyze(str(path), "rates", store=False, t_min_ms=500.0)
+
+
+# --------------------------------------------------------------------------------------
+# A statistic added through the registry alone: the Fano factor
+# --------------------------------------------------------------------------------------
+
+def _fano_direct(run, *, t_min=500.0, t_max=2000.0, bin_ms=100.0, max_neurons=1000):
+    """Fano factor per flat population with np.histogram, neuron by neuron."""
+    sp = run.spikes()
+    n = np.asarray(run.root["spikes"].attrs["n_neurons"])
+    edges = t_min + bin_ms * np.arange(int((t_max - t_min) / bin_ms) + 1)
+    out, n_used = np.full(flat.N_POPULATIONS, np.nan), np.zeros(flat.N_POPULATIONS, int)
+    for k in range(flat.N_POPULATIONS):
+        t = sp.times[sp.offsets[k]:sp.offsets[k + 1]]
+        s = sp.senders[sp.offsets[k]:sp.offsets[k + 1]]
+        ff = []
+        for i in range(min(n[k], max_neurons)):
+            c = np.histogram(t[s == i], bins=edges)[0].astype(float)
+            if c.sum() > 0:
+                ff.append(c.var() / c.mean())
+        n_used[k] = len(ff)
+        if ff:
+            out[k] = np.mean(ff)
+    return out, n_used
+
+
+def test_fano_factor_equals_a_direct_numpy_computation(run1, stats1):
+    ff = stats1["fano_factor"]
+    expected, n_used = _fano_direct(run1)
+    np.testing.assert_allclose(flat_of(ff["fano_factor"]), expected, rtol=1e-12)
+    np.testing.assert_array_equal(flat_of(ff["n_fano_neurons"]), n_used)
+    assert ff.attrs["bin_ms"] == 100.0 and ff.attrs["n_bins"] == 15 and ff.attrs["n_neurons_max"] == 1000
+    assert 0.5 < float(ff["fano_factor"].mean()) < 5.0
+    # a neuron subsample and another bin width: only this statistic is recomputed
+    small = A.analyze(run1, "fano_factor", ff_max_neurons=20, ff_bin_ms=50.0, store=False)["fano_factor"]
+    expected, n_used = _fano_direct(run1, bin_ms=50.0, max_neurons=20)
+    np.testing.assert_allclose(flat_of(small["fano_factor"]), expected, rtol=1e-12)
+    assert int(small["n_fano_neurons"].max()) <= 20
+
+
+def test_registry_drives_statistics_and_docs(run1):
+    from pathlib import Path
+
+    from mam_xr.analysis import registry
+
+    assert "fano_factor" in A.STATISTICS and A.DEFAULTS["ff_bin_ms"] == 100.0
+    with pytest.raises(ParameterError, match="ff_max_neurons=0 is invalid: expected a positive integer"):
+        A.analyze(run1, "fano_factor", ff_max_neurons=0)
+    with pytest.raises(ParameterError, match="ff_bin_ms=0.05 is invalid: expected a multiple"):
+        A.analyze(run1, "fano_factor", ff_bin_ms=0.05)
+    docs = (Path(__file__).parents[1] / "docs" / "analysis.md").read_text()
+    assert registry.markdown_table() in docs, "docs/analysis.md: regenerate with python -m mam_xr.analysis.docs"
+    assert registry.markdown_parameters() in docs
+    with pytest.raises(ValueError, match="already registered"):
+        A.register(A.REGISTRY["rates"])

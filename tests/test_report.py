@@ -257,3 +257,23 @@ def test_long_series_heat_map_is_windowed():
     # the other time series keep every bin
     curve = [e for e in secs["rate_over_time"]["figure"] if hasattr(e, "label") and e.label == "V1"][0]
     assert len(curve) == 1500
+
+
+def test_registered_box_statistics_join_the_box_plots(tmp_path):
+    """Every box figure of the analysis registry (here the Fano factor) is drawn, with short labels."""
+    from conftest import REFERENCE
+    from mam_xr import analysis
+
+    run = analysis.import_upstream(REFERENCE / "spikes_sim_threads1.npz", tmp_path / "run.zarr",
+                                   t_sim_ms=2000.0, gids=REFERENCE / "network_gids.json",
+                                   structure=vd.structure())
+    stats = analysis.analyze(run, ["rates", "correlation", "irregularity", "fano_factor"], store=False)
+    secs = {s["id"]: s for s in report.report_sections(stats=stats)}
+    boxes = secs["boxes"]
+    assert boxes["title"] == "Rate, Correlation, LvR, Fano factor across areas"
+    panels = list(boxes["figure"])
+    assert [p.get(0).vdims[0].label for p in panels] == ["Rate", "Correlation", "LvR", "Fano factor"]
+    means = panels[3].get(1).dimension_values("fano_factor")
+    ff = stats["fano_factor"]["fano_factor"]
+    assert np.isclose(means.max(), float(ff.mean("area").max()))
+    assert "Fano factor: Fano factor of single-neuron spike counts" in boxes["note"]

@@ -373,3 +373,35 @@ def corrcoef(gs: GroupSpikes, d: dict) -> dict[str, np.ndarray]:
     with np.errstate(invalid="ignore", divide="ignore"):
         cc = np.where(n_use >= 2, (sq - n_use) / (n_use * (n_use - 1.0)), np.nan)
     return {"corrcoef": cc, "n_corr_neurons": n_use}
+
+
+@part("fano")
+def fano(gs: GroupSpikes, d: dict) -> dict[str, np.ndarray]:
+    """Fano factor of spike counts: per sampled neuron, var/mean (ddof 0) of its counts in
+    ``ff_bin_ms`` bins from t_min (the last bin closed), averaged over the sampled neurons
+    that spiked in the window; the sample is the first ``ff_max_neurons`` of each population
+    (docs/model.md eq. A13)."""
+    g, s, nrn_pop, base, P, n_tot = gs.g, gs.s, gs.nrn_pop, gs.base, gs.P, gs.n_tot
+    B = int((d["t_max_ms"] - d["t_min_ms"]) / d["ff_bin_ms"])
+    edges = bin_edges_steps(d["t_min_ms"], d["ff_bin_ms"], B, gs.dt)
+    sampled = (np.arange(n_tot) - base[:-1][nrn_pop]) < d["ff_max_neurons"]
+    b = bin_index(s, edges)
+    ok = (b >= 0) & sampled[g]
+    key = g[ok].astype(np.int64)
+    key *= B
+    key += b[ok]                      # sorted: spikes are in (neuron, time) order
+    del b, ok
+    starts = np.flatnonzero(np.concatenate([[True], key[1:] != key[:-1]])) if len(key) else np.zeros(0, int)
+    c = np.diff(starts, append=len(key)).astype(np.float64)     # count per (neuron, bin) with spikes
+    owner = key[starts] // B
+    S1 = _wsum(owner, c, minlength=n_tot)
+    S2 = _wsum(owner, c * c, minlength=n_tot)
+    active = sampled & (S1 > 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = S1 / B
+        ff = np.where(active, (S2 / B - mean * mean) / mean, 0.0)
+    n_ff = np.bincount(nrn_pop[active], minlength=P)
+    ff_sum = _wsum(nrn_pop[active], ff[active], minlength=P)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {"fano_factor": np.where(n_ff > 0, ff_sum / np.maximum(n_ff, 1), np.nan),
+                "n_fano_neurons": n_ff}

@@ -376,3 +376,41 @@ register(Statistic(
     structure=True, run_definition=lambda run: {"tau_syn_ex_ms": fc.tau_syn_ex(run)},
     build=build_functional_connectivity,
     figures=(Figure("fc", "fc", "FC", reference="fc_experimental"),)))
+
+
+# -- Fano factor of spike counts: two parameters, one builder, one entry (kernel part "fano") --
+
+add_parameter(Parameter("ff_bin_ms", 100.0, "bin_ms", "bin width of the spike counts of the Fano factor, ms"))
+add_parameter(Parameter("ff_max_neurons", 1000, "int>0", "neurons per population in the Fano factor "
+                        "(the first ones by index)"))
+
+
+def build_fano_factor(x) -> xr.Dataset:
+    m, d = x.m, x.d
+    n_bins = int((d["t_max_ms"] - d["t_min_ms"]) / d["ff_bin_ms"])
+    ds = xr.Dataset({
+        "fano_factor": pop_da(m["fano_factor"], "fano_factor", "1",
+                              "Fano factor of single-neuron spike counts (variance/mean over bins), "
+                              "mean over sampled neurons that spiked"),
+        "n_fano_neurons": pop_da(m["n_fano_neurons"], "n_fano_neurons", "1",
+                                 "sampled neurons with at least one spike in the window (Fano factor)"),
+    })
+    ds.attrs.update(window_attrs(d), bin_ms=d["ff_bin_ms"], n_bins=n_bins, n_neurons_max=d["ff_max_neurons"],
+                    definition=(
+                        f"counts of each neuron in {n_bins} bins of {d['ff_bin_ms']:g} ms from t_min (the last "
+                        "bin closed, np.histogram edges; spikes after the last full bin are not counted); "
+                        f"neurons: the first {d['ff_max_neurons']} of each population by index; per neuron "
+                        "variance / mean (ddof 0) of its counts, averaged over the sampled neurons with at "
+                        f"least one spike in the bins; NaN where none spiked ({MODEL} eq. A13)"))
+    return ds
+
+
+register(Statistic(
+    name="fano_factor", summary="Fano factor of single-neuron spike counts",
+    variables="`fano_factor`, `n_fano_neurons` (area, pop)",
+    definition="counts of each of the first `ff_max_neurons` (1000) neurons of a population in `ff_bin_ms` = "
+               "100 ms bins from t_min, k = 0 … int((t_max − t_min)/bin) − 1, the last bin closed; per neuron "
+               "variance/mean (ddof 0) over the bins; mean over the sampled neurons with ≥ 1 spike in the bins; "
+               "**NaN if none spiked** (A13)",
+    depends=_W + ("ff_bin_ms", "ff_max_neurons"), parts=("fano",), build=build_fano_factor,
+    figures=(Figure("box", "fano_factor", "Fano factor", order=3),)))
