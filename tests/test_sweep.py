@@ -161,10 +161,10 @@ def test_strict_and_lock(tmp_path):
     spec = SweepSpec.from_dict({"parameters": {"g": [-11.0, 5.0]}, "base": THEORY_BASE})
     with pytest.raises(ParameterError, match=r"point \{'g': 5.0\}: network.connection.g=5.0 is invalid"):
         run_sweep(spec, tmp_path / "s", strict=True, progress=False)
-    from mam_xr.sweep import _lock
+    from mam_xr.sweep.driver import lock
 
     (tmp_path / "l").mkdir()
-    with _lock(tmp_path / "l"):
+    with lock(tmp_path / "l"):
         # A second driver on the same directory is refused (flock; released on exit or death).
         code = ("import sys; from mam_xr.sweep import run_sweep, SweepSpec;"
                 "run_sweep(SweepSpec(parameters={'g': (-11.0,)}), sys.argv[1], progress=False)")
@@ -185,7 +185,7 @@ def _theory_values(ds) -> xr.Dataset:
 
 
 @pytest.mark.parametrize("base, parameters, builds", [
-    # down-scaled (DC drive): χ / χ_I by theory.rescale_cc, a build per g
+    # down-scaled (DC drive): χ / χ_I by structure.rescale, a build per g
     (THEORY_BASE, {"chi": [1.0, 1.5, 1.9], "g": [-11.0, -12.0]}, 2),
     # full scale: one build; g rescaled, rate_ext in the Params only
     ({"preset": "default", "overrides": {"areas_simulated": ["V1", "V2"], "theory": {"T": 20.0},
