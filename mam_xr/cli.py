@@ -442,12 +442,10 @@ def sweep_cmd(spec: Path = typer.Argument(..., exists=True, dir_okay=False,
     try:
         ds = sweep.run_sweep(sweep.load_spec(spec), directory, cluster=cluster,
                              n_workers=workers, threads=threads, progress=progress)
-        status = sweep.sweep_status(directory)
+        table = sweep.summary_table(directory, ds)   # point, status, time, mean rate, stored in
     except MamXrError as exc:
         _fail(exc)
-    typer.echo(f"{directory}: {status}")
-    if ds is not None:
-        typer.echo(str(ds))
+    typer.echo(table)
 
 
 @app.command("report")
