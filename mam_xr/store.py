@@ -571,15 +571,15 @@ def create_run(path, *, structure: xr.Dataset | None, dt: float, t_sim: float,
     target = path
     try:
         check_target(path, overwrite)  # again, now that no one else can write it
-        target = path.with_name(f".{path.name}.new-{os.getpid()}") if path.exists() else path
-        if target != path and target.exists():
+        # Written beside and renamed in: the path is never a half-made store.
+        target = path.with_name(f".{path.name}.new-{os.getpid()}")
+        if target.exists():
             shutil.rmtree(target)  # our own leftover from a crashed swap
         _create_run_at(target, structure=structure, dt=dt, t_sim=t_sim,
                        n_segments_planned=n_segments_planned, params=params, label=label, seed=seed,
                        n_vp=n_vp, threads=threads, n_ranks=n_ranks, engine=engine,
                        extra_attrs=extra_attrs, n_neurons=n_neurons)
-        if target != path:
-            swap_in(target, path)
+        swap_in(target, path)
     except BaseException:
         if target != path and target.exists():
             shutil.rmtree(target, ignore_errors=True)
