@@ -305,3 +305,66 @@ def test_layouts_match_the_json_schemas(tmp_path, structure):
     for name in ("times", "senders", "offsets", "segment_bounds"):
         assert str(g[name].dtype) == rank[name]["dtype"], name
         assert list(g[name].chunks) == rank[name]["chunks"], name
+
+
+# --------------------------------------------------------------------------------------
+# Issue 13: one writer, overwriting only our stores, checksums
+# --------------------------------------------------------------------------------------
+
+def test_create_run_holds_the_lock_until_the_status_is_final(tmp_path, structure):
+    path = tmp_path / "run.zarr"
+    root = store.create_run(path, structure=structure, dt=0.1, t_sim=100, n_segments_planned=1)
+    lock = tmp_path / "run.zarr.lock"
+    info = json.loads(lock.read_text())
+    assert set(info) == {"host", "pid", "started", "store"}
+    assert lock.stat().st_size >= store.LOCK_RESERVE  # the reserve for a failure on a full disk
+    holder = store.lock_holder(path)
+    assert holder["alive"] is True and holder["pid"] == info["pid"]
+    with pytest.raises(StoreError, match=r"this process is already writing it"):
+        store.StoreLock(path).acquire()
+    store.SpikeWriter(root).append_segment([5], [0], [0], 0.0, 100.0)
+    store.set_status(root, "complete", n_spikes=1)
+    assert not lock.exists() and store.lock_holder(path) is None
+    assert store.open_run(path).n_spikes() == 1
+
+
+def test_create_run_replaces_only_mam_xr_stores(tmp_path, structure):
+    kw = dict(structure=structure, dt=0.1, t_sim=100, n_segments_planned=1)
+    foreign = tmp_path / "data"
+    foreign.mkdir()
+    (foreign / "zarr.json").write_text(json.dumps({"zarr_format": 3, "node_type": "group",
+                                                   "attributes": {"format": "someone-else"}}))
+    with pytest.raises(StoreError, match=r"store='.*data' is invalid: expected a new path or a mam_xr store "
+                                         r"to replace with overwrite=True; it is not a mam_xr store"):
+        store.create_run(foreign, overwrite=True, **kw)
+    assert (foreign / "zarr.json").exists() and not (tmp_path / "data.lock").exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    root = store.create_run(empty, overwrite=True, **kw)  # an empty directory holds nothing to lose
+    store.set_status(root, "failed", error="test")
+    root = store.create_run(empty, overwrite=True, **kw)  # our own store: replaced
+    assert root.attrs["status"] == "running"
+    store.set_status(root, "complete")
+    link = tmp_path / "link"
+    link.symlink_to(empty)
+    with pytest.raises(StoreError, match="it is a symbolic link"):
+        store.check_replaceable(link)
+    assert store.store_kind(empty) == "run" and store.store_kind(foreign) is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "empty", "link"]
+
+
+def test_public_helper_names():
+    assert store.json_safe({"a": np.int64(3), "b": np.arange(2)}) == {"a": 3, "b": [0, 1]}
+    assert store._json_safe is store.json_safe and store._compressors is store.compressors
+    assert [type(c).__name__ for c in store.checked_compressors()] == ["BloscCodec", "Crc32cCodec"]
+
+
+def test_segment_sha256_is_of_the_stored_spikes(tmp_path, structure):
+    path = tmp_path / "run.zarr"
+    root = store.create_run(path, structure=structure, dt=0.1, t_sim=100, n_segments_planned=1)
+    store.SpikeWriter(root).append_segment([7, 5, 6], [2, 0, 1], [0, 0, 1], 0.0, 100.0)
+    store.set_status(root, "complete")
+    g = root["spikes"]["rank0"]
+    assert bytes(g["segment_sha256"][0]) == store.segment_digest(g["times"][:], g["senders"][:])
+    assert g["times"][:].tolist() == [5, 7, 6]  # sorted by (population, time, sender)
+    assert store.open_run(path).verify()["ok"]
