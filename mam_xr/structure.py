@@ -592,6 +592,7 @@ def build(params=None, data_dir=None, anatomy: xr.Dataset | None = None) -> xr.D
 #: Structure variables proportional to the couplings: rescaled by :func:`rescale`.
 RESCALED_VARIABLES = ("weight_mean", "weight_sd", "J")
 _LABELLED = ("area", "pop", "source_area", "source_pop")
+_EXISTS_MASK = exists().values
 
 
 def rescale(structure: xr.Dataset, *, chi: float | None = None, chi_I: float | None = None,
@@ -679,15 +680,17 @@ def rescale(structure: xr.Dataset, *, chi: float | None = None, chi_I: float | N
             out.variables[name].values = values      # a new Variable of the copy; no alignment
     dc = structure["dc_drive"]
     d_rate_ext = new["rate_ext"] - old["rate_ext"]
-    if (factors or d_rate_ext) and bool(np.any(np.nan_to_num(dc.values) != 0)):
+    if (factors or d_rate_ext) and bool(np.any(dc.values[_EXISTS_MASK] != 0)):
         scale, nu = _dc_per_input(p, K_scaling, fullscale_rates)
         delta = np.zeros(dc.shape)
         if factors:
-            dJK = np.nan_to_num((out["J"].values - structure["J"].values) * structure["indegree"].values)
-            delta += (dJK * np.nan_to_num(nu)[None, None]).sum(axis=(2, 3))
+            dJK = (out["J"].values - structure["J"].values) * structure["indegree"].values
+            dJK *= np.where(np.isnan(nu), 0.0, nu)[None, None]
+            np.copyto(dJK, 0.0, where=np.isnan(dJK))          # absent populations
+            delta += dJK.sum(axis=(2, 3))
         if d_rate_ext:
-            delta += np.nan_to_num(structure["external_J"].values
-                                   * structure["external_indegree"].values) * d_rate_ext
+            ext = structure["external_J"].values * structure["external_indegree"].values
+            delta += np.where(np.isnan(ext), 0.0, ext) * d_rate_ext
         out.variables["dc_drive"].values = dc.values + scale * delta
     out.attrs = {**structure.attrs, **_identity(q)}
     return out
@@ -726,9 +729,9 @@ def _dc_per_input(p, K_scaling, fullscale_rates):
         nu = source.transpose("area", "pop").reindex(area=list(AREAS), pop=list(POPS)).values
     else:
         nu = np.asarray(source, dtype=float)
-        if nu.shape == (int(exists().sum()),):
+        if nu.shape == (int(_EXISTS_MASK.sum()),):
             full = np.full((_NA, _NP), np.nan)
-            full[exists().values] = nu          # flat order = existing (area, pop), row-major
+            full[_EXISTS_MASK] = nu             # flat order = existing (area, pop), row-major
             nu = full
         elif nu.shape != (_NA, _NP):
             raise ParameterError(invalid("fullscale_rates", f"<array of shape {nu.shape}>",
