@@ -92,11 +92,12 @@ class NeuronParams(_Section):
     """Single-neuron parameters of ``iaf_psc_exp`` (docs/parameters.md)."""
 
     C_m: float = _number(250.0, "membrane capacitance (pF), in (0, 1e5]", gt=0, le=1e5)
-    tau_m: float = _number(10.0, "membrane time constant (ms), in (0, 1e4]", gt=0, le=1e4)
-    tau_syn_ex: float = _number(0.5, "excitatory synaptic time constant (ms), in (0, 1e3]",
-                                gt=0, le=1e3)
-    tau_syn_in: float = _number(0.5, "inhibitory synaptic time constant (ms), in (0, 1e3]",
-                                gt=0, le=1e3)
+    tau_m: float = _number(10.0, f"membrane time constant (ms), in [{TIC_MS}, 1e4]",
+                           ge=TIC_MS, le=1e4)
+    tau_syn_ex: float = _number(0.5, f"excitatory synaptic time constant (ms), in [{TIC_MS}, 1e3]",
+                                ge=TIC_MS, le=1e3)
+    tau_syn_in: float = _number(0.5, f"inhibitory synaptic time constant (ms), in [{TIC_MS}, 1e3]",
+                                ge=TIC_MS, le=1e3)
     E_L: float = _number(-65.0, "resting potential (mV), in [-1000, 1000]", ge=-1e3, le=1e3)
     V_th: float = _number(-50.0, "spike threshold (mV), in [-1000, 1000]", ge=-1e3, le=1e3)
     V_reset: float = _number(-65.0, "reset potential (mV), in [-1000, 1000]", ge=-1e3, le=1e3)
@@ -234,14 +235,6 @@ class NetworkParams(_Section):
                                                                    "not both"))
             if given:
                 data[name] = data.pop(given[0])
-        number = (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool))
-        n, k = data.get("neuron_scaling"), data.get("indegree_scaling")
-        if number(n) and number(k):
-            data["scale"], data["neuron_scaling"] = n, None
-        scale = data.get("scale", 1.0)
-        for name in keys:
-            if number(data.get(name)) and number(scale) and data[name] == scale:
-                data[name] = None
         return data
 
     @model_validator(mode="after")
@@ -259,6 +252,13 @@ class NetworkParams(_Section):
                 name, eta, f"at least {least:.4g} with surface={self.surface} mm² (every population "
                 "keeps one neuron; the sparsest, VIP 6I, has "
                 f"{MIN_NEURONS_PER_MM2:.1f} neurons per mm² at full scale)"))
+        # Canonical form (one JSON and label per network): both given -> scale holds
+        # N_scaling; a factor equal to scale -> None.
+        if self.neuron_scaling is not None and self.indegree_scaling is not None:
+            object.__setattr__(self, "scale", self.neuron_scaling)
+        for name in ("neuron_scaling", "indegree_scaling"):
+            if getattr(self, name) == self.scale:
+                object.__setattr__(self, name, None)
         return self
 
 

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mam_xr import ParameterError
@@ -109,3 +110,107 @@ def test_committed_schemas_are_current(tmp_path):
     repo = Path(__file__).resolve().parents[1] / "schemas"
     for path in written:
         assert json.loads(path.read_text()) == json.loads((repo / path.name).read_text()), path.name
+
+
+# --- property: every value is either a buildable Params or a named ParameterError -------
+
+import math  # noqa: E402
+import warnings  # noqa: E402
+
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+from mam_xr import structure  # noqa: E402
+from mam_xr.params import shorthand_index  # noqa: E402
+
+_INDEX = shorthand_index()
+#: every leaf once, by a name that reaches it (theory's dt and seed by their dotted path)
+_LEAVES = sorted({".".join(path) if path[0] == "theory" else name: path
+                  for name, path in _INDEX.items()}.items())
+_LEAVES += [("theory.dt", ("theory", "dt")), ("theory.seed", ("theory", "seed"))]
+
+_ANY = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([0.0, -1.0, 1.0, 0.5, 1e-9, 1e308, -1e308, math.nan, math.inf, -math.inf,
+                     0.001, 0.01, 0.1, 0.3, 2.0, 10.0, 100.0, 1e4]),
+    st.integers(min_value=-10, max_value=2**40),
+    st.booleans(), st.none(), st.text(max_size=6),
+    st.lists(st.sampled_from(list(AREAS) + ["XX", ""]), max_size=4),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
+
+
+def _field(path):
+    model = Params
+    for part in path[:-1]:
+        model = model.model_fields[part].annotation
+    return model.model_fields[path[-1]]
+
+
+def _in_range(path):
+    """Values the field's own type and bounds allow (cross-field rules may still refuse them)."""
+    import typing
+
+    if path[-1] == "areas_simulated":
+        return st.lists(st.sampled_from(AREAS), min_size=1, max_size=4, unique=True)
+    if path[-1] in ("fullscale_rates", "replace_cc_input_source"):
+        return st.sampled_from(["upstream", None, "missing.json"])
+    if path == ("simulation", "dt"):
+        return st.integers(1, 1000).map(lambda k: k / 1000)
+    if path[-1] in ("t_sim", "segment"):
+        return st.integers(1, 100_000).map(lambda k: k / 10)
+    if path[-1] in ("scale", "neuron_scaling", "indegree_scaling"):
+        return st.floats(-7, 0).map(lambda e: 10.0 ** e)
+    info = _field(path)
+    kind = info.annotation
+    if typing.get_origin(kind) is typing.Literal:
+        return st.sampled_from(typing.get_args(kind))
+    args = [a for a in typing.get_args(kind) if a is not type(None)]
+    if args and typing.get_origin(args[0]) is typing.Literal:
+        return st.sampled_from(typing.get_args(args[0]) + (None,))
+    kind = args[0] if args else kind
+    if kind is bool:
+        return st.booleans()
+    lo, hi = -1e6, 1e6
+    for m in info.metadata:
+        lo = max(lo, getattr(m, "ge", None) if getattr(m, "ge", None) is not None else
+                 (getattr(m, "gt", None) if getattr(m, "gt", None) is not None else lo))
+        hi = min(hi, getattr(m, "le", None) if getattr(m, "le", None) is not None else
+                 (getattr(m, "lt", None) - 1 if getattr(m, "lt", None) is not None else hi))
+    if kind is int:
+        return st.integers(int(math.ceil(lo)), int(hi))
+    return st.floats(lo, hi, allow_nan=False, allow_infinity=False,
+                     exclude_min=any(getattr(m, "gt", None) is not None for m in info.metadata))
+
+
+@st.composite
+def _updates(draw):
+    chosen = draw(st.lists(st.sampled_from(_LEAVES), min_size=1, max_size=3, unique_by=lambda x: x[0]))
+    return {key: draw(st.one_of(_in_range(path), _in_range(path), _ANY))
+            for key, path in chosen}, chosen
+
+
+def _names(chosen) -> set[str]:
+    out = set()
+    for key, path in chosen:
+        out |= {key, key.split(".")[-1], path[-1], ".".join(path)}
+    return out
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_updates())
+def test_every_value_builds_or_names_its_parameter(update):
+    """Any value for any 1-3 parameters: a Params that ``structure.build`` accepts (every
+    population keeps a neuron), or a ParameterError naming one of the parameters given."""
+    values, chosen = update
+    names = _names(chosen)
+    try:
+        p = Params.tutorial(values)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)   # large surfaces warn (docs/structure.md)
+            ds = structure.build(p)
+    except ParameterError as exc:
+        message = str(exc)
+        assert any(f"{n}=" in message for n in names), (values, message)
+        return
+    n = ds["neurons"].values
+    assert np.all(np.floor(n[~np.isnan(n)]) >= 1), values

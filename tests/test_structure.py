@@ -391,7 +391,7 @@ def test_min_neurons_per_mm2_is_the_sparsest_population(anatomy):
 
 @pytest.mark.parametrize("kwargs, message", [
     (dict(scale=5e-4), r"network\.scale=0\.0005 is invalid: expected at least 0\.0006209 with surface=1\.0"),
-    (dict(N_scaling=1e-4, K_scaling=0.5), r"network\.scale=0\.0001 is invalid: expected at least 0\.0006209"),
+    (dict(N_scaling=1e-4, K_scaling=0.5), r"network\.neuron_scaling=0\.0001 is invalid: expected at least 0\.0006209"),
     (dict(N_scaling=1e-4), r"network\.neuron_scaling=0\.0001 is invalid: expected at least"),
     (dict(N_scaling=0.0), r"network\.neuron_scaling=0\.0 is invalid: expected a value greater than 0"),
     (dict(K_scaling=1.5), r"network\.indegree_scaling=1\.5 is invalid: expected a value less than or equal to 1"),
