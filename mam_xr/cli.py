@@ -390,9 +390,7 @@ def _write_report(path: Path, out: Optional[Path] = None, allow_incomplete: bool
     from . import report
 
     out = out or Path(str(path).rstrip("/")).with_suffix(".html")
-    if allow_incomplete:
-        return report.report_for(path, out, allow_incomplete=True)
-    return report.report_for(path, out)
+    return report.report_for(path, out, allow_incomplete=allow_incomplete)
 
 
 @app.command("analyze")

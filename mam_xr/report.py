@@ -449,7 +449,7 @@ def _raster_choice(areas_simulated: Sequence[str], wanted: Sequence[str]) -> lis
 
 def report_for(run_or_sweep, out=None, *, title: str | None = None,
                raster_areas: Sequence[str] = ("V1", "V2", "FEF"),
-               max_raster_neurons: int = 3000) -> Path:
+               max_raster_neurons: int = 3000, allow_incomplete: bool = False) -> Path:
     """Write the report of a run store or of a sweep directory.
 
     Parameters
@@ -461,6 +461,9 @@ def report_for(run_or_sweep, out=None, *, title: str | None = None,
         (:func:`mam_xr.sweep.open_sweep`).
     out : path, optional
         HTML file (default: the input path with suffix ``.html``).
+    allow_incomplete : bool
+        Report the committed segments of a run that is still running, was
+        interrupted or failed (a warning says so) instead of refusing it.
     title : str, optional
     raster_areas : sequence of str
         Areas of the rasters (those that were simulated; else the first three simulated).
@@ -481,8 +484,8 @@ def report_for(run_or_sweep, out=None, *, title: str | None = None,
         return _report_for_sweep(sweep_zarr.parent, out, title=title)
     from .store import open_run
 
-    run = open_run(path)
-    stats = analysis.analyze(str(path))
+    run = open_run(path, allow_incomplete=allow_incomplete)
+    stats = analysis.analyze(str(path), allow_incomplete=allow_incomplete)
     structure = run.structure()
     theory = None
     if (path / "theory").is_dir():  # written by `mam-xr run` (Dataset.to_zarr(group="theory"))

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import zarr
 import pytest
 
 from mam_xr import open_run
@@ -67,3 +68,39 @@ def test_run_writes_store_analysis_and_report(tmp_path):
     # Analysing again reads the cache and prints the same statistics.
     again = mam_xr_cli("analyze", "r.zarr", cwd=tmp_path).stdout
     assert again.startswith("rates:")
+
+
+def test_messages_use_cli_flags_and_out_is_checked_first(tmp_path):
+    tiny = ["--scale", "0.002", "--t-sim", "100", "--segment", "50", "--areas", "V1",
+            "--no-progress", "--no-analysis", "--no-report"]
+    mam_xr_cli("run", *tiny, "--out", "r.zarr", cwd=tmp_path)
+    proc = mam_xr_cli("run", *tiny, "--out", "r.zarr", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "mean-field" not in proc.stdout  # refused before the theory
+    assert proc.stderr.strip() == "error: --out='r.zarr' is invalid: expected a path that does not exist yet (or --overwrite)"
+    proc = mam_xr_cli("run", *tiny, "--out", "r.zarr", "--overwrite", cwd=tmp_path)
+    assert "status complete" in proc.stdout
+    # an interrupted run: analyze and report name --allow-incomplete, and accept it
+    g = zarr.open_group(str(tmp_path / "r.zarr"), mode="r+")
+    g.attrs.update(status="failed", error="KeyboardInterrupt: ")
+    proc = mam_xr_cli("analyze", "r.zarr", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "Pass --allow-incomplete to read the committed segments" in proc.stderr
+    assert "allow_incomplete=True" not in proc.stderr
+    proc = mam_xr_cli("report", "r.zarr", "--allow-incomplete", cwd=tmp_path)
+    assert proc.stdout.strip() == "r.html" and (tmp_path / "r.html").stat().st_size > 10_000
+    # verify: a verdict and its exit code
+    proc = mam_xr_cli("verify", "r.zarr", cwd=tmp_path)
+    assert proc.stdout.startswith("OK: r.zarr - structure, 2 segments (")
+
+
+def test_debug_shows_the_traceback_and_plain_errors_are_one_line(tmp_path):
+    (tmp_path / "plain").write_text("x")
+    proc = mam_xr_cli("verify", "plain", cwd=tmp_path, check=False)
+    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1
+    assert proc.stderr.startswith("DAMAGED: plain - store='plain' is invalid") or "plain" in proc.stderr
+    proc = mam_xr_cli("structure", "--out", "plain", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "error: --out='plain' is invalid: expected a new path or a mam_xr store to replace with --overwrite; "
+        "it is a file, not a mam_xr store, and mam_xr only replaces what it wrote"]
+    proc = mam_xr_cli("--debug", "structure", "--out", "plain", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "Traceback (most recent call last)" in proc.stderr
+    assert (tmp_path / "plain").read_text() == "x"
