@@ -140,10 +140,10 @@ def simulate(params, store=None, structure: xr.Dataset | None = None, progress: 
         t0 = time.perf_counter()
         structure = build(params)
         timings["structure"] = time.perf_counter() - t0
-    if check_memory:  # predicted peak vs memory available, before anything is drawn or written
-        _planner.check_memory(params, structure)
     sim = params.simulation
     plan = NetworkPlan(params, structure)  # validates rates sources etc.
+    if check_memory:  # predicted peak vs memory available, before anything is drawn or written
+        _planner.check_memory(params, structure)
     engine = _engines.get(sim.engine)(params, plan, connectivity=connectivity, **(engine_options or {}))
     engine.check()  # e.g. memory, a saved connectivity, MPI: before anything is written
     timings.update(engine.timings)

@@ -42,14 +42,15 @@ def test_simulate_dispatches_through_the_registry(tmp_path):
         p = Params.tutorial(scale=0.001, t_sim=100.0, segment=25.0, areas_simulated=["V1"])
         # params validate the engine name; the registry decides who runs
         p.simulation.__dict__["engine"] = "silent-test"
-        run = simulate(p, store=tmp_path / "s.zarr", progress=False)
+        run = simulate(p, store=tmp_path / "s.zarr", progress=False, check_memory=False)
         assert _Silent.built == 1
         again = open_run(tmp_path / "s.zarr")
         assert again.attrs["engine"] == "silent-test" and again.status == "complete"
         assert again.attrs["silent"]["neurons"] == run.attrs["n_neurons_created"] > 0
         np.testing.assert_array_equal(again.spikes().steps, [250, 500, 750, 1000])
         with pytest.raises(ParameterError, match="engine_options=.* is invalid"):
-            simulate(p, store=tmp_path / "t.zarr", progress=False, engine_options={"speed": 2})
+            simulate(p, store=tmp_path / "t.zarr", progress=False, engine_options={"speed": 2},
+                     check_memory=False)
     finally:
         engines.unregister("silent-test")
     assert "silent-test" not in engines.available()

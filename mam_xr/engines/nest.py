@@ -17,7 +17,9 @@ see docs/simulation.md):
   same network as the Brian2 engine for the same seed);
 * synapse model :func:`synapse_model`: ``static_synapse_hpc`` (compact target
   indices: less memory, faster) while every virtual process holds at most
-  65,534 nodes, else ``static_synapse`` (same dynamics);
+  65,534 nodes, else ``static_synapse`` (same dynamics); the connections to the
+  spike recorder use the weightless ``static_synapse_hom_w`` variant (NEST
+  reserves ~1024 synapses' worth of memory per neuron for them);
 * replacement inputs of non-simulated areas: all generators in one ``Create``
   and one array-based ``Connect``;
 * spikes to memory, pulled and cleared after each segment.
@@ -135,7 +137,9 @@ def build_network(nest, plan: NetworkPlan, params, *, seed: int, threads: int,
     first_id = int(neurons[0].global_id) if n_total else 0
     ids = np.arange(first_id, first_id + n_total, dtype=np.int64)  # one Create: contiguous ids
     recorder = nest.Create("spike_recorder", params={"record_to": "memory"})
-    nest.Connect(neurons, recorder, syn_spec={"synapse_model": model})
+    # NEST keeps one connection block per neuron for connections to a device (~1024 x the
+    # synapse's size): the weightless model is 8 kB (hpc) or 23 kB per neuron instead of 16 / 31.
+    nest.Connect(neurons, recorder, syn_spec={"synapse_model": model.replace("static_synapse", "static_synapse_hom_w")})
     # External drive: one generator per simulated population.
     gens = nest.Create(EXTERNAL_GENERATOR, pops.size,
                        params={"rate": (plan.rate_ext * plan.k_ext[pops]).tolist()})
