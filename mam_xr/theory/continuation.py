@@ -15,11 +15,11 @@ import xarray as xr
 
 from .. import structure as structure_module
 from ..errors import ParameterError, invalid
-from ..flat import AREAS, to_flat_matrix, to_flat_vector
+from ..flat import AREAS
 from .siegert import check_flag
 from .solvers import ConvergenceWarning, fixed_point_dataset, initial_state, newton, relax, solve
-from .system import (assemble, common_attrs, flat_model, history, jsonable, neuron_of, params_of,
-                     rates_vector, replacement_rates, single_threaded)
+from .system import (EXISTS_FLAT, assemble, common_attrs, flat_model, history, jsonable, neuron_of,
+                     params_of, rates_vector, replacement_rates, single_threaded)
 
 __all__ = ["sweep", "FAST_PARAMETERS", "RESTART_DT"]
 
@@ -28,6 +28,10 @@ FAST_PARAMETERS = ("chi", "chi_I", "rate_ext", "g")
 
 #: Largest step (ms) of the relaxation that restarts a sweep where its branch ended.
 RESTART_DT = 0.02
+
+#: (area, pop) cells of the labelled layout, and the flat populations among them.
+N_LABELLED = EXISTS_FLAT.size
+_FLAT = np.flatnonzero(EXISTS_FLAT)
 
 
 @single_threaded
@@ -113,19 +117,22 @@ def sweep(structure: xr.Dataset, param: str, values: Sequence[float], params=Non
     replace = p.simulation.replace_non_simulated_areas
     repl = replacement_rates(p) if len(areas) < len(AREAS) and replace == "het_poisson_stat" else None
     current = {k: v for k, v in (("chi", chi), ("chi_I", chi_I)) if v is not None}
-    base = rates_full = None
+    base = rates_full = slim = None
     if build is None and fast:
         base = flat_model(structure)       # checks the structure once; K does not change
         rates_full = _fullscale_rates(structure, p, fullscale_rates)
+        # only what the theory reads: rescale then copies and multiplies J alone
+        slim = structure[["J", "external_J", "indegree", "external_indegree", "dc_drive"]]
     systems, found, residuals, evaluations, prev, restarted = [], [], [], [], None, []
     for value in values:
         at = {**{k: v for k, v in current.items() if k != param}, param: value}
         q = p.update(at)
         if base is not None:
-            s = structure_module.rescale(structure, params=p, K_scaling=K_scaling,
+            s = structure_module.rescale(slim, params=p, K_scaling=K_scaling,
                                          fullscale_rates=rates_full, **at)
-            model = {"K": base["K"], "J": to_flat_matrix(s["J"], s["external_J"]),
-                     "dc": to_flat_vector(s["dc_drive"])}
+            J = base["J"].copy()
+            J[:, :-1] = s["J"].values.reshape(N_LABELLED, N_LABELLED)[_FLAT][:, _FLAT]
+            model = {"K": base["K"], "J": J, "dc": s["dc_drive"].values.reshape(-1)[_FLAT]}
         else:
             s = build(value) if build is not None else structure_module.build(q)
             if not isinstance(s, xr.Dataset):
