@@ -112,7 +112,8 @@ def _open_group(path_or_group, mode: str) -> zarr.Group:
     if mode == "r" and not path.exists():
         raise StoreError(invalid("store", str(path), "an existing Zarr store (path not found)"))
     try:
-        return zarr.open_group(str(path), mode=mode, zarr_format=3)
+        # not the consolidated metadata: `Dataset.to_zarr` may leave a stale copy in the root
+        return zarr.open_group(str(path), mode=mode, zarr_format=3, use_consolidated=False)
     except StoreError:
         raise
     except Exception as exc:  # zarr raises several types for unreadable metadata
@@ -136,6 +137,12 @@ def _checksum(values: np.ndarray) -> str:
     h = hashlib.sha256(data)
     h.update(f"{arr.dtype.str if arr.dtype.kind not in 'OUT' else 'str'}{arr.shape}".encode())
     return h.hexdigest()
+
+
+#: SHA-256 of an array's values, dtype and shape (structure variables; any cached
+#: Dataset may store ``{variable: checksum(values)}`` in its ``checksums`` attr, which
+#: :meth:`RunStore.verify` then checks).
+checksum = _checksum
 
 
 def save_structure(ds: xr.Dataset, path_or_group, *, overwrite: bool = True) -> None:
@@ -1210,8 +1217,16 @@ class RunStore:
                 try:
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore")
-                        xr.open_zarr(self.root.store, group=f"{self.root['analysis'][name].path}",
-                                     consolidated=False, zarr_format=3).load()
+                        ds = xr.open_zarr(self.root.store, group=f"{self.root['analysis'][name].path}",
+                                          consolidated=False, zarr_format=3).load()
+                    sums = ds.attrs.get("checksums")
+                    if isinstance(sums, str):
+                        sums = json.loads(sums)
+                    bad = [v for v, digest in (sums or {}).items()
+                           if v not in ds.variables or checksum(ds[v].values) != digest]
+                    if bad:
+                        problems.append(f"analysis/{name}: checksum mismatch in {bad}")
+                        continue
                     checked["analysis_groups"] += 1
                 except Exception as exc:  # noqa: BLE001
                     problems.append(f"analysis/{name}: cannot be read ({type(exc).__name__}: {exc})")
