@@ -493,6 +493,30 @@ def test_rescale_of_downscaled_structure_preserves_input_statistics(downscaled, 
         structure.rescale(downscaled, chi=1.9, chi_I=2.0, params=p_full)
 
 
+def test_rescale_equals_a_rebuild_for_g_rate_ext_and_chi():
+    # Down-scaled: the DC drive depends on all three; parameters from the structure's attrs.
+    p = Params.tutorial()
+    s = structure.build(p)
+    for change in ({"g": -12.0}, {"rate_ext": 11.0}, {"chi": 1.9, "chi_I": 2.0, "g": -12.5, "rate_ext": 9.0}):
+        fast = structure.rescale(s, **change)
+        slow = structure.build(p.update(change))
+        for name in ("J", "weight_mean", "weight_sd", "dc_drive", "indegree"):
+            xr.testing.assert_allclose(fast[name], slow[name], rtol=1e-12, atol=1e-12)
+        assert fast.attrs["network_label"] == slow.attrs["network_label"]
+        assert Params.from_json(fast.attrs["params"]) == p.update(change)
+    assert structure.rescale(s) is not s and structure.rescale(s).attrs["params"] == s.attrs["params"]
+
+
+def test_rescale_rejects_bad_input(fullscale, p_full):
+    with pytest.raises(ParameterError, match=r"params=None is invalid: expected the Params the structure "
+                                             r"was built with"):
+        structure.rescale(fullscale, chi=1.9)
+    with pytest.raises(ParameterError, match=r"chi=-1\.0 is invalid"):
+        structure.rescale(fullscale, chi=-1.0, params=p_full)
+    with pytest.raises(ParameterError, match=r"structure='Dataset' is invalid"):
+        structure.rescale(xr.Dataset(), chi=1.9, params=p_full)
+
+
 def test_sweep_chi_fast_path(fullscale, p_full):
     values = [1.0, 1.5, 1.9]
     sw = theory.sweep(fullscale, "chi", values, p_full, chi_I=2.0)
