@@ -2,13 +2,15 @@
 
 Three sections, each a frozen pydantic model:
 
-* ``network``   -- everything that determines the structure (spec/construction.md §14),
-* ``simulation`` -- how the spiking network is run (spec/dynamics.md §A, §E.2),
-* ``theory``    -- the mean-field integration (spec/dynamics.md §B.4).
+* ``network``   -- everything that determines the structure (docs/structure.md),
+* ``simulation`` -- how the spiking network is run (docs/simulation.md),
+* ``theory``    -- the mean-field integration (docs/theory.md).
+
+Every parameter, its units and its allowed range: docs/parameters.md.
 
 ``Params()`` holds upstream's defaults at the pinned commit (chi = 1.9,
 chi_I = 2, full scale); ``Params.tutorial()`` the configuration of the
-EBRAINS tutorial notebook (reference/README.md §1.2).  Updates take partial,
+EBRAINS tutorial notebook (docs/parameters.md, "Presets").  Updates take partial,
 nested dicts or flat shorthand keyword arguments and are validated as a whole::
 
     p = Params.tutorial(chi=1.9, t_sim=500.0)
@@ -16,7 +18,10 @@ nested dicts or flat shorthand keyword arguments and are validated as a whole::
     p.label()          # content hash, equal on every machine
 
 Every invalid value raises :class:`mam_xr.errors.ParameterError` with a
-message ``name=value is invalid: expected ...``.
+message ``name=value is invalid: expected ...``.  The public helpers
+(:func:`preset`, :func:`expand_shorthand`, :func:`shorthand_index`,
+:func:`parameter_path`, :func:`deep_merge`, :func:`format_validation_error`,
+:func:`read_json_file`) serve the command line and the sweeps.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from pydantic import (AliasChoices, BaseModel, ConfigDict, Field, ValidationErro
 from .errors import ParameterError, invalid
 from .flat import AREAS
 
-#: Modes that replace the input from non-simulated areas (spec/dynamics.md §A.11).
+#: Modes that replace the input from non-simulated areas (docs/simulation.md).
 REPLACEMENT_MODES = ("hom_poisson_stat", "het_poisson_stat", "het_current_nonstat")
 
 #: Mean of the two literature values of synapses per neuron (Cragg 1967: 5600;
@@ -362,7 +367,7 @@ class Params(_Section):
 
     @classmethod
     def tutorial(cls, values: dict | None = None, **shorthand) -> "Params":
-        """The EBRAINS tutorial configuration (reference/README.md §1.2), updated.
+        """The EBRAINS tutorial configuration (docs/parameters.md, "Presets"), updated.
 
         scale 0.005, K_stable, g = -11, rate_ext = 10, fac_nu_ext_TH = 1.2,
         fac_nu_ext_5E = 1.125, fac_nu_ext_6E = 1.41666667, av_indegree_V1 = 3950,
@@ -565,7 +570,8 @@ def parameter_path(name: str, *, sections: bool = False) -> tuple[str, ...]:
 
     ``parameter_path("chi") == ("network", "connection", "chi")``;
     ``parameter_path("theory.seed") == ("theory", "seed")``.  Unknown names
-    raise :class:`ParameterError` with close matches.
+    raise :class:`ParameterError` with close matches.  A dotted path naming a
+    section (``network.connection``) is accepted only with ``sections=True``.
     """
     if not isinstance(name, str):
         raise ParameterError(invalid("parameter", name, "a parameter name or dotted path (a str)"))

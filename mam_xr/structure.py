@@ -2,8 +2,8 @@
 
 ``build(params)`` turns the processed anatomy of :mod:`mam_xr.anatomy` (stage A)
 into the structure Dataset of :func:`mam_xr.flat.structure_from_flat`
-(spec/construction.md §4, §5, §9, §10).  Upstream's quirks are reproduced on
-purpose (spec/decisions.md, construction.md §15): the ln(1+x) series for
+(docs/structure.md, "How it is computed" and "Down-scaling").  Upstream's quirks are
+reproduced on purpose (docs/structure.md, the list after the steps): the ln(1+x) series for
 areas of at least 100 mm², the float cancellation in ln(1 - x) below, the
 ``ss4(L2/3)`` synapse layer, the TH conversion factor summed over absent L4
 sources, the FLN normalisation including the non-visual share, the isclose
@@ -40,20 +40,20 @@ LAYERS: tuple[str, ...] = ("1", "23", "4", "5", "6")
 _EXC = np.array([p.endswith("E") for p in POPS])
 _NA, _NP, _NL = len(AREAS), len(POPS), len(LAYERS)
 
-# Hard-coded constants of upstream's stage B (construction.md §4, §14).
+# Hard-coded constants of upstream's stage B (docs/structure.md, steps 1-4).
 SIGMA_MM = 0.29653208289812366          # width of the Gaussian connection profile
 C0 = 0.1429914097112598                 # peak connection probability
 SUBCORTICAL = 0.013                     # subcortical share of synapses
 E_SPECIFICITY = 0.93                    # share of FB synapses onto E cells
 SLN_FB, SLN_FF = 0.35, 0.65             # hierarchy thresholds
-SERIES_AREA_MM2 = 100.0                 # switch to the (ln(1+x)) series, §4.2
+SERIES_AREA_MM2 = 100.0                 # switch to the (ln(1+x)) series, step 2
 SERIES_TERMS = 20
 
 _R0 = np.sqrt(1.0 / np.pi)
-#: Mean PD14 connection probability over a 1 mm² disk around its centre (§4.2 step 1)
+#: Mean PD14 connection probability over a 1 mm² disk around its centre (docs/structure.md, step 2)
 CBAR_PD14 = (2 * C0 * SIGMA_MM ** 2 / _R0 ** 2) * (1 - np.exp(-_R0 ** 2 / (2 * SIGMA_MM ** 2)))
 
-# Termination patterns by hierarchy (§4.3.2), as 6-layer masks (layers 1..6)
+# Termination patterns by hierarchy (step 3), as 6-layer masks (layers 1..6)
 # and 5-layer masks (1, 23, 4, 5, 6).
 _HIER6 = {"C": np.array([1, 1, 1, 1, 1, 1], bool), "M": np.array([1, 1, 1, 0, 1, 1], bool),
           "F": np.array([0, 0, 0, 1, 0, 0], bool)}
@@ -93,7 +93,7 @@ def _identity(params) -> dict:
     return {"params": json.dumps({"network": network}, sort_keys=True, separators=(",", ":"))}
 
 
-# --- raw stage-B inputs (construction.md §2.3) -----------------------------------
+# --- raw stage-B inputs (docs/data.md) ------------------------------------------
 
 def _raw(name, data_dir):
     return _data.fetch(_data.RAW + name, data_dir)
@@ -130,7 +130,7 @@ def _digits(s: str) -> str:
 @functools.lru_cache(maxsize=4)
 def _binzegger_rows(data_dir) -> tuple:
     """Parsed ``BinzeggerData.csv`` rows: (type, pop index, synapse layer index,
-    occurrence of the type, synapses per neuron, % corticocortical) (§4.3.3)."""
+    occurrence of the type, synapses per neuron, % corticocortical) (docs/structure.md, step 3)."""
     rows = _rows(_raw("BinzeggerData.csv", data_dir), skip=2)
     header = rows[0]
     cc_col = header.index("corticocortical")
@@ -144,7 +144,7 @@ def _binzegger_rows(data_dir) -> tuple:
         if soma in ("", "1"):   # thalamic, unnamed and layer-1 types carry no model pop
             continue
         # Synapse layer: the row's layer column, else the part of the name after
-        # the last '(' -- so ss4(L2/3) lands in L2/3 (construction.md §15 item 3).
+        # the last '(' -- so ss4(L2/3) lands in L2/3 (an upstream quirk, docs/structure.md).
         layer = _digits(r[1]) if r[1] else _digits(name.rsplit("(", 1)[-1])
         pop = soma + ("I" if "b" in name else "E")
         out.append((name, POPS.index(pop), LAYERS.index(layer), occurrence[name],
@@ -156,7 +156,7 @@ def binzegger_table(shares_model: np.ndarray, data_dir=None) -> np.ndarray:
     """P(target pop | synapse layer) of cortico-cortical synapses, (5 layers, 8 pops).
 
     ``shares_model`` are the V1 population shares N_{V1,p}/N_{V1,total}; the
-    Binzegger occurrences are re-weighted to them (construction.md §4.3.3).
+    Binzegger occurrences are re-weighted to them (docs/structure.md, step 3).
     Rows sum to 1.
     """
     rows = _binzegger_rows(data_dir)
@@ -176,7 +176,7 @@ def binzegger_table(shares_model: np.ndarray, data_dir=None) -> np.ndarray:
     return table / table.sum(axis=1, keepdims=True)
 
 
-# --- local connectivity (construction.md §4.2) ------------------------------------
+# --- local connectivity (docs/structure.md, step 2) ------------------------------------
 
 def mean_connection_probability(area_mm2: float) -> float:
     """Mean of C0 exp(-d²/2σ²) over pairs of random points of a disk of ``area_mm2``."""
@@ -198,7 +198,7 @@ def mean_connection_probability(area_mm2: float) -> float:
 
 def _log_one_minus(x: np.ndarray, area_mm2: float) -> np.ndarray:
     """Upstream's ln(1 - x): literal below 100 mm², else the 20-term series of
-    ln(1 + x) (sic, construction.md §4.2 step 3 and §15 item 4)."""
+    ln(1 + x) (sic; an upstream quirk, docs/structure.md)."""
     if area_mm2 < SERIES_AREA_MM2:
         return np.log(1 - x)
     out = np.zeros_like(x)
@@ -218,10 +218,10 @@ def local_template(area_mm2: float, n: np.ndarray, P: np.ndarray,
     return syn / (n[:, None] * area_mm2) + 0.0   # + 0.0: no -0.0 entries
 
 
-# --- weights (construction.md §4.5) ------------------------------------------------
+# --- weights (docs/structure.md, step 5) ------------------------------------------------
 
 def psc_per_psp(C_m: float, tau_m: float, tau_syn: float) -> float:
-    """PSC amplitude (pA) that gives a 1 mV peak PSP in ``iaf_psc_exp`` (1/f of §4.5)."""
+    """PSC amplitude (pA) that gives a 1 mV peak PSP in ``iaf_psc_exp`` (docs/structure.md, step 5)."""
     r = tau_m / tau_syn
     f = (1 / C_m) * tau_m * tau_syn / (tau_syn - tau_m) * (
         r ** (-tau_m / (tau_m - tau_syn)) - r ** (-tau_syn / (tau_m - tau_syn)))
@@ -230,7 +230,7 @@ def psc_per_psp(C_m: float, tau_m: float, tau_syn: float) -> float:
 
 def _weights(net):
     """Mean weights and SDs (pA) [area, pop, source_area, source_pop] and the
-    external weight (construction.md §4.5)."""
+    external weight (docs/structure.md, step 5)."""
     neu, con = net.neuron, net.connection
     pe = psc_per_psp(neu.C_m, neu.tau_m, neu.tau_syn_ex)
     pi = psc_per_psp(neu.C_m, neu.tau_m, neu.tau_syn_in)
@@ -255,7 +255,7 @@ def _weights(net):
     return W, W_sd, con.PSP_ext * pe
 
 
-# --- stage B (construction.md §4) ----------------------------------------------------
+# --- stage B (docs/structure.md, steps 1-4) ----------------------------------------------------
 
 def _patterns(strings, source: bool) -> tuple[np.ndarray, np.ndarray]:
     """CoCoMac pattern strings (area, source_area) -> (values (32, 32, 6), present)."""
@@ -267,7 +267,7 @@ def _patterns(strings, source: bool) -> tuple[np.ndarray, np.ndarray]:
     vals[digit] = chars[digit].astype(float)
     vals[chars == "X"] = 2
     unknown = chars == "?"
-    if source:  # '?' is 0 in layers 1 and 4, unknown elsewhere (§3.7 step 2)
+    if source:  # '?' is 0 in layers 1 and 4, unknown elsewhere (docs/anatomy.md)
         vals[unknown] = np.where(np.isin(np.arange(6), [0, 3]), 0, -1)[
             np.nonzero(unknown)[-1]]
     else:
@@ -299,7 +299,7 @@ def _anatomy(data_dir) -> xr.Dataset:
 def stage_b(net, anat: xr.Dataset, data_dir=None) -> dict[str, np.ndarray]:
     """Model neuron numbers and synapse numbers from the processed anatomy.
 
-    Returns plain arrays in the labelled layout (construction.md §4.6):
+    Returns plain arrays in the labelled layout:
     ``N``, ``N_full`` (32, 8); ``synapses`` (32, 8, 32, 8, model patch, after
     E-specificity); ``synapses_ext`` (32, 8, incl. the fac_nu_ext factors);
     ``rho_syn`` (per mm²·µm), ``F_int_patch`` and ``c`` (32,), ``E`` (32,).
@@ -314,10 +314,10 @@ def stage_b(net, anat: xr.Dataset, data_dir=None) -> dict[str, np.ndarray]:
     has = N_full > 0
     v1 = AREAS.index("V1")
 
-    # §4.1 synapse volume density, the same for all areas
+    # step 1: synapse volume density, the same for all areas
     rho_syn = con.av_indegree_V1 * N_full[v1].sum() / (S[v1] * D[v1])
 
-    # §4.2 local connectivity
+    # step 2: local connectivity
     n, P = _pd14(data_dir)
     f_int = _intrinsic_fln_mean(data_dir)
     K_micro = local_template(s, n, P)
@@ -325,11 +325,11 @@ def stage_b(net, anat: xr.Dataset, data_dir=None) -> dict[str, np.ndarray]:
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(K_full > 0, K_micro / K_full, 0.0)
     F_patch = f_int * ratio.sum(axis=(1, 2)) / (K_full > 0).sum(axis=(1, 2))
-    # TH: the sum includes its absent L4 sources (construction.md §15 item 5)
+    # TH: the sum includes its absent L4 sources (an upstream quirk, docs/structure.md)
     c = F_patch * rho_syn * s * D / (K_micro[None] * N[:, :, None]).sum(axis=(1, 2))
     K_local = c[:, None, None] * K_micro[None] * (has[:, :, None] & has[:, None, :])
 
-    # §4.3.1 FLN normalisation, including the non-visual share
+    # step 3: FLN normalisation, including the non-visual share
     fln = anat["FLN"].transpose("area", "source_area").values
     fln_total = fln.sum(axis=1) + anat["FLN_external"].values
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -339,7 +339,7 @@ def stage_b(net, anat: xr.Dataset, data_dir=None) -> dict[str, np.ndarray]:
     connected &= ~np.eye(_NA, dtype=bool)
     sln = anat["SLN"].transpose("area", "source_area").values
 
-    # §4.3.3 P(target pop | layer), per area (TH without L4)
+    # step 3: P(target pop | layer), per area (TH without L4)
     P_v = np.broadcast_to(binzegger_table(N[v1] / N[v1].sum(), data_dir),
                           (_NA, _NL, _NP)).copy()
     for a in np.nonzero(~has[:, POPS.index("4E")])[0]:
@@ -350,7 +350,7 @@ def stage_b(net, anat: xr.Dataset, data_dir=None) -> dict[str, np.ndarray]:
             P_v[a, :, idx] += share[:, None] * P_v[a, :, POPS.index(p4)][None, :]
             P_v[a, :, POPS.index(p4)] = 0.0
 
-    # §4.3.4 source side: X * Y per source population (23E, 5E, 6E only)
+    # step 3: source side: X * Y per source population (23E, 5E, 6E only)
     sp, has_sp = _patterns(anat["source_pattern"].transpose("area", "source_area").values, True)
     sigma = np.nan_to_num(sln, nan=0.0)
     supra = (sp[..., 0:3] != 0).any(-1)
@@ -368,7 +368,7 @@ def stage_b(net, anat: xr.Dataset, data_dir=None) -> dict[str, np.ndarray]:
         XY[..., ip] = np.where(has_sp, (1 - sig_star) * y56_sp[..., k],
                                (1 - sigma) * y56_data[..., k])
 
-    # §4.3.4 target side: layer shares Z (32, 32, 5)
+    # step 3: target side: layer shares Z (32, 32, 5)
     tp, has_tp = _patterns(anat["target_pattern"].transpose("area", "source_area").values, False)
     tp = np.where((tp == -1) & _hierarchy(sln, _HIER6), 2.0, tp)
     w6 = np.where(tp > 0, 10.0 ** tp, 0.0)
@@ -395,7 +395,7 @@ def stage_b(net, anat: xr.Dataset, data_dir=None) -> dict[str, np.ndarray]:
         to_model = np.where(has, N / N_full, 0.0)
     S_cc = N_cc_full * to_model[:, :, None, None]
 
-    # §4.3.5 E-specificity of feedback projections
+    # step 3: E-specificity of feedback projections
     fb = connected & (sln < SLN_FB)
     sum_e = S_cc[:, _EXC].sum(axis=(1, 3))
     sum_i = S_cc[:, ~_EXC].sum(axis=(1, 3))
@@ -406,7 +406,7 @@ def stage_b(net, anat: xr.Dataset, data_dir=None) -> dict[str, np.ndarray]:
         fac_i = np.where(ok, (1 - E_SPECIFICITY) / (sum_i / total), 1.0)
     S_cc *= np.where(_EXC[None, :, None], fac_e[:, None, :], fac_i[:, None, :])[..., None]
 
-    # §4.4 external input: the synapses not modelled explicitly, equal indegree
+    # step 4: external input: the synapses not modelled explicitly, equal indegree
     syn_patch = rho_syn * s * D
     E = syn_patch * (1 - F_patch) - S_cc.sum(axis=(1, 2, 3))
     K_ext = E / np.where(has, N, 0.0).sum(axis=1)
@@ -414,7 +414,7 @@ def stage_b(net, anat: xr.Dataset, data_dir=None) -> dict[str, np.ndarray]:
         bad = [AREAS[a] for a in np.nonzero(K_ext < 0)[0]]
         warnings.warn(f"surface={s} gives a negative external indegree in {', '.join(bad)}: "
                       "the explicit cortico-cortical synapses exceed the non-local synapses "
-                      "(construction.md §4.4); upstream computes the same numbers",
+                      "(docs/structure.md, 'Caveat: large surfaces'); upstream computes the same numbers",
                       RuntimeWarning, stacklevel=3)
     S_ext = K_ext[:, None] * N * has
     S_ext[:, i5] *= con.fac_nu_ext_5E
@@ -430,7 +430,7 @@ def stage_b(net, anat: xr.Dataset, data_dir=None) -> dict[str, np.ndarray]:
             "K_micro": K_micro, "P_v": P_v}
 
 
-# --- stage C (construction.md §5, §9, §10) ---------------------------------------------
+# --- stage C (docs/structure.md, steps 5-8) ---------------------------------------------
 
 def read_fullscale_rates(source, data_dir=None) -> np.ndarray:
     """Full-scale rates (spikes/s) as a (32, 8) array (NaN for absent pops).
@@ -491,7 +491,7 @@ def _check_one_neuron(N: np.ndarray, present: np.ndarray, eta: float, net) -> No
 
 
 def build(params=None, data_dir=None, anatomy: xr.Dataset | None = None) -> xr.Dataset:
-    """The model's structure Dataset (construction.md §4–§10).
+    """The model's structure Dataset (docs/structure.md).
 
     Parameters
     ----------
@@ -538,7 +538,7 @@ def build(params=None, data_dir=None, anatomy: xr.Dataset | None = None) -> xr.D
     W_sd = np.concatenate([to_flat_matrix(xr.DataArray(W_sd4, dims=lab)),
                            np.full((len(N), 1), np.nan)], axis=1)
 
-    # §5 step 4: stabilised internal indegrees; the external column stays
+    # step 6: stabilised internal indegrees; the external column stays
     K = K_data.copy()
     if con.K_stable is not None:
         K[:, :-1] = _k_stable(con.K_stable, data_dir)
@@ -556,7 +556,7 @@ def build(params=None, data_dir=None, anatomy: xr.Dataset | None = None) -> xr.D
         dc = C_m / tau_m * (1 - np.sqrt(kappa)) * (x + x_ext)
         N = eta * N
         J = J / np.sqrt(kappa)
-        W = W / np.sqrt(kappa)                 # W_sd stays unscaled (§15 item 14)
+        W = W / np.sqrt(kappa)                 # W_sd stays unscaled (upstream)
         K = kappa * K
         syn = kappa * eta * syn
 
