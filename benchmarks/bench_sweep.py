@@ -20,7 +20,7 @@ result file), with ``integrate`` (upstream's procedure) and with
 ``fixed_point``; prints the wall time of the ``run_sweep`` call (combine
 included) against the 1 s goal, the time spent inside mam_xr.theory and on
 structures, and the ratio to upstream's 11 x (2.8 s structure + 0.63 s
-integrate_siegert) (reference/README.md §4).  For comparison it times the same
+integrate_siegert) (upstream's published timings).  For comparison it times the same
 sweep with a structure rebuilt per point (``fast_theory=False``, with the
 largest rate difference between the two) and mam_xr.theory.sweep (fixed
 points by continuation, χ_I held at 2).
@@ -45,8 +45,8 @@ import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 PAPER_CHIS = [1.0, 1.4, 1.5, 1.6, 1.7, 1.75, 1.8, 1.9, 2.0, 2.1, 2.5]
-UPSTREAM_STRUCTURE_S = 2.8     # full-scale structure (data scripts + MultiAreaModel), README §4
-UPSTREAM_THEORY_S = 0.63       # integrate_siegert, full-scale default, README §4
+UPSTREAM_STRUCTURE_S = 2.8     # full-scale structure (data scripts + MultiAreaModel), upstream
+UPSTREAM_THEORY_S = 0.63       # integrate_siegert, full-scale default, upstream
 
 
 def load() -> str:

@@ -1,4 +1,4 @@
-"""Benchmark of mam_xr.theory against upstream's timings (reference/README.md §3.2, §4).
+"""Benchmark of mam_xr.theory against upstream's published timings.
 
 usage: MAM_XR_DATA_DIR=../shared/upstream-data python benchmarks/bench_theory.py [--repeat N]
 
