@@ -167,15 +167,16 @@ def run_sweep(spec, directory, *, cluster="auto", n_workers: int | None = None,
         Raise :class:`ParameterError` before running anything if any point's
         parameters are invalid (default: those points fail alone).
     fast_theory : bool, default: True
-        Theory-only sweeps run serially (``cluster="serial"`` or ``"auto"``) whose
-        swept and coupled parameters are among chi, chi_I, g and rate_ext, all
-        other parameters being shared, build one structure and derive each
-        point's from it (:func:`mam_xr.theory.rescale_cc`; see docs/sweeps.md),
-        compute the points in this process and write their results in one file.
-        Each point's result is the same ``integrate`` / ``fixed_point`` call as
-        with a rebuilt structure.  False: every point builds its structure
-        (:func:`mam_xr.structure.build`) and writes its own ``result.nc``.  The manifest's ``execution`` says
-        which path ran (``theory_path``) and why.
+        Theory-only sweeps on an in-process back-end (``cluster="serial"`` or
+        ``"auto"``) whose swept and coupled parameters are among chi, chi_I, g
+        and rate_ext, all other parameters being shared, build one structure
+        and derive each point's from it (:func:`mam_xr.structure.rescale`; see
+        docs/sweeps.md), compute the points in this process and write their
+        results in one file.  Each point's result is the same ``integrate`` /
+        ``fixed_point`` call as with a rebuilt structure.  False: every point
+        builds its structure (:func:`mam_xr.structure.build`) and writes its
+        own ``result.nc``.  The manifest's ``execution`` says which path ran
+        (``theory_path``) and why.
 
     Returns
     -------
