@@ -213,6 +213,10 @@ FILES = [
     ("s.json", '{"parameters": {"chi": [1.0,]}}', "spec", r"spec='{path}' is invalid: expected valid JSON "
      r"\(.*line 1 column 29"),
     (None, None, "spec", r"spec='{path}' is invalid: expected an existing JSON or TOML file"),
+    ("base.json", '{"network": {"scale": 0.01}', "sweep_preset", r"params='{path}' is invalid: expected a valid "
+     r"JSON file; Expecting ',' delimiter at line 1, column 28"),
+    ("base.json", '{"network": {"scale": 0.01, "gg": 1}}', "sweep_preset", r"network.gg=1 is invalid: expected no "
+     r"such parameter .*\(in the parameters file {path}\)"),
 ]
 
 
@@ -225,6 +229,8 @@ def test_files(name, text, kind, pattern, tmp_path):
             Params.from_file(path)
         elif kind == "preset":
             preset(str(path))
+        elif kind == "sweep_preset":
+            SweepSpec.from_dict(dict(parameters={"chi": [1.0]}, base={"preset": str(path)})).base.params()
         elif kind == "fullscale_rates":
             structure.build(Params.tutorial(fullscale_rates=str(path)))
         else:
