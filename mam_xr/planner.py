@@ -22,7 +22,10 @@ Counts, from the structure and the mean-field rates ν_p (spikes/s):
 Memory of one process (bytes)::
 
     peak = memory_fixed + memory_per_neuron · N/ranks + memory_per_synapse · S/ranks
-           + memory_per_spike · spikes held
+           + memory_per_drawn_synapse · min(S, CHUNK_SYNAPSES) + memory_per_spike · spikes held
+
+The connectivity is drawn in chunks of at most ``CHUNK_SYNAPSES`` synapses
+(:mod:`mam_xr.network`), whose temporaries are the chunk term.
 
 Brian2 holds every spike of the run until it ends; NEST holds one segment's.
 NEST's per-synapse bytes depend on the synapse model it can use: the compact
@@ -31,7 +34,8 @@ NEST's per-synapse bytes depend on the synapse model it can use: the compact
 
 Wall time (seconds), with T threads and speed-up s(T) = 1 + (T - 1) · e::
 
-    construction = build_fixed + (build_per_neuron · N + build_per_synapse · S) / s_build(T)
+    construction = build_fixed + build_per_neuron · N/ranks + draw_per_synapse · S
+                   + build_per_synapse · S / (ranks · s_build(T))
     per simulated second = (step_per_neuron · N · steps + per_event · events) / s(T)
     whole run = construction + t_sim · per simulated second + process_fixed
 
@@ -53,6 +57,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 from .errors import ParameterError, invalid
+from .network import CHUNK_SYNAPSES
 from .flat import AREAS, N_POPULATIONS, POPS, population_labels, to_flat_matrix, to_flat_vector
 
 _AREA_OF = np.array([AREAS.index(lab.split("-")[0]) for lab in population_labels()])
@@ -83,6 +88,9 @@ COEFFICIENTS: dict[str, tuple[float, float, str, str]] = {
         45.0, 48.0, "B/synapse",
         "as memory_per_synapse when NEST may use static_synapse_hpc (<= 65,534 nodes per "
         "virtual process)"),
+    "memory_per_drawn_synapse": (
+        100.0, 100.0, "B/synapse",
+        "temporaries of drawing one chunk of synapses (at most mam_xr.network.CHUNK_SYNAPSES)"),
     "memory_per_spike": (
         40.0, 40.0, "B/spike",
         "spikes held in memory: NEST one segment, Brian2 the whole run (recorded and "
@@ -94,9 +102,12 @@ COEFFICIENTS: dict[str, tuple[float, float, str, str]] = {
     "build_per_neuron": (
         55e-6, 2e-6, "s/neuron",
         "creating neurons and their external input"),
+    "draw_per_synapse": (
+        175e-9, 175e-9, "s/synapse",
+        "drawing one recurrent synapse with NumPy, one thread (under MPI every rank draws all)"),
     "build_per_synapse": (
-        400e-9, 360e-9, "s/synapse",
-        "drawing and creating one recurrent synapse"),
+        250e-9, 180e-9, "s/synapse",
+        "creating one drawn synapse (NEST Connect; Brian2 set-up, saving and loading)"),
     "build_thread_efficiency": (
         0.5, 0.0, "1",
         "e in s_build(T) = 1 + (T - 1) e for the per-synapse construction work"),
@@ -301,8 +312,11 @@ def _memory(engine: str, c: dict, *, ranks: int = 1, threads: int = 1, segment_f
         # external input, recorder and replacement connections are NEST connections too
         s += c["other_connections"] / ranks
     held = c["spikes"] / ranks * (segment_fraction if engine == "nest" else 1.0)
+    # every rank draws every chunk (NEST keeps the local synapses)
+    drawn = min(float(c["synapses"]), float(CHUNK_SYNAPSES))
     peak = (coefficient("memory_fixed", engine) + coefficient("memory_per_neuron", engine) * n
-            + per_syn * s + coefficient("memory_per_spike", engine) * held)
+            + per_syn * s + coefficient("memory_per_drawn_synapse", engine) * drawn
+            + coefficient("memory_per_spike", engine) * held)
     return peak, model
 
 
@@ -310,9 +324,11 @@ def _times(engine: str, c: dict, threads: int, dt: float, *, vps: int | None = N
     """(construction s, s per simulated second) on ``threads`` threads (``vps``
     virtual processes in total on a cluster)."""
     vps = threads if vps is None else vps
+    ranks = max(vps // threads, 1)
     build = (coefficient("build_fixed", engine)
-             + coefficient("build_per_neuron", engine) * c["neurons"] / max(vps // threads, 1)
-             + coefficient("build_per_synapse", engine) * c["synapses"] / max(vps // threads, 1)
+             + coefficient("build_per_neuron", engine) * c["neurons"] / ranks
+             + coefficient("draw_per_synapse", engine) * c["synapses"]
+             + coefficient("build_per_synapse", engine) * c["synapses"] / ranks
              / _speedup(threads, coefficient("build_thread_efficiency", engine)))
     steps = 1000.0 / dt
     work = (coefficient("step_per_neuron", engine) * c["neurons"] * steps

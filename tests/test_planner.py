@@ -13,6 +13,7 @@ import pytest
 import mam_xr
 from mam_xr import Params, ParameterError, planner
 from mam_xr.flat import to_flat_matrix, to_flat_vector
+from mam_xr.network import CHUNK_SYNAPSES
 
 GiB = 2.0 ** 30
 
@@ -46,7 +47,8 @@ def test_tutorial_memory_and_time_follow_the_coefficient_table(tutorial):
     b2 = rep.engines["brian2"]
     c = planner.coefficient
     expected = (c("memory_fixed", "brian2") + c("memory_per_neuron", "brian2") * 20525
-                + c("memory_per_synapse", "brian2") * 600003 + c("memory_per_spike", "brian2") * rep.spikes)
+                + c("memory_per_synapse", "brian2") * 600003 + c("memory_per_drawn_synapse", "brian2") * 600003
+                + c("memory_per_spike", "brian2") * rep.spikes)
     assert b2.peak_memory == pytest.approx(expected, rel=1e-12)
     store = (c("store_fixed", "brian2") + c("store_per_spike", "brian2") * rep.spikes
              + c("store_per_synapse", "brian2") * 600003)
@@ -92,13 +94,14 @@ def test_cluster_layout_arithmetic():
     # 4e6 neurons on >= 128 VPs: hpc synapses; the rank's memory by the table
     assert cl.synapse_model == "static_synapse_hpc"
     c = planner.coefficient
-    per_rank = (c("memory_fixed", "nest") + (c("memory_per_neuron", "nest") * 4e6
+    chunk = c("memory_per_drawn_synapse", "nest") * CHUNK_SYNAPSES  # every rank draws every chunk
+    per_rank = (c("memory_fixed", "nest") + chunk + (c("memory_per_neuron", "nest") * 4e6
                 + c("memory_per_synapse_hpc", "nest") * (2.4e10 + 8e6)) / cl.ranks)
     assert cl.memory_per_rank == pytest.approx(per_rank, rel=1e-12)
     usable = c("memory_usable_fraction", "nest") * node
     assert 2 * cl.memory_per_rank <= usable
     # one node fewer does not fit
-    fewer = (c("memory_fixed", "nest") + (c("memory_per_neuron", "nest") * 4e6
+    fewer = (c("memory_fixed", "nest") + chunk + (c("memory_per_neuron", "nest") * 4e6
              + c("memory_per_synapse_hpc", "nest") * (2.4e10 + 8e6)) / (cl.ranks - 2))
     assert 2 * fewer > usable
     # twice the memory per node: about half the nodes
