@@ -19,10 +19,10 @@ import numpy as np
 import xarray as xr
 
 from .errors import DataError, ParameterError, invalid
-from .flat import population_labels
-from .store import SpikeWriter, create_run, open_run, set_status
+from .flat import AREAS, population_labels
+from .store import SpikeWriter, check_target, create_run, open_run, set_status
 
-__all__ = ["import_upstream", "read_gids", "read_nest_ascii"]
+__all__ = ["import_upstream", "read_gids", "read_nest_ascii", "simulated_areas"]
 
 
 def read_gids(path) -> dict[str, tuple[int, int]]:
@@ -41,6 +41,25 @@ def read_gids(path) -> dict[str, tuple[int, int]]:
         if len(tok) >= 4 and tok[-1].lstrip("-").isdigit() and tok[-2].lstrip("-").isdigit():
             out[f"{tok[0]}-{tok[1]}"] = (int(tok[-2]), int(tok[-1]))
     return out
+
+
+def simulated_areas(ranges: dict, source="gids") -> list[str]:
+    """The areas (in the model's order) whose populations ``ranges`` lists; every
+    population of such an area must be listed, and nothing else."""
+    labels = population_labels()
+    unknown = sorted(set(ranges) - set(labels))
+    if unknown:
+        raise DataError(invalid("gids", str(source), f"id ranges of the model's populations (area-pop labels "
+                                f"such as 'V1-23E'); unknown labels {unknown[:5]}"))
+    areas = [a for a in AREAS if any(lab.startswith(a + "-") and lab in ranges for lab in labels)]
+    if not areas:
+        raise DataError(invalid("gids", str(source), "id ranges of at least one area's populations"))
+    for a in areas:
+        miss = [lab for lab in labels if lab.startswith(a + "-") and lab not in ranges]
+        if miss:
+            raise DataError(f"{source}: area {a} is listed but has no id range for populations {miss} "
+                            "(a simulated area lists all its populations)")
+    return areas
 
 
 def read_nest_ascii(path) -> np.ndarray:
@@ -73,13 +92,19 @@ def import_upstream(source, store_path, *, t_sim_ms: float, gids=None, dt_ms: fl
         ``*.gdf`` (NEST 2) files, a list of such files, or an ``.npz`` with one
         (n, 2) array [NEST id, time ms] per population label.
     store_path : path
-        The run store to create.
+        The run store to create.  An existing path is replaced only with
+        ``overwrite=True`` and only if it is a mam_xr store (checked before any
+        spike is read).
     t_sim_ms : float
         Simulated time (ms); the store holds one segment [0, t_sim_ms].
     gids : path, optional
         ``network_gids.txt`` or ``network_gids.json`` ({label: [first, last]});
         default: looked up next to ``source``.  It gives the neurons simulated per
-        population, last - first + 1 = floor(N).
+        population, last - first + 1 = floor(N).  A run of a subset of the areas
+        (upstream's ``areas_simulated``, with or without
+        ``replace_non_simulated_areas``) lists only their populations: the other
+        areas get no neurons (their statistics are NaN) and the store's
+        ``areas_simulated`` attr names the simulated ones.
     dt_ms : float, default 0.1
         Simulation resolution; every spike time must lie on this grid.
     structure : xr.Dataset, optional
@@ -100,6 +125,7 @@ def import_upstream(source, store_path, *, t_sim_ms: float, gids=None, dt_ms: fl
         raise ParameterError(invalid("t_sim_ms", t_sim_ms, "the simulated time in ms (> 0)"))
     if not (isinstance(dt_ms, (int, float)) and dt_ms > 0):
         raise ParameterError(invalid("dt_ms", dt_ms, "the simulation step in ms (> 0)"))
+    check_target(store_path, overwrite, name="store_path")     # before reading any spike
     paths = [Path(p) for p in source] if isinstance(source, (list, tuple)) else [Path(source)]
     for p in paths:
         if not p.exists():
@@ -113,11 +139,10 @@ def import_upstream(source, store_path, *, t_sim_ms: float, gids=None, dt_ms: fl
         gids = found[0]
     ranges = read_gids(gids)
     labels = population_labels()
-    miss = [lab for lab in labels if lab not in ranges]
-    if miss:
-        raise DataError(f"{gids}: no id range for populations {miss[:5]}{'...' if len(miss) > 5 else ''}")
-    first = np.array([ranges[lab][0] for lab in labels], dtype=np.int64)
-    last = np.array([ranges[lab][1] for lab in labels], dtype=np.int64)
+    areas = simulated_areas(ranges, gids)
+    # populations of areas that were not simulated: no neurons (an id range that matches nothing)
+    first = np.array([ranges.get(lab, (-1, -2))[0] for lab in labels], dtype=np.int64)
+    last = np.array([ranges.get(lab, (-1, -2))[1] for lab in labels], dtype=np.int64)
     n_neurons = last - first + 1
 
     if len(paths) == 1 and paths[0].suffix == ".npz":
@@ -150,7 +175,8 @@ def import_upstream(source, store_path, *, t_sim_ms: float, gids=None, dt_ms: fl
     root = create_run(store_path, structure=structure, dt=float(dt_ms), t_sim=float(t_sim_ms),
                       n_segments_planned=1, params=params, label=label, overwrite=overwrite,
                       n_neurons=n_neurons, engine="upstream",
-                      extra_attrs={"imported_from": [str(p) for p in paths], "gids_file": str(gids)})
+                      extra_attrs={"imported_from": [str(p) for p in paths], "gids_file": str(gids),
+                                   "areas_simulated": areas})
     if structure is None:
         # a run store needs a structure group; without one, FC is unavailable
         root.create_group("structure").attrs["missing"] = True

@@ -2,7 +2,9 @@
 
 Each cached statistic is an xarray Dataset written with ``to_zarr`` into the
 group ``analysis/<name>`` of the run store, with the JSON of the definition it
-was computed from in its ``definition`` attr.  The fixed vocabulary (area and
+was computed from in its ``definition`` attr and the SHA-256 of every written
+variable in its ``checksums`` attr (JSON; checked on read and by
+:meth:`mam_xr.store.RunStore.verify`).  The fixed vocabulary (area and
 population names, the ``exists`` mask of :mod:`mam_xr.flat`) is not written
 (fewer Zarr arrays) and is restored on read.  A reader compares the stored
 definition JSON with the one it wants; :mod:`mam_xr.analysis` decides what a
@@ -22,7 +24,7 @@ import xarray as xr
 
 from .errors import StoreError
 from .flat import AREAS, POPS, exists
-from .store import RunStore
+from .store import RunStore, checksum
 from .store_read import as_run
 
 __all__ = ["read_cached", "write_cached", "cached_if_current", "definition_json", "cache_group"]
@@ -45,7 +47,7 @@ def definition_json(definition: dict) -> str:
 def read_cached(run, name: str) -> xr.Dataset | None:
     """The cached statistic ``name`` of a run store (path or RunStore), or None if absent.
 
-    Raises StoreError when the group exists but cannot be read."""
+    Raises StoreError when the group exists but cannot be read or fails its checksums."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         run = as_run(run, allow_incomplete=True)
@@ -55,6 +57,11 @@ def read_cached(run, name: str) -> xr.Dataset | None:
         ds = xr.open_zarr(run.path, group=cache_group(name), consolidated=False, zarr_format=3).load()
     except Exception as exc:  # noqa: BLE001 - a damaged cache is recomputed
         raise StoreError(f"run store {run.path!r}: analysis/{name} cannot be read: {exc}") from exc
+    sums = ds.attrs.pop("checksums", None)    # storage detail: checked here, not returned
+    sums = json.loads(sums) if isinstance(sums, str) else (sums or {})
+    bad = [v for v, digest in sums.items() if v not in ds.variables or checksum(ds[v].values) != digest]
+    if bad:
+        raise StoreError(f"run store {run.path!r}: analysis/{name} is damaged (checksum mismatch in {bad})")
     ds = ds.assign_coords({c: np.array(v, dtype=str) for c, v in _VOCABULARY.items() if c in ds.dims})
     if "area" in ds.dims and "pop" in ds.dims:
         ds["exists"] = exists()
@@ -66,9 +73,10 @@ def read_cached(run, name: str) -> xr.Dataset | None:
 def write_cached(run: RunStore, name: str, ds: xr.Dataset, definition: dict) -> None:
     """Write one statistic to ``analysis/<name>/`` (replacing it) with its definition JSON."""
     out = ds.drop_vars(["exists", *_VOCABULARY], errors="ignore")
-    out.attrs = dict(out.attrs, definition=definition_json(definition))
     for v in out.variables:
         out[v].encoding = {}
+    sums = {str(v): checksum(out[v].values) for v in out.variables}
+    out.attrs = dict(out.attrs, definition=definition_json(definition), checksums=json.dumps(sums))
     out.to_zarr(run.path, group=cache_group(name), mode="w", consolidated=False, zarr_format=3)
 
 

@@ -20,7 +20,7 @@ from mam_xr import analysis as A
 from mam_xr import flat, store_read
 from mam_xr.analysis import compute, kernels
 from mam_xr.analysis.shapes import area_index
-from mam_xr.errors import DataError, ParameterError, StoreError
+from mam_xr.errors import ParameterError, StoreError
 from mam_xr.store import SpikeWriter, create_run, set_status
 
 RTOL = 1e-12        # float sums in another order; counts compare exactly
@@ -208,31 +208,6 @@ def test_result_does_not_depend_on_recording_order(tmp_path, stats1):
     xr.testing.assert_allclose(st["correlation"]["corrcoef"], stats1["correlation"]["corrcoef"], rtol=1e-14)
 
 
-def test_import_of_nest_ascii_files(tmp_path, run1):
-    raw = np.load(REFERENCE / "spikes_sim_threads1.npz")
-    rows = np.concatenate([raw[k] for k in raw.files])
-    rows = rows[np.argsort(rows[:, 1], kind="stable")]
-    half = len(rows) // 2
-    rec = tmp_path / "recordings"
-    rec.mkdir()
-    for vp, part in enumerate((rows[:half], rows[half:])):   # two virtual processes
-        with open(rec / f"label-spikes-{vp}.dat", "w") as fh:
-            fh.write("# NEST version: 3.10\n# RecordingBackendASCII version: 2\nsender\ttime_ms\n")
-            np.savetxt(fh, part, fmt=["%d", "%.3f"], delimiter="\t")
-    gids = load_reference("network_gids.json")
-    with open(rec / "network_gids.txt", "w") as fh:
-        for lab, (a, b) in gids.items():
-            area, pop = lab.split("-")
-            fh.write(f"{area},{pop},{a},{b}\n")
-    run = A.import_upstream(rec, tmp_path / "ascii.zarr", t_sim_ms=2000.0)
-    for k in (0, 100, 253):
-        lab = flat.population_labels()[k]
-        a, b = run.spikes(area=lab.split("-")[0], pop=lab.split("-")[1]), \
-            run1.spikes(area=lab.split("-")[0], pop=lab.split("-")[1])
-        np.testing.assert_array_equal(a.steps, b.steps)
-        np.testing.assert_array_equal(a.senders, b.senders)
-
-
 def test_cache_is_reused_and_invalidated_by_definition(run1, stats1, monkeypatch):
     calls = []
     real = compute.run_group
@@ -347,16 +322,6 @@ def test_fc_needs_the_structure(tmp_path):
     with pytest.raises(StoreError, match="has no structure: the functional connectivity needs"):
         A.analyze(run, "functional_connectivity")
     assert "rate" in A.analyze(run, "rates", store=False)["rates"]
-
-
-def test_import_errors(tmp_path):
-    with pytest.raises(DataError, match="source="):
-        A.import_upstream(tmp_path / "nothing.npz", tmp_path / "x.zarr", t_sim_ms=2000.0)
-    with pytest.raises(DataError, match="t_sim_ms=1000.0 is invalid"):
-        A.import_upstream(REFERENCE / "spikes_sim_threads1.npz", tmp_path / "x.zarr", t_sim_ms=1000.0)
-    with pytest.raises(DataError, match="dt_ms=0.3 is invalid"):
-        A.import_upstream(REFERENCE / "spikes_sim_threads1.npz", tmp_path / "y.zarr", t_sim_ms=2000.0,
-                          dt_ms=0.3)
 
 
 def test_lazy_spikes_select_without_reading_the_rest(run1):
@@ -550,3 +515,22 @@ def test_registry_drives_statistics_and_docs(run1):
     assert registry.markdown_parameters() in docs
     with pytest.raises(ValueError, match="already registered"):
         A.register(A.REGISTRY["rates"])
+
+
+def test_damaged_cache_is_detected_and_recomputed(tmp_path):
+    from mam_xr import store_cache
+
+    run = A.import_upstream(REFERENCE / "spikes_sim_threads1.npz", tmp_path / "c.zarr", t_sim_ms=2000.0,
+                            gids=REFERENCE / "network_gids.json", structure=reference_structure())
+    first = A.analyze(run, "rates")["rates"]
+    report = run.verify()
+    assert report["ok"] and report["checked"]["analysis_groups"] == 1
+    g = zarr.open_group(str(tmp_path / "c.zarr"), mode="r+")
+    arr = g["analysis/rates/n_spikes"]
+    arr[0, 0] = arr[0, 0] + 1.0                     # a changed value, chunks still decode
+    with pytest.raises(StoreError, match=r"analysis/rates is damaged \(checksum mismatch in \['n_spikes'\]\)"):
+        store_cache.read_cached(run, "rates")
+    assert not run.verify()["ok"]
+    again = A.analyze(run, "rates")["rates"]         # recomputed and rewritten
+    xr.testing.assert_identical(again.drop_attrs(), first.drop_attrs())
+    assert store_cache.read_cached(run, "rates") is not None
