@@ -366,50 +366,73 @@ def plot(rows: list[dict], upstream: dict, path: Path) -> Path | None:
 # --- coefficient fit ---------------------------------------------------------------------------
 
 def fit(rows: list[dict]) -> None:
-    """Least-squares values of the planner's per-engine coefficients from the measured rows."""
+    """Least-squares values of the planner's coefficients from the measured rows.
+
+    Relative errors are minimised (every scale counts alike).  Times of
+    1-thread runs use the CPU seconds where they are smaller than the wall
+    time (other jobs on the machine only add wall time)."""
     from mam_xr import planner
+    from mam_xr.network import CHUNK_SYNAPSES
 
     ok = [r for r in rows if "simulate_s" in r]
     for engine in ("nest", "brian2"):
         rs = [r for r in ok if r["engine"] == engine]
-        if len(rs) < 2:
+        if len(rs) < 3:
             continue
-        print(f"\n{engine}: least-squares coefficients from {len(rs)} runs")
-        # memory: fixed + per neuron + per synapse (spikes held are a small term, kept at the table's value)
-        spk = planner.coefficient("memory_per_spike", engine)
-        A = np.array([[1.0, r["neurons"], r["synapses"]] for r in rs])
-        y = np.array([r["peak_rss_bytes"] - (spk * float(r["spikes"]) if engine == "brian2" else 0.0)
-                      for r in rs])
-        coef = _nnls(A, y)
-        print(f"  memory: fixed {coef[0] / 1e6:.0f} MB, per neuron {coef[1]:.0f} B, per synapse {coef[2]:.1f} B")
-        # simulation, 1 thread: per neuron-step and per event
+        c = lambda name: planner.coefficient(name, engine)  # noqa: E731
+        print(f"\n{engine}: least-squares coefficients from {len(rs)} runs (relative errors)")
+        # memory: fixed + per neuron + per synapse (by NEST synapse model); chunk and spike terms from the table
+        cols, y = [], []
+        for r in rs:
+            n, syn = float(r["neurons"]), float(r["synapses"])
+            known = c("memory_per_drawn_synapse") * min(syn, CHUNK_SYNAPSES)
+            if engine == "brian2":
+                known += c("memory_per_spike") * float(r["spikes"])
+                cols.append([1.0, n, syn, 0.0])
+            else:
+                syn += 2 * n  # external and recorder connections
+                hpc = planner._synapse_model(int(n), int(r["threads"])) == "static_synapse_hpc"
+                cols.append([1.0, n, 0.0 if hpc else syn, syn if hpc else 0.0])
+            y.append(float(r["peak_rss_bytes"]) - known)
+        m = _nnls(np.array(cols), np.array(y))
+        print(f"  memory_fixed {m[0]:.3g} B, memory_per_neuron {m[1]:.3g} B, memory_per_synapse {m[2]:.3g} B"
+              + (f", memory_per_synapse_hpc {m[3]:.3g} B" if engine == "nest" else ""))
         r1 = [r for r in rs if int(r["threads"]) == 1]
         if len(r1) >= 2:
             A = np.array([[r["neurons"] * 1e4, r["recurrent_and_external_events_per_s"]] for r in r1])
             y = np.array([min(r["per_simulated_second_s"], r.get("per_simulated_second_cpu_s", np.inf))
-                          for r in r1])  # CPU time: robust to other jobs on the machine
-            c = _nnls(A, y)
-            print(f"  simulation: {c[0] * 1e9:.2f} ns per neuron step, {c[1] * 1e9:.1f} ns per event")
+                          for r in r1])
+            k = _nnls(A, y)
+            print(f"  step_per_neuron {k[0]:.3g} s, per_event {k[1]:.3g} s")
             A = np.array([[1.0, r["neurons"], r["synapses"]] for r in r1])
-            y = np.array([r["construction_s"] for r in r1])
-            c = _nnls(A, y)
-            print(f"  construction (1 thread): fixed {c[0]:.2f} s, {c[1] * 1e6:.2f} us per neuron, "
-                  f"{c[2] * 1e9:.0f} ns per synapse")
+            y = np.array([r["construction_s"] - c("draw_per_synapse") * r["synapses"] for r in r1])
+            k = _nnls(A, y)
+            print(f"  build_fixed {k[0]:.3g} s, build_per_neuron {k[1]:.3g} s, build_per_synapse {k[2]:.3g} s "
+                  f"(after draw_per_synapse {c('draw_per_synapse'):.3g} s)")
         pairs = [(a, b) for a in r1 for b in rs if int(b["threads"]) == 2 and b["scale"] == a["scale"]]
         if pairs:
-            e = [a["per_simulated_second_s"] / b["per_simulated_second_s"] - 1.0 for a, b in pairs]
-            print(f"  thread efficiency (2 threads): {np.round(e, 2).tolist()} -> median {np.median(e):.2f}")
-        store = np.array([[1.0, float(r["spikes"]), r["synapses"]] for r in rs])
-        c = _nnls(store, np.array([r["store_bytes"] for r in rs], dtype=float))
-        print(f"  store: fixed {c[0] / 1e6:.2f} MB, {c[1]:.2f} B per spike, {c[2]:.2f} B per synapse")
+            e = [min(a["per_simulated_second_s"], a.get("per_simulated_second_cpu_s", np.inf))
+                 / b["per_simulated_second_s"] - 1.0 for a, b in pairs]
+            print(f"  thread_efficiency from 2 threads: {np.round(e, 2).tolist()} (by scale)")
+            e = [(a["construction_s"] - c("draw_per_synapse") * a["synapses"] - c("build_fixed"))
+                 / max(b["construction_s"] - c("draw_per_synapse") * b["synapses"] - c("build_fixed"), 1e-9) - 1.0
+                 for a, b in pairs]
+            print(f"  build_thread_efficiency from 2 threads: {np.round(e, 2).tolist()} (by scale)")
+        k = _nnls(np.array([[1.0, float(r["spikes"]), r["synapses"]] for r in rs]),
+                  np.array([r["store_bytes"] for r in rs], dtype=float))
+        print(f"  store_fixed {k[0]:.3g} B, store_per_spike {k[1]:.3g} B, store_per_synapse {k[2]:.3g} B")
+        whole = [float(r["whole_s"]) - float(r["construction_s"]) - float(r["simulate_s"]) for r in rs]
+        print(f"  process_fixed (whole - construction - simulate): median {np.median(whole):.3g} s")
 
 
 def _nnls(A, y):
+    """Non-negative least squares of the relative residuals (A x - y) / y."""
     from scipy.optimize import nnls
 
+    A = np.asarray(A, dtype=float) / np.asarray(y, dtype=float)[:, None]
     scale = np.abs(A).max(axis=0)
     scale[scale == 0] = 1.0
-    x, _ = nnls(A / scale, y)
+    x, _ = nnls(A / scale, np.ones(len(y)))
     return x / scale
 
 

@@ -341,9 +341,11 @@ def _times(engine: str, c: dict, threads: int, dt: float, *, vps: int | None = N
 
 
 def cluster_layout(counts: Mapping, *, memory_per_node: float, cores_per_node: int = 128,
-                   ranks_per_node: int = 2, dt: float = 0.1, max_nodes: int = 100000) -> ClusterLayout:
+                   ranks_per_node: int = 2, dt: float = 0.1, max_nodes: int = 100000,
+                   nodes: int | None = None) -> ClusterLayout:
     """The fewest NEST nodes (``ranks_per_node`` ranks of cores/ranks threads
-    each) whose usable memory holds one rank's predicted peak per rank.
+    each) whose usable memory holds one rank's predicted peak per rank, or
+    the layout on ``nodes`` nodes (refused if it does not fit).
 
     ``counts`` needs ``neurons``, ``synapses``, ``spikes``,
     ``recurrent_events``, ``external_events``, ``other_connections`` (as in
@@ -359,23 +361,40 @@ def cluster_layout(counts: Mapping, *, memory_per_node: float, cores_per_node: i
     rpn = int(ranks_per_node)
     threads = max(int(cores_per_node) // rpn, 1)
     usable = coefficient("memory_usable_fraction", "nest") * memory_per_node
-    fixed = coefficient("memory_fixed", "nest")
+    c = dict(counts)
+    # what no number of nodes divides: the process and one drawn chunk per rank
+    fixed = (coefficient("memory_fixed", "nest") + coefficient("memory_per_drawn_synapse", "nest")
+             * min(float(c["synapses"]), float(CHUNK_SYNAPSES)))
     if rpn * fixed >= usable:
         raise ParameterError(invalid("memory_per_node", memory_per_node,
                                      f"more than {rpn * fixed / usable * memory_per_node / GiB:.1f} GiB "
                                      f"(the fixed memory of {rpn} ranks)"))
-    c = dict(counts)
-    # the distributed part shrinks as 1/ranks: start from the estimate, then step up
-    peak1, _ = _memory("nest", c, ranks=1, threads=threads)
-    nodes = max(1, math.ceil((peak1 - fixed) / (usable / rpn - fixed) / rpn))
-    while nodes <= max_nodes:
-        peak, model = _memory("nest", c, ranks=nodes * rpn, threads=threads)
-        if peak * rpn <= usable:
-            break
-        nodes += 1
+    if nodes is not None:
+        if isinstance(nodes, bool) or not isinstance(nodes, (int, np.integer)) or nodes < 1:
+            raise ParameterError(invalid("nodes", nodes, "an integer >= 1"))
+        peak, model = _memory("nest", c, ranks=int(nodes) * rpn, threads=threads)
+        if peak * rpn > usable:
+            raise ParameterError(invalid("nodes", nodes, f"enough nodes to hold the network: "
+                                         f"{peak * rpn / GiB:.1f} GiB per node predicted, "
+                                         f"{usable / GiB:.1f} GiB usable"))
+        max_nodes = nodes = int(nodes)
     else:
-        raise ParameterError(invalid("memory_per_node", memory_per_node,
-                                     f"a memory that holds the network on at most {max_nodes} nodes"))
+        # a rank's memory falls with the number of nodes: double, then bisect
+        def fits(k):
+            return _memory("nest", c, ranks=k * rpn, threads=threads)[0] * rpn <= usable
+
+        hi = 1
+        while not fits(hi):
+            if hi >= max_nodes:
+                raise ParameterError(invalid("memory_per_node", memory_per_node,
+                                             f"a memory that holds the network on at most {max_nodes} nodes"))
+            hi = min(2 * hi, max_nodes)
+        lo = hi // 2  # does not fit (or 0)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if fits(mid) else (mid, hi)
+        nodes = hi
+        peak, model = _memory("nest", c, ranks=nodes * rpn, threads=threads)
     vps = nodes * rpn * threads
     build, per_s = _times("nest", c, threads, dt, vps=vps)
     return ClusterLayout(memory_per_node=float(memory_per_node), cores_per_node=int(cores_per_node),

@@ -204,3 +204,14 @@ def test_simulate_refuses_a_run_that_does_not_fit(tmp_path):
         mam_xr.simulate(Params.from_dict(t_sim=10.0, segment=10.0), store=store, progress=False)
     assert "predicted peak" in str(err.value) and "GiB of memory available" in str(err.value)
     assert not store.exists() and not any(tmp_path.iterdir())
+
+
+def test_cluster_layout_on_given_nodes():
+    counts = {"neurons": 4_000_000, "synapses": 2.4e10, "spikes": 0.0, "recurrent_events": 1e11,
+              "external_events": 0.0, "other_connections": 8_000_000}
+    least = planner.cluster_layout(counts, memory_per_node=128 * GiB)
+    more = planner.cluster_layout(counts, memory_per_node=128 * GiB, nodes=4 * least.nodes)
+    assert more.nodes == 4 * least.nodes and more.memory_per_rank < least.memory_per_rank
+    assert more.per_simulated_second_s < least.per_simulated_second_s
+    with pytest.raises(ParameterError, match=f"nodes={least.nodes - 1} is invalid: expected enough nodes"):
+        planner.cluster_layout(counts, memory_per_node=128 * GiB, nodes=least.nodes - 1)
