@@ -510,6 +510,14 @@ def check_replaceable(path, *, name: str = "store", flag: str = "overwrite=True"
     if why:
         raise StoreError(invalid(name, str(p), f"a new path or a mam_xr store to replace with {flag}; "
                                  f"{why}, and mam_xr only replaces what it wrote"))
+    return check_unlocked(p, name=name)
+
+
+def check_unlocked(path, *, name: str = "store") -> Path:
+    """Raise :class:`StoreError` naming the holder if another live process
+    holds the writer lock of the store at ``path`` (e.g. before a sweep
+    clears a point directory); return the path."""
+    p = Path(os.fspath(path))
     holder = None if _key(p) in _HELD else lock_holder(p)  # our own lock: we are that writer
     if holder and holder.get("alive"):
         raise StoreError(invalid(name, str(p), f"a store no other writer is using: it is being written by "

@@ -216,6 +216,31 @@ def test_stale_lock_of_a_killed_writer_is_reported_and_taken_over(tmp_path, para
     assert store.lock_holder(out) is None
 
 
+def test_sweep_point_being_written_is_neither_cleared_nor_rewritten(tmp_path, params, structure):
+    from mam_xr.sweep.plan import Point
+    from mam_xr.sweep.point import prepare_point
+
+    point = Point(index=(0,), coords={"chi": 1.0}, values={"chi": 1.0}, label="abcdef123456")
+    pdir = tmp_path / "points" / point.name
+    pdir.mkdir(parents=True)
+    code = ("import sys, time; from mam_xr.store import StoreLock; StoreLock(sys.argv[1]).acquire(); "
+            "print('locked', flush=True); time.sleep(120)")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(pdir / "run.zarr")], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(StoreError, match=rf"point store='.*run.zarr' is invalid: expected a store no other "
+                                             rf"writer is using: it is being written by pid {holder.pid} on host"):
+            prepare_point(None, tmp_path, point, attempts=2)
+        assert (pdir / "run.zarr.lock").exists()  # the point directory was not cleared
+        # and the point's own run (simulate with overwrite=True) is refused too
+        with pytest.raises(StoreError, match=f"being written by pid {holder.pid}"):
+            simulate(params, store=pdir / "run.zarr", structure=structure, progress=False, overwrite=True)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 # --------------------------------------------------------------------------------------
 # 3. Verified spikes
 # --------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ import xarray as xr
 
 from .. import theory
 from ..params import Params
+from ..store import check_unlocked
 from ..structure import build, rescale
 from .plan import Point
 from .spec import SweepSpec
@@ -339,6 +340,7 @@ def prepare_point(spec: SweepSpec, directory: Path, p: Point, attempts: int, reu
     """The point's clean directory ``points/<name>`` with its ``task.json`` (the old log kept)."""
     pdir = directory / "points" / p.name
     if pdir.exists():  # incomplete or failed before: start clean, keep the old log
+        check_unlocked(pdir / "run.zarr", name="point store")  # never under a live writer
         old_log = (pdir / "log.txt").read_bytes() if (pdir / "log.txt").exists() else b""
         shutil.rmtree(pdir)
         pdir.mkdir(parents=True)
