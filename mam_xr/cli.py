@@ -58,9 +58,12 @@ def _handled(command):
         except KeyboardInterrupt:
             _debug_traceback()
             where = _STATE.pop("writing", None)
-            typer.secho("interrupted (Ctrl-C)" + (f": run store {where} is marked failed; its committed "
-                                                  "segments stay readable (--allow-incomplete)"
-                                                  if where else ""), fg=typer.colors.RED, err=True)
+            if where and (Path(where) / "zarr.json").is_file():
+                detail = (f": run store {where} is marked failed; its committed segments stay readable "
+                          "(--allow-incomplete)")
+            else:
+                detail = f" before run store {where} was created" if where else ""
+            typer.secho(f"interrupted (Ctrl-C){detail}", fg=typer.colors.RED, err=True)
             raise typer.Exit(code=130)
         except MamXrError as exc:
             _fail(exc)
