@@ -34,14 +34,15 @@ import xarray as xr
 import zarr
 
 from . import data as _data
+from . import store as _store
 from .errors import ParameterError, SimulationError, StoreError, invalid
 from .flat import AREAS, N_POPULATIONS, POPS, is_excitatory, population_labels, to_flat_matrix, to_flat_vector
-from .rates import read_rates
+from .rates import is_run_store, rates_from_run, read_rates_json
 
 __all__ = ["NetworkPlan", "Connectivity", "ConnectivityChunk", "CHUNK_SYNAPSES", "CONNECTIVITY_FORMAT",
            "EXTERNAL_DELAY", "created_neurons", "projections", "iter_connectivity", "draw_connectivity",
            "save_connectivity", "load_connectivity", "check_connectivity", "describe_connectivity",
-           "replacement_inputs", "connection_counts"]
+           "replacement_inputs", "connection_counts", "read_rates"]
 
 #: Format identifier of a saved connectivity group.
 CONNECTIVITY_FORMAT = "mam_xr.connectivity/1"
@@ -150,6 +151,23 @@ class NetworkPlan:
 # --------------------------------------------------------------------------------------
 # Replacement of non-simulated areas
 # --------------------------------------------------------------------------------------
+
+def read_rates(source, name: str, *, t_sim: float | None = None, series: bool = False) -> np.ndarray:
+    """Flat rates (254,) from a rates JSON file or a mam_xr run store path
+    (:mod:`mam_xr.rates`).  With ``series`` the result is (254, int(t_sim)) 1-ms
+    rates: a run store's binned rates, or a JSON file's constant rates repeated.
+    """
+    if is_run_store(source):
+        try:
+            run = _store.open_run(source)
+        except StoreError as exc:
+            raise ParameterError(invalid(name, str(source), f"a complete mam_xr run store ({exc})")) from exc
+        return rates_from_run(run, name, t_sim=t_sim, series=series)
+    nu = read_rates_json(source, name)
+    if series:
+        nu = np.repeat(nu[:, None], int(t_sim), axis=1)
+    return nu
+
 
 def replacement_inputs(params, structure: xr.Dataset, plan: NetworkPlan) -> dict:
     """Generators replacing the input from non-simulated areas (docs/simulation.md).

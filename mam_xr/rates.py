@@ -2,7 +2,9 @@
 
 One reader for every module that needs rates as input: the structure's
 down-scaling (full-scale rates), the replacement of non-simulated areas
-(:mod:`mam_xr.network`) and the mean-field theory.  Rates are returned as
+(:mod:`mam_xr.network`, which opens run stores and calls
+:func:`rates_from_run`) and the mean-field theory.  This module imports
+neither the store nor any simulator, so the lowest layers can use it.  Rates are returned as
 flat vectors (254 populations in :func:`mam_xr.flat.population_labels`
 order, spikes/s), NaN where the source has no value.
 
@@ -18,14 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
-from . import store as _store
-from .errors import ParameterError, StoreError, invalid
+from .errors import ParameterError, invalid
 from .flat import N_POPULATIONS, population_labels
 
 _LABELS = population_labels()
 _AREA_POP = [tuple(lab.split("-")) for lab in _LABELS]
 
-__all__ = ["rates_from_mapping", "read_rates_json", "is_run_store", "rates_from_run", "read_rates"]
+__all__ = ["rates_from_mapping", "read_rates_json", "is_run_store", "rates_from_run"]
 
 
 def rates_from_mapping(raw, name: str, source=None) -> np.ndarray:
@@ -63,18 +64,15 @@ def is_run_store(path) -> bool:
     return path.is_dir() and (path / "zarr.json").is_file()
 
 
-def rates_from_run(path, name: str, t_sim: float | None = None, series: bool = False) -> np.ndarray:
-    """Population rates (spikes/s) of a previous run store.
+def rates_from_run(run, name: str, t_sim: float | None = None, series: bool = False) -> np.ndarray:
+    """Population rates (spikes/s) of a previous run (an open :class:`mam_xr.store.RunStore`).
 
     Time-averaged over [500 ms, t_sim_run) (the whole run if it is shorter
     than 500 ms), NaN for populations without neurons; with ``series`` a
     (254, int(t_sim)) array of 1-ms bins instead (the run must last at least
     ``t_sim`` ms).
     """
-    try:
-        run = _store.open_run(path)
-    except StoreError as exc:
-        raise ParameterError(invalid(name, str(path), f"a complete mam_xr run store ({exc})")) from exc
+    path = getattr(run, "path", run)
     n = np.asarray(run.root["spikes"].attrs["n_neurons"], dtype=float)
     prev_t = float(run.attrs["t_sim"])
     sp = run.spikes()
@@ -95,16 +93,3 @@ def rates_from_run(path, name: str, t_sim: float | None = None, series: bool = F
         rates = counts / n / ((prev_t - t0) * 1e-3)
     return np.where(n > 0, rates, np.nan)
 
-
-def read_rates(source, name: str, *, t_sim: float | None = None, series: bool = False) -> np.ndarray:
-    """Flat rates (254,) from a rates JSON file or a run store path.
-
-    With ``series`` the result is (254, int(t_sim)) 1-ms rates: a run store's
-    binned rates, or a JSON file's constant rates repeated.
-    """
-    if is_run_store(source):
-        return rates_from_run(source, name, t_sim=t_sim, series=series)
-    nu = read_rates_json(source, name)
-    if series:
-        nu = np.repeat(nu[:, None], int(t_sim), axis=1)
-    return nu

@@ -13,7 +13,8 @@ from mam_xr.errors import ParameterError
 from mam_xr.flat import AREAS, population_labels, to_flat_matrix, to_flat_vector
 from mam_xr.network import NetworkPlan
 from mam_xr.params import Params
-from mam_xr.rates import read_rates, read_rates_json
+from mam_xr.network import read_rates
+from mam_xr.rates import read_rates_json
 from mam_xr.structure import read_fullscale_rates
 
 LABELS = population_labels()
