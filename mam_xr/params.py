@@ -1,4 +1,6 @@
-"""Typed, validated parameters of the multi-area model.
+"""Typed, validated parameters of the multi-area model: one concept (the parameter
+model, its rules and the helpers that read, merge and name parameter sets), long
+because every field carries its units and allowed range.
 
 Three sections, each a frozen pydantic model:
 

@@ -1,4 +1,6 @@
-"""Stages B and C: neuron numbers, indegrees, synapses, weights, scaling.
+"""Stages B and C: neuron numbers, indegrees, synapses, weights, scaling -- one concept
+(the network's structure from the anatomy and the parameters, and its rescaling), long
+because upstream's stage B has many steps, reproduced one by one.
 
 ``build(params)`` turns the processed anatomy of :mod:`mam_xr.anatomy` (stage A)
 into the structure Dataset of :func:`mam_xr.flat.structure_from_flat`
@@ -31,6 +33,7 @@ import xarray as xr
 from . import data as _data
 from .errors import ParameterError, invalid
 from .flat import AREAS, POPS, exists, from_flat_vector, structure_from_flat, to_flat_matrix, to_flat_vector
+from .params import Params
 from .rates import read_rates_json
 
 __all__ = ["build", "stage_b", "binzegger_table", "local_template",
@@ -66,8 +69,6 @@ _HIER5 = {"C": np.array([1, 1, 1, 1, 1], bool), "M": np.array([1, 1, 0, 1, 1], b
 def _network(params):
     """The network part of a :class:`mam_xr.params.Params` (or the part itself)."""
     if params is None:
-        from .params import Params
-
         params = Params()
     return getattr(params, "network", params)
 
@@ -698,8 +699,6 @@ def rescale(structure: xr.Dataset, *, chi: float | None = None, chi_I: float | N
 
 def _built_with(structure, params):
     """The Params a structure was built with: given, else its ``attrs['params']``."""
-    from .params import Params
-
     if not isinstance(structure, xr.Dataset) or "J" not in structure or "dc_drive" not in structure:
         raise ParameterError(invalid("structure", type(structure).__name__,
                                      "a structure xarray.Dataset with J and dc_drive"))
