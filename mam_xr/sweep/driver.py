@@ -282,6 +282,7 @@ def run_sweep(spec, directory, *, cluster="auto", n_workers: int | None = None,
             return None
         return combine(directory)
 
+
 def _run_points(spec, directory, todo, states, backend, target, n_workers, threads, options, bar,
                 write_manifest, reuse: bool = True) -> int:
     """Prepare the points' directories and let ``backend`` run them; returns its points at a time."""

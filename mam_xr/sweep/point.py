@@ -271,6 +271,7 @@ def open_point_result(path: Path) -> xr.Dataset:
     """One point's ``result.nc``."""
     return xr.open_dataset(str(path), engine="scipy")
 
+
 def _watch_parent() -> None:
     """Die with the process that started us (a killed sweep leaves no orphans).
 
@@ -335,6 +336,7 @@ def execute_point(point_dir: str, threads: int, subprocess_: bool = True) -> dic
                     error=f"point process exited with code {proc.returncode}: " + " | ".join(tail))
         atomic_write_json(point_dir_p / "point.json", info)
     return info
+
 
 def prepare_point(spec: SweepSpec, directory: Path, p: Point, attempts: int, reuse: bool = True) -> Path:
     """The point's clean directory ``points/<name>`` with its ``task.json`` (the old log kept)."""

@@ -46,6 +46,7 @@ def _open_result(path: Path, label: str, batches: dict) -> xr.Dataset:
         raise StoreError(invalid("result", str(path), f"a batch file with the point {label}"))
     return batch.isel(point=where[label], drop=True).drop_vars("label", errors="ignore")
 
+
 def write_zarr(ds: xr.Dataset, path: Path, sweep_dims=()) -> None:
     """Write ``ds`` to a Zarr v3 store at ``path`` (via a temporary name).
 
@@ -77,6 +78,7 @@ def write_zarr(ds: xr.Dataset, path: Path, sweep_dims=()) -> None:
     if path.exists():
         shutil.rmtree(path)
     os.replace(tmp, path)
+
 
 def sweep_status(directory) -> dict:
     """The manifest of a sweep directory (points, status, errors, timings), refreshed from the points."""
