@@ -15,6 +15,7 @@ Which statistic variable each figure draws comes from the analysis registry
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import html
 import json
 import re
@@ -28,6 +29,7 @@ import xarray as xr
 import holoviews as hv
 
 from . import __version__, analysis, viz
+from . import params as params_module
 from .errors import MamXrError, ParameterError, invalid
 
 __all__ = ["write_report", "report_for", "report_sections"]
@@ -154,12 +156,173 @@ def _render(obj):
     return hv.render(obj, backend="bokeh")
 
 
-def _table(rows: Sequence[tuple[str, object]], header=("name", "value")) -> str:
+# Fast paths: the two figures that dominate a report's writing time and size are drawn
+# straight in Bokeh from the HoloViews objects' data (same data, colours and hover
+# fields): the area x time heat map as one image (a 32 x 1500 HeatMap costs seconds
+# in HoloViews and ~1 MB of JSON), the box plots as a few glyphs per panel.
+
+def _heatmap_image(heat: hv.HeatMap):
+    """An area x time HeatMap as one Bokeh image (areas as rows, time bins as columns)."""
+    from bokeh.models import ColorBar, CustomJSHover, FixedTicker, HoverTool, LinearColorMapper
+    from bokeh.plotting import figure
+    from holoviews.plotting.util import process_cmap
+
+    xdim, ydim = heat.kdims[:2]
+    vdim = heat.vdims[0]
+    df = heat.dframe()
+    times = np.unique(df[xdim.name].to_numpy(float))
+    areas = list(dict.fromkeys(map(str, df[ydim.name])))
+    z = (df.pivot_table(index=ydim.name, columns=xdim.name, values=vdim.name, aggfunc="first", dropna=False)
+         .reindex(index=areas, columns=times).to_numpy(np.float32))
+    dx = float(np.median(np.diff(times))) if times.size > 1 else 1.0
+    kw = heat.opts.get("plot", backend="bokeh").kwargs
+    style = heat.opts.get("style", backend="bokeh").kwargs
+    finite = z[np.isfinite(z)]
+    hi = float(finite.max()) if finite.size else 1.0
+    mapper = LinearColorMapper(palette=process_cmap(style.get("cmap", "YlOrBr"), 256), low=0.0,
+                               high=hi if hi > 0 else 1.0, nan_color="white")
+    unit = f" ({vdim.unit})" if vdim.unit else ""
+    fig = figure(width=kw.get("width", 900), height=kw.get("height", 320), title=kw.get("title", ""),
+                 x_range=(times[0] - dx / 2, times[-1] + dx / 2), y_range=(-0.5, len(areas) - 0.5),
+                 x_axis_label=f"{xdim.label}" + (f" ({xdim.unit})" if xdim.unit else ""),
+                 y_axis_label=ydim.label, tools="pan,wheel_zoom,box_zoom,reset,save", toolbar_location="above")
+    img = fig.image(image=[z], x=times[0] - dx / 2, y=-0.5, dw=dx * times.size, dh=len(areas),
+                    color_mapper=mapper)
+    fig.yaxis.ticker = FixedTicker(ticks=list(range(len(areas))))
+    fig.yaxis.major_label_overrides = {i: a for i, a in enumerate(areas)}
+    fig.grid.visible = False
+    area_of = CustomJSHover(args={"names": areas}, code="""
+        const i = Math.round(value); return (i >= 0 && i < names.length) ? names[i] : "";""")
+    fig.add_tools(HoverTool(renderers=[img], formatters={"$y": area_of}, tooltips=[
+        ("area", "$y{custom}"), (xdim.label.lower(), f"$x{{0.0}}{' ' + xdim.unit if xdim.unit else ''}"),
+        (vdim.label, f"@image{{0.00}}{' ' + vdim.unit if vdim.unit else ''}")]))
+    fig.add_layout(ColorBar(color_mapper=mapper, title=f"{vdim.label}{unit}"), "right")
+    return fig
+
+
+def _box_panels(layout: hv.Layout):
+    """Box plots (viz.box_plots) as Bokeh figures: quartile boxes, 1.5-IQR whiskers, outliers, means."""
+    from bokeh.layouts import row
+    from bokeh.models import ColumnDataSource, HoverTool
+    from bokeh.plotting import figure
+
+    panels = list(layout)
+    width = max(240, min(viz._WIDTH // 3, 1200 // max(1, len(panels))))
+    figs = []
+    for panel in panels:
+        box = panel.get(0)
+        vdim = box.vdims[0]
+        df = box.dframe()
+        pops = list(dict.fromkeys(map(str, df["pop"])))
+        rows = {k: [] for k in ("pop", "q1", "q2", "q3", "lo", "hi", "mean", "n", "colour")}
+        out_pop, out_val = [], []
+        for p in pops:
+            v = df.loc[df["pop"] == p, vdim.name].to_numpy(float)
+            q1, q2, q3 = np.percentile(v, [25, 50, 75])
+            iqr = q3 - q1
+            lo, hi = max(v.min(), q1 - 1.5 * iqr), min(v.max(), q3 + 1.5 * iqr)
+            out = v[(v < lo) | (v > hi)]
+            out_pop += [p] * len(out)
+            out_val += out.tolist()
+            for k, x in zip(rows, (p, q1, q2, q3, lo, hi, v.mean(), len(v),
+                                   viz.COLOURS.get(p[-1], "grey"))):
+                rows[k].append(x)
+        src = ColumnDataSource(rows)
+        unit = f" ({vdim.unit})" if vdim.unit else ""
+        fig = figure(width=width, height=viz._HEIGHT, y_range=pops, title=vdim.label,
+                     x_axis_label=f"{vdim.label}{unit}", y_axis_label="Population",
+                     tools="pan,wheel_zoom,box_zoom,reset,save", toolbar_location="above")
+        fig.segment("lo", "pop", "q1", "pop", source=src, color="black")
+        fig.segment("q3", "pop", "hi", "pop", source=src, color="black")
+        bars = fig.hbar(y="pop", left="q1", right="q3", height=0.6, source=src, fill_color="colour",
+                        fill_alpha=0.6, line_color="black")
+        fig.hbar(y="pop", left="q2", right="q2", height=0.6, source=src, line_color="black", line_width=2)
+        if out_val:
+            fig.scatter(out_val, out_pop, size=4, color="black", alpha=0.6)
+        fig.scatter("mean", "pop", source=src, marker="x", size=10, color="black", line_width=2)
+        fmt = f"{{0.0000}}{' ' + vdim.unit if vdim.unit else ''}"
+        fig.add_tools(HoverTool(renderers=[bars], tooltips=[
+            ("population", "@pop"), ("median", f"@q2{fmt}"), ("quartiles", f"@q1{fmt} – @q3{fmt}"),
+            ("mean (×)", f"@mean{fmt}"), ("areas", "@n")]))
+        figs.append(fig)
+    return row(*figs)
+
+
+def _render_section(sec: dict):
+    """A section's Bokeh model: the fast paths above where they apply, else HoloViews."""
+    fig = sec["figure"]
+    if sec["id"] == "instantaneous" and isinstance(fig, hv.HeatMap):
+        return _heatmap_image(fig)
+    if sec["id"] == "boxes" and isinstance(fig, hv.Layout) and all(
+            isinstance(p, hv.Overlay) and isinstance(p.get(0), hv.BoxWhisker) for p in fig):
+        return _box_panels(fig)
+    return _render(fig)
+
+
+def _table(rows: Sequence[tuple], header=("name", "value")) -> str:
     body = "".join(
-        f"<tr><td>{html.escape(str(k))}</td><td class='{'num' if isinstance(v, (int, float)) else ''}'>"
-        f"{html.escape(_fmt(v))}</td></tr>" for k, v in rows)
-    return (f"<table class='kv'><tr><th>{html.escape(header[0])}</th><th>{html.escape(header[1])}</th></tr>"
-            f"{body}</table>")
+        f"<tr><td>{html.escape(str(r[0]))}</td><td class='{'num' if isinstance(r[1], (int, float)) else ''}'>"
+        f"{html.escape(_fmt(r[1]))}</td>" + "".join(f"<td>{html.escape(str(x))}</td>" for x in r[2:]) + "</tr>"
+        for r in rows)
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    return f"<table class='kv'><tr>{head}</tr>{body}</table>"
+
+
+#: Units as the parameter descriptions of mam_xr.params write them, "(unit)" or "(unit; ...)".
+_UNITS = ("ms", "mV", "pF", "pA", "mm²", "mm/ms", "spikes/s", "synapses per neuron")
+
+
+@functools.lru_cache(maxsize=1)
+def _param_units() -> dict[str, str]:
+    """Dotted parameter path -> units, from the field descriptions of mam_xr.params.Params."""
+    from pydantic import BaseModel
+
+    out: dict[str, str] = {}
+
+    def walk(model, prefix):
+        for name, field in model.model_fields.items():
+            ann = field.annotation
+            if isinstance(ann, type) and issubclass(ann, BaseModel):
+                walk(ann, f"{prefix}{name}.")
+                continue
+            m = re.search(r"\(([^()]*)\)", field.description or "")
+            unit = m.group(1).split(";")[0].strip() if m else ""
+            out[f"{prefix}{name}"] = unit if unit in _UNITS else ""
+
+    walk(params_module.Params, "")
+    return out
+
+
+def _unit_of(key: str, value, units: dict[str, str]) -> str:
+    """Units of a parameter table row: its documented units, "1" for other plain numbers."""
+    if key in units and units[key]:
+        return units[key] if isinstance(value, (int, float)) and not isinstance(value, bool) else ""
+    return "1" if isinstance(value, float) else ""
+
+
+_RATE_DEFINITIONS = (
+    "Mean over populations: the plain average of the population rates in the heat map, each being "
+    "the population's spikes in the analysis window divided by its simulated neurons and the "
+    "window's length (docs/model.md eq. A1). Neuron-weighted: the same rates weighted by the "
+    "populations' neuron numbers, i.e. the spike rate of an average neuron of the simulated areas.")
+
+
+def _silent_rows(layout) -> str:
+    """A sentence on the empty raster rows: the share of neurons shown without a spike."""
+    parts = []
+    for pts in (layout if isinstance(layout, hv.Layout) else [layout]):
+        if not isinstance(pts, hv.Points) or not len(pts):
+            continue
+        kw = pts.opts.get("plot", backend="bokeh").kwargs
+        rows = kw.get("ylim", (0, 0))[1]
+        active = np.unique(pts.dimension_values("y")).size
+        if rows:
+            area = str(kw.get("title", "")).split(" (")[0]
+            parts.append(f"{area} {100 * (1 - active / rows):.0f} %")
+    if not parts:
+        return ""
+    return ("Empty bands are neurons that did not spike in the window shown (their share of the rows: "
+            + ", ".join(parts) + ").")
 
 
 def _flatten(d, prefix: str = "") -> list[tuple[str, object]]:
@@ -242,7 +405,8 @@ def report_sections(*, structure=None, theory=None, stats=None, spikes=None,
         add("rates", "Time-averaged population rates",
             lambda: viz.rate_heatmap(rate),
             "Area × population; TH has no layer 4 (×). Hover for values."
-            + (" Use the selector to move along the sweep." if set(rate.dims) - {"area", "pop"} else ""))
+            + (" Use the selector to move along the sweep." if set(rate.dims) - {"area", "pop"} else "")
+            + " " + _RATE_DEFINITIONS)
         r1, n1 = _first_point(rate, ("area", "pop"))
         w = neurons.where(np.isfinite(r1)) if neurons is not None else None
         mean = float(r1.mean(skipna=True))
@@ -280,11 +444,17 @@ def report_sections(*, structure=None, theory=None, stats=None, spikes=None,
     if ts_line is not None:
         tl1, n1 = _first_point(ts_line, ("area", "pop", "time"))
         add("rate_over_time", "Rate over time: all areas and chosen areas",
-            lambda: viz.rate_time_series(tl1, areas=areas, neurons=neurons), n1)
+            lambda: viz.rate_time_series(tl1, areas=areas, neurons=neurons),
+            "The black curve is the network rate in each bin (all simulated neurons pooled, i.e. "
+            "the area rates weighted by their neuron numbers); the rate in the title and the dashed "
+            "line are its average over the bins shown. " + n1)
     if spikes is not None:
         add("raster", "Spike rasters",
             lambda: viz.raster(spikes, areas=raster_areas, fraction=raster_fraction, neurons=structure),
-            "Excitatory neurons blue, inhibitory red; populations stacked 2/3E (top) to 6I (bottom).")
+            "Excitatory neurons blue, inhibitory red; populations stacked 2/3E (top) to 6I (bottom); "
+            "one row per neuron shown.")
+        if sections[-1]["figure"] is not None:
+            sections[-1]["note"] += " " + _silent_rows(sections[-1]["figure"])
     boxes = [(fig, _pick(stats, stat, fig.variable)) for stat, fig in _figures("box")]
     boxes = [(fig, v) for fig, v in boxes if v is not None]
     if boxes:
@@ -312,7 +482,9 @@ def report_sections(*, structure=None, theory=None, stats=None, spikes=None,
         th1, n_th = _first_point(th, ("area", "pop", "draw"))
         r1, n1 = _first_point(rate, ("area", "pop"))
         add("theory", "Mean-field theory vs simulation", lambda: viz.theory_vs_simulation(th1, r1),
-            "Population rates; dashed: identity. " + (n_th or n1))
+            "Population rates; dashed: identity. Theory: the stationary rates of the model's "
+            "mean-field equations (docs/theory.md), a prediction rather than a measurement. "
+            + (n_th or n1))
     fc_fig, fc = _pick_kind(stats, "fc")
     if fc is not None:
         exp = next((_pick(stats, stat, f.reference) for stat, f in _figures("fc")
@@ -383,7 +555,7 @@ def write_report(path, *, structure=None, theory=None, stats=None, spikes=None, 
     models = []
     for sec in sections:
         if sec["figure"] is not None:
-            model = _render(sec["figure"])
+            model = _render_section(sec)
             model.name = f"fig_{sec['id']}"
             models.append(model)
 
@@ -411,7 +583,9 @@ def write_report(path, *, structure=None, theory=None, stats=None, spikes=None, 
             parts = []
     if params is not None:
         parts.append("<h2 id='parameters'>Parameters</h2>")
-        parts.append(_table(_flatten(_params_dict(params)), ("parameter", "value")))
+        rows = _flatten(_params_dict(params))
+        units = _param_units()
+        parts.append(_table([(k, v, _unit_of(k, v, units)) for k, v in rows], ("parameter", "value", "units")))
     if provenance is not None:
         parts.append("<h2 id='provenance'>Provenance</h2>")
         prov = provenance if isinstance(provenance, Mapping) else {"provenance": provenance}

@@ -277,3 +277,44 @@ def test_registered_box_statistics_join_the_box_plots(tmp_path):
     ff = stats["fano_factor"]["fano_factor"]
     assert np.isclose(means.max(), float(ff.mean("area").max()))
     assert "Fano factor: Fano factor of single-neuron spike counts" in boxes["note"]
+
+
+def test_fast_renderings_carry_the_figures_data():
+    """The heat map image and the box glyphs hold exactly the data of the HoloViews figures."""
+    from bokeh.models import GlyphRenderer, HBar, Image
+
+    secs = {s["id"]: s for s in report.report_sections(stats=vd.analysis_dict(), max_heatmap_bins=100)}
+    heat = secs["instantaneous"]["figure"]
+    fig = report._render_section(secs["instantaneous"])
+    img = [r for r in fig.select({"type": GlyphRenderer}) if isinstance(r.glyph, Image)][0]
+    z = np.asarray(img.data_source.data["image"][0])
+    df = heat.dframe()
+    areas = list(dict.fromkeys(df["area"]))
+    assert z.shape == (len(areas), 100)
+    v1 = df[df["area"] == "V1"].sort_values("time").iloc[:, -1].to_numpy()
+    np.testing.assert_allclose(z[areas.index("V1")], v1.astype(np.float32))
+    assert fig.yaxis.major_label_overrides[areas.index("FEF")] == "FEF"
+    row = report._render_section(secs["boxes"])
+    st = vd.stats_dataset()
+    for panel, var in zip(row.children, ("rate", "corrcoef", "lvr")):
+        bars = [r for r in panel.select({"type": GlyphRenderer}) if isinstance(r.glyph, HBar)][0]
+        data = bars.data_source.data
+        i = list(data["pop"]).index("2/3E")
+        vals = st[var].sel(pop="23E").values
+        vals = vals[np.isfinite(vals)]
+        np.testing.assert_allclose([data["q1"][i], data["q2"][i], data["q3"][i]],
+                                   np.percentile(vals, [25, 50, 75]), rtol=1e-12)
+        np.testing.assert_allclose(data["mean"][i], vals.mean(), rtol=1e-12)
+
+
+def test_report_defines_its_rates_and_gives_parameter_units(full_report):
+    page = full_report.read_text()
+    assert "Mean over populations: the plain average of the population rates" in page
+    assert "Neuron-weighted: the same rates weighted by the populations&#x27; neuron numbers" in page
+    assert "the rate in the title and the dashed line are its average over the bins shown" in page
+    assert re.search(r"Empty bands are neurons that did not spike in the window shown \(their share of the "
+                     r"rows: V1 \d+ %, V2 \d+ %, FEF \d+ %\)", page)
+    params = page[page.index("id='parameters'"):page.index("id='provenance'")]
+    assert "<th>units</th>" in params
+    assert "simulation.t_sim</td><td class='num'>2000</td><td>ms</td>" in params
+    assert "network.connection.g</td><td class='num'>-11</td><td>1</td>" in params
