@@ -40,7 +40,8 @@ point), :mod:`~mam_xr.sweep.fast` (theory-only sweeps on one structure),
 
 from __future__ import annotations
 
-from .backends import BACKENDS, Backend, Batch, Cluster, on_dask, point_memory, register_backend, slurm_options
+from .backends import (BACKENDS, Backend, Batch, Cluster, on_dask, point_memory, register_backend,
+                       slurm_options)
 from .command import main, run_and_summarise
 from .driver import run_sweep
 from .plan import Point, plan
