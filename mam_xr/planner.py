@@ -562,29 +562,41 @@ def plan(params, structure=None, *, engines: Sequence[str] | str | None = None,
         memory_available=memory_available, engines=estimates, cluster=cluster, notes=tuple(notes))
 
 
-def _largest_scale(params, plan_: ResourcePlan, engine: str, budget: float) -> float:
-    """Largest scale (N and K together) whose predicted peak fits ``budget``,
-    extrapolating the counts of ``plan_``: neurons ∝ N_scaling, synapses ∝
-    N_scaling · K_scaling, spikes ∝ neurons."""
+def _largest_factor(params, plan_: ResourcePlan, engine: str, budget: float) -> float:
+    """The largest factor f by which N_scaling and K_scaling may both be
+    multiplied (up to full scale) so that the predicted peak fits ``budget``;
+    0 if not even the smallest network fits.  Extrapolates the counts of
+    ``plan_``: neurons ∝ N_scaling, synapses ∝ N_scaling · K_scaling, spikes ∝
+    neurons."""
     n0, k0 = plan_.N_scaling, plan_.K_scaling
-    est = plan_.engines[engine]
+    sim = params.simulation
 
-    def peak(x):
-        f_n, f_s = x / n0, (x * x) / (n0 * k0)
-        c = {"neurons": plan_.neurons * f_n, "synapses": plan_.synapses * f_s,
-             "spikes": plan_.spikes * f_n, "other_connections": 2 * plan_.neurons * f_n}
-        sim = params.simulation
+    def peak(f):
+        c = {"neurons": plan_.neurons * f, "synapses": plan_.synapses * f * f,
+             "spikes": plan_.spikes * f, "other_connections": 2 * plan_.neurons * f}
         return _memory(engine, c, ranks=plan_.ranks, threads=int(sim.threads),
                        segment_fraction=min(1.0, float(sim.segment) / float(sim.t_sim)))[0]
 
-    if peak(1.0) <= budget:
-        return 1.0
-    lo, hi = 0.0, 1.0
-    for _ in range(40):
+    top = 1.0 / max(n0, k0)
+    if peak(top) <= budget:
+        return top
+    if peak(1e-6) > budget:
+        return 0.0
+    lo, hi = 0.0, top
+    for _ in range(60):
         mid = 0.5 * (lo + hi)
         lo, hi = (mid, hi) if peak(mid) <= budget else (lo, mid)
-    del est
     return lo
+
+
+def _scale_advice(plan_: ResourcePlan, engine: str, factor: float) -> str:
+    if factor <= 0:
+        return (f"no scale fits with {engine}: its fixed memory alone exceeds the memory "
+                "available")
+    n, k = plan_.N_scaling * factor, plan_.K_scaling * factor
+    if plan_.N_scaling == plan_.K_scaling:
+        return f"a smaller scale (at most about {n:.2g} with {engine})"
+    return f"smaller scalings (N_scaling {n:.2g} and K_scaling {k:.2g} or less with {engine})"
 
 
 def check_memory(params, structure=None, *, engine: str | None = None, threads: int | None = None,
@@ -615,12 +627,12 @@ def check_memory(params, structure=None, *, engine: str | None = None, threads: 
         return rep
     other = "brian2" if engine == "nest" else "nest"
     other_need = rep.engines[other].peak_memory * (local if other == "nest" else 1)
-    largest = _largest_scale(params, rep, engine, budget / local)
-    advice = [f"a smaller scale (at most about {largest:.3g} with {engine})"]
+    advice = [_scale_advice(rep, engine, _largest_factor(params, rep, engine, budget / local))]
     if other_need <= budget:
         advice.append(f"engine='{other}' (predicted {other_need / GiB:.1f} GiB)")
     cl = rep.cluster
-    advice.append(f"NEST with MPI ranks on several machines (e.g. {cl.nodes} nodes of "
+    advice.append(f"NEST with MPI ranks on several machines (e.g. {cl.nodes} node"
+                  f"{'s' if cl.nodes > 1 else ''} of "
                   f"{cl.memory_per_node / GiB:.0f} GiB, {cl.ranks} ranks; `mam-xr plan`)")
     advice.append("or check_memory=False (CLI --ignore-memory-check) to run anyway")
     name, value = ("scale", rep.N_scaling) if rep.N_scaling == rep.K_scaling else \
