@@ -307,7 +307,7 @@ class _Tracer:
             return x, Jx, maxiter
         return None
 
-    def trace(self, nu0, p0, direction: float, max_steps: int = 4000, h0: float = 0.5,
+    def trace(self, nu0, p0, direction: float, max_steps: int = 2000, h0: float = 0.5,
               h_max: float = 3.0, h_min: float = 1e-7):
         """Follow the curve through (ν0, p0), first with dp/ds of sign ``direction``."""
         x = np.concatenate([nu0, [p0]])
@@ -342,7 +342,8 @@ class _Tracer:
             if p < self.p_lo or p > self.p_hi:
                 ended = "range"
                 break
-            if len(xs) > 10 and self.norm(x - xs[0]) < 0.5 * h:
+            if len(xs) > 10 and self.norm(x - xs[0]) < 0.5 * h and \
+                    float(np.dot(self.w * t, ts[0])) > 0.9:
                 ended = "closed"
                 break
         return xs, ts, ended
@@ -396,32 +397,76 @@ class _Tracer:
 
 # --- stability ---------------------------------------------------------------------
 
-def _leading(G: np.ndarray):
-    """Eigenvalue of G with the largest real part and its eigenvector's area profile.
+def _refine(G: np.ndarray, lam0: complex, v0: np.ndarray, tol: float = 1e-10):
+    """Rayleigh-quotient iteration from (λ0, v0): the eigenpair of G nearest to λ0.
 
-    The profile is the share of |v|² in each area (sums to 1); the eigenvector comes
-    from two steps of inverse iteration at the (slightly shifted) eigenvalue, which
-    is cheaper than a full eigendecomposition.
+    Returns (λ, v) once ||G v − λ v|| <= tol max(1, |λ|) (|v| = 1), else None.
     """
-    lam = np.linalg.eigvals(G)
-    lead = lam[int(np.argmax(lam.real))]
     n = G.shape[0]
-    shift = lead + 1e-10 * max(1.0, abs(lead))
-    if abs(lead.imag) > 0:
-        M = G.astype(complex)
-    else:
-        M = G.copy()
-        shift = shift.real
-    M[np.diag_indices(n)] -= shift
-    try:
-        lu = linalg.lu_factor(M, check_finite=False)
-        v = np.ones(n, dtype=M.dtype)
-        for _ in range(2):
-            v = linalg.lu_solve(lu, v, check_finite=False)
-            v /= np.linalg.norm(v)
-    except (linalg.LinAlgError, ValueError):
-        v = np.full(n, np.nan)
-    return lead, np.abs(v) ** 2
+    is_complex = abs(lam0.imag) > 1e-12
+    x = np.asarray(v0) if is_complex else np.real(v0)
+    x = x.astype(complex if is_complex else float)
+    x = x / np.linalg.norm(x)
+    lam = lam0 if is_complex else lam0.real
+    for _ in range(5):
+        M = G.astype(x.dtype)
+        M[np.diag_indices(n)] -= lam * (1.0 + 1e-13)          # keep M non-singular
+        try:
+            y = linalg.lu_solve(linalg.lu_factor(M, check_finite=False), x, check_finite=False)
+        except (linalg.LinAlgError, ValueError):
+            return None
+        norm = np.linalg.norm(y)
+        if not (np.isfinite(norm) and norm > 0):
+            return None
+        x = y / norm
+        Gx = G @ x
+        lam = np.vdot(x, Gx)
+        if not is_complex:
+            lam = lam.real
+        if np.linalg.norm(Gx - lam * x) <= tol * max(1.0, abs(lam)):
+            return complex(lam), x
+    return None
+
+
+def _leading(G: np.ndarray):
+    """Eigenvalue of G with the largest real part and its eigenvector (all eigenvalues,
+    then the eigenvector by Rayleigh-quotient iteration, cheaper than ``eig``)."""
+    lam = np.linalg.eigvals(G)
+    lead = complex(lam[int(np.argmax(lam.real))])
+    r = _refine(G, lead, np.ones(G.shape[0]))
+    return (lead, np.full(G.shape[0], np.nan)) if r is None else (lead, r[1])
+
+
+def _same(a: complex, b: complex) -> bool:
+    """The same eigenvalue (pair): equal real parts and |imaginary parts|."""
+    return abs(a.real - b.real) <= 1e-8 * max(1.0, abs(a)) and \
+        abs(abs(a.imag) - abs(b.imag)) <= 1e-8 * max(1.0, abs(a))
+
+
+def _stability(gains: list, every: int = 4):
+    """Leading eigenpair of each gain matrix along a branch (ordered by the parameter).
+
+    All eigenvalues at every ``every``-th point and at the last; in between, the
+    leading eigenpair of the previous point refined by Rayleigh-quotient iteration
+    (a few LU factorisations instead of a full eigenvalue problem).  Where the
+    refined pair at the next full point is not its leading one (another eigenvalue
+    overtook), the points in between get all eigenvalues too.
+    """
+    out = [None] * len(gains)
+    last_full = None
+    for i, G in enumerate(gains):
+        tracked = None if i == 0 else _refine(G, *out[i - 1])
+        if i % every == 0 or i == len(gains) - 1 or tracked is None:
+            out[i] = _leading(G)
+            if tracked is None or not _same(tracked[0], out[i][0]):
+                start = 0 if last_full is None else last_full + 1
+                for j in range(start, i):
+                    if j != last_full:
+                        out[j] = _leading(gains[j])
+            last_full = i
+        else:
+            out[i] = tracked
+    return out
 
 
 # --- the atlas ---------------------------------------------------------------------
@@ -798,7 +843,10 @@ def atlas(params=None, *, n_random: int = 3, random_at: Sequence[float] | None =
     def refine(k1, k2):
         if k2 - k1 <= 1:
             return
-        if label(k1)[0] == label(k2)[0] and integ[k1][1] == integ[k2][1]:
+        def reached(k):                 # the branch a converged integration reached, else -1
+            return label(k)[0] if integ[k][1] else -1
+
+        if reached(k1) == reached(k2):
             return
         mid = (k1 + k2) // 2
         if integrate_at(mid)[1]:
@@ -857,13 +905,17 @@ def _dataset(at: _Atlas, integ: dict, label) -> xr.Dataset:
     lam = np.full((nk, nb), np.nan, dtype=complex)
     profile = np.full((nk, nb, len(AREAS)), np.nan)
     for j, b in enumerate(at.branches):
-        for k, nu in b.solved.items():
+        ks = sorted(b.solved)
+        gains = []
+        for k in ks:
+            nu = b.solved[k]
             phi, G, _ = fam.gain(nu, float(grid[k]))
             rates[k, j] = nu
             residual[k, j] = float(np.max(np.abs(phi - nu)))
-            lead, v2 = _leading(G)
-            lam[k, j] = lead
-            share = np.bincount(_AREA_INDEX[fam.dyn], weights=v2, minlength=len(AREAS))
+            gains.append(G)
+        for k, (lead, v) in zip(ks, _stability(gains)):
+            lam[k, j] = complex(lead.real, abs(lead.imag))
+            share = np.bincount(_AREA_INDEX[fam.dyn], weights=np.abs(v) ** 2, minlength=len(AREAS))
             profile[k, j] = share / share.sum()
     found = ~np.isnan(residual)
     lam_real = np.where(found, lam.real, np.nan)
@@ -911,7 +963,7 @@ def _dataset(at: _Atlas, integ: dict, label) -> xr.Dataset:
             "eigenvalue_max_real": (dims, lam_real, {
                 "long_name": "largest real part of the eigenvalues of the gain matrix G", "units": "1"}),
             "eigenvalue_max_imag": (dims, lam_imag, {
-                "long_name": "imaginary part of that eigenvalue", "units": "1"}),
+                "long_name": "|imaginary part| of that eigenvalue (pair)", "units": "1"}),
             "stable": (dims, found & (lam_real < 1.0), {
                 "long_name": "linearly stable under tau dnu/dt = -nu + Phi(nu) (max Re λ(G) < 1)",
                 "units": "1"}),
