@@ -654,7 +654,7 @@ def rescale(structure: xr.Dataset, *, chi: float | None = None, chi_I: float | N
     old = {"chi": con.chi, "chi_I": con.chi_I, "g": con.g, "rate_ext": p.network.input.rate_ext}
     given = {k: v for k, v in (("chi", chi), ("chi_I", chi_I), ("g", g), ("rate_ext", rate_ext))
              if v is not None}
-    q = p.update(given) if given else p
+    q = _updated(p, given) if given else p
     con_new = q.network.connection
     new = {"chi": con_new.chi, "chi_I": con_new.chi_I, "g": con_new.g,
            "rate_ext": q.network.input.rate_ext}
@@ -695,6 +695,23 @@ def rescale(structure: xr.Dataset, *, chi: float | None = None, chi_I: float | N
         out.variables["dc_drive"].values = dc.values + scale * delta
     out.attrs = {**structure.attrs, **_identity(q)}
     return out
+
+
+def _updated(p, given: dict):
+    """``p`` with new network values, validated as Params.update does (without its shorthand
+    expansion, which took a third of rescale's time in a sweep)."""
+    from pydantic import ValidationError
+
+    from .params import deep_merge, format_validation_error
+
+    where = {"chi": "connection", "chi_I": "connection", "g": "connection", "rate_ext": "input"}
+    nested: dict = {"network": {}}
+    for name, value in given.items():
+        nested["network"].setdefault(where[name], {})[name] = value
+    try:
+        return type(p).model_validate(deep_merge(p.model_dump(), nested))
+    except ValidationError as exc:
+        raise ParameterError(format_validation_error(exc)) from None
 
 
 def _built_with(structure, params):

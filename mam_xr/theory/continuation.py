@@ -126,19 +126,23 @@ def sweep(structure: xr.Dataset, param: str, values: Sequence[float], params=Non
     systems, found, residuals, evaluations, prev, restarted = [], [], [], [], None, []
     for value in values:
         at = {**{k: v for k, v in current.items() if k != param}, param: value}
-        q = p.update(at)
         if base is not None:
             s = structure_module.rescale(slim, params=p, K_scaling=K_scaling,
-                                         fullscale_rates=rates_full, **at)
+                                         fullscale_rates=rates_full, **at)   # validates the values
             J = base["J"].copy()
             J[:, :-1] = s["J"].values.reshape(N_LABELLED, N_LABELLED)[_FLAT][:, _FLAT]
             model = {"K": base["K"], "J": J, "dc": s["dc_drive"].values.reshape(-1)[_FLAT]}
+            # Along the fast path only the structure and rate_ext change: the other
+            # parameters are p's (no Params.update per point).
+            q, rate_ext = p, at.get("rate_ext")
         else:
+            q, rate_ext = p.update(at), None
             s = build(value) if build is not None else structure_module.build(q)
             if not isinstance(s, xr.Dataset):
                 raise ParameterError(invalid("build", build, "a callable value -> structure Dataset"))
             model = flat_model(s)
-        system = assemble(model, q, areas_simulated=areas, replace=replace, replacement=repl)
+        system = assemble(model, q, rate_ext=rate_ext, areas_simulated=areas, replace=replace,
+                          replacement=repl)
         again = False
         if prev is None:
             start = relax(system, initial_state(system, q, None, 1, None, None)[0][0], q.theory.dt,
