@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from pathlib import Path
 
 import numpy as np
 import xarray as xr
@@ -51,7 +52,11 @@ def read_cached(run, name: str) -> xr.Dataset | None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         run = as_run(run, allow_incomplete=True)
-    if "analysis" not in run.root or name not in run.root["analysis"]:
+    local = Path(run.path)
+    if local.is_dir():     # one stat instead of two Zarr group listings
+        if not (local / "analysis" / name / "zarr.json").is_file():
+            return None
+    elif "analysis" not in run.root or name not in run.root["analysis"]:
         return None
     try:
         ds = xr.open_zarr(run.path, group=cache_group(name), consolidated=False, zarr_format=3).load()
