@@ -40,7 +40,7 @@ from . import theory
 from .errors import ParameterError, invalid
 from .flat import AREAS, N_POPULATIONS, POPS, exists, population_labels, to_flat_matrix, to_flat_vector
 
-__all__ = ["atlas", "parse_range", "PARAMETERS"]
+__all__ = ["atlas", "parse_range", "parse_spec", "summary", "PARAMETERS"]
 
 #: Network parameters the atlas can sweep: each scales couplings or the drive linearly.
 PARAMETERS = ("chi", "chi_I", "g", "rate_ext")
@@ -495,6 +495,43 @@ def parse_range(text: str, name: str = "chi") -> np.ndarray:
     return np.round(start + step * np.arange(count), 12)
 
 
+def parse_spec(spec: str) -> tuple[str, np.ndarray]:
+    """``"chi=1.0:2.5:0.01"`` -> ("chi", values), as ``mam-xr theory --atlas`` takes it."""
+    name, sep, text = str(spec).partition("=")
+    name = name.strip()
+    if not sep or not name or not text.strip():
+        raise ParameterError(invalid("atlas", spec, "NAME=start:stop:step, e.g. chi=1.0:2.5:0.01"))
+    if name not in PARAMETERS:
+        raise ParameterError(invalid("parameter", name, f"one of {', '.join(PARAMETERS)}"))
+    return name, parse_range(text.strip(), name)
+
+
+def summary(ds: xr.Dataset) -> str:
+    """A few lines on an atlas: branches, folds, stability at the ends, integration."""
+    name = ds.attrs["sweep_param"]
+    values = ds[name].values
+    lines = [f"atlas over {name} = {values[0]:g} .. {values[-1]:g} ({values.size} values): "
+             f"{ds.sizes['branch']} branches, {ds.sizes['fold']} folds, "
+             f"{int(ds['found'].sum())} fixed points"]
+    for b in ds["branch"].values:
+        found = ds["found"].sel(branch=b).values
+        x = values[found]
+        stable = ds["stable"].sel(branch=b).values[found]
+        mean = ds["mean_rate"].sel(branch=b).values[found]
+        lines.append(f"  branch {b}: {name} {x[0]:g} .. {x[-1]:g}, mean rate {mean[0]:.3f} .. "
+                     f"{mean[-1]:.3f} spikes/s, stable at {int(stable.sum())} of {x.size} values")
+    for f in ds["fold"].values:
+        lines.append(f"  fold {f}: {name} = {float(ds[f'fold_{name}'][f]):.5f} "
+                     f"(bracket {float(ds[f'fold_{name}_low'][f]):.5f} .. "
+                     f"{float(ds[f'fold_{name}_high'][f]):.5f}), mean rate "
+                     f"{float(ds['fold_mean_rate'][f]):.3f} spikes/s")
+    reached = values[ds["integration_branch"].values >= 0]
+    lines.append("  theory.integrate from zero converges onto a branch for "
+                 + (f"{name} in {reached.min():g} .. {reached.max():g} "
+                    f"({reached.size} of {values.size} values)" if reached.size else "no value"))
+    return "\n".join(lines)
+
+
 def _check_values(params, name: str, values) -> np.ndarray:
     if isinstance(values, str):
         values = parse_range(values, name)
@@ -666,7 +703,7 @@ class _Atlas:
 
 def atlas(params=None, *, n_random: int = 3, random_at: Sequence[float] | None = None,
           rate_max: float | None = None, seed: int | None = None, integrate_every: int = 10,
-          tol: float = 1e-9, **sweep) -> xr.Dataset:
+          tol: float = 1e-9, data_dir=None, **sweep) -> xr.Dataset:
     """Every fixed-point branch of the mean-field theory over one network parameter.
 
     Usage: ``atlas(Params(), chi=np.arange(1.0, 2.505, 0.01))`` or
@@ -704,6 +741,8 @@ def atlas(params=None, *, n_random: int = 3, random_at: Sequence[float] | None =
         every value.
     tol : float, default 1e-9
         Residual max |Φ(ν) − ν| (spikes/s) of every fixed point.
+    data_dir : path, optional
+        Upstream's data files (see :func:`mam_xr.structure.build`).
 
     Returns
     -------
@@ -749,7 +788,7 @@ def atlas(params=None, *, n_random: int = 3, random_at: Sequence[float] | None =
     if not (isinstance(tol, (int, float)) and tol > 0):
         raise ParameterError(invalid("tol", tol, "a tolerance > 0 spikes/s"))
 
-    s0 = structure_module.build(params)
+    s0 = structure_module.build(params, data_dir=data_dir)
     fam = _family(params, name, s0, lambda q: structure_module.rescale(s0, **{name: _value(q, name)},
                                                                       params=params))
 

@@ -252,7 +252,10 @@ def theory_cmd(preset: str = PRESET, params_file: Optional[Path] = PARAMS,
                fixed_point: bool = typer.Option(True, "--fixed-point/--no-fixed-point",
                                                 help="Also solve for the fixed point and its stability."),
                out: Optional[Path] = typer.Option(None, "--out", help="Zarr store to write the "
-                                                  "result into (group 'theory').")):
+                                                  "result into (group 'theory'; 'atlas' with --atlas)."),
+               atlas_spec: Optional[str] = typer.Option(
+                   None, "--atlas", help="Instead: every fixed-point branch over a range, e.g. "
+                   "chi=1.0:2.5:0.01 (chi, chi_I, g or rate_ext; stop included; docs/atlas.md).")):
     """Mean-field (Siegert) rates: upstream's integration, then the fixed point."""
     from . import structure, theory
 
@@ -260,6 +263,16 @@ def theory_cmd(preset: str = PRESET, params_file: Optional[Path] = PARAMS,
         p = _params(params_file, preset, scale=scale, chi=chi, chi_I=chi_I)
         if out:
             _check_theory_out(out)
+        if atlas_spec is not None:
+            from . import atlas
+
+            name, values = atlas.parse_spec(atlas_spec)
+            ds = atlas.atlas(p, data_dir=data_dir, **{name: values})
+            typer.echo(atlas.summary(ds))
+            if out:
+                ds.to_zarr(out, group="atlas", mode="w")
+                typer.echo(f"written to {out} (group atlas)")
+            return
         net = structure.build(p, data_dir=data_dir)
         th = theory.integrate(net, p)
         converged = bool(th["converged"].all())

@@ -226,3 +226,24 @@ def test_figure_draws_stable_solid_unstable_dashed(full):
     assert "V1" in v1.get(0).vdims[0].label
     with pytest.raises(ParameterError, match="area='V9' is invalid"):
         viz_atlas.atlas_figure(full, area="V9")
+
+
+def test_cli_theory_atlas(tmp_path):
+    from typer.testing import CliRunner
+
+    from mam_xr.cli import app
+
+    out = tmp_path / "atlas.zarr"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = CliRunner().invoke(app, ["theory", "--atlas", "chi=1.0:1.1:0.05", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "atlas over chi = 1 .. 1.1 (3 values): 1 branches, 0 folds" in result.output
+    ds = xr.open_zarr(out, group="atlas").load()
+    assert ds["chi"].values.tolist() == [1.0, 1.05, 1.1]
+    # the tutorial preset: the down-scaled theory's single branch at ~29.6 spikes/s at χ = 1
+    assert float(ds["mean_rate"].sel(chi=1.0, branch=0)) == pytest.approx(29.59, abs=0.01)
+    bad = CliRunner().invoke(app, ["theory", "--atlas", "chi=1.0:2.0:0"])
+    assert bad.exit_code == 2 and "chi step=0.0 is invalid" in bad.output
+    bad = CliRunner().invoke(app, ["theory", "--atlas", "chi"])
+    assert bad.exit_code == 2 and "atlas='chi' is invalid" in bad.output
