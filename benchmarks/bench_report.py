@@ -41,7 +41,7 @@ def main():
 
     import viz_data as vd
     from conftest import reference_structure
-    from mam_xr import analysis, report
+    from mam_xr import analysis, report, report_bokeh
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_report_"))
     store = tmp / "tutorial.zarr"
@@ -73,7 +73,7 @@ def main():
     print(f"  drawing all sections (HoloViews objects): CPU {time.process_time() - c0:.2f} s")
     for s in secs:
         c0 = time.process_time()
-        report._render_section(s)
+        report_bokeh.render_section(s)
         print(f"  {s['id']:15s} Bokeh model: CPU {time.process_time() - c0:.3f} s")
 
     if args.cli:

@@ -15,7 +15,7 @@ import xarray as xr
 pytest.importorskip("holoviews")
 
 import viz_data as vd  # noqa: E402
-from mam_xr import report  # noqa: E402
+from mam_xr import report, report_bokeh  # noqa: E402
 from mam_xr.errors import ParameterError  # noqa: E402
 
 PARAMS = {"network": {"scale": 0.005, "connection": {"chi": 1.0, "g": -11.0}},
@@ -285,7 +285,7 @@ def test_fast_renderings_carry_the_figures_data():
 
     secs = {s["id"]: s for s in report.report_sections(stats=vd.analysis_dict(), max_heatmap_bins=100)}
     heat = secs["instantaneous"]["figure"]
-    fig = report._render_section(secs["instantaneous"])
+    fig = report_bokeh.render_section(secs["instantaneous"])
     img = [r for r in fig.select({"type": GlyphRenderer}) if isinstance(r.glyph, Image)][0]
     z = np.asarray(img.data_source.data["image"][0])
     df = heat.dframe()
@@ -294,7 +294,7 @@ def test_fast_renderings_carry_the_figures_data():
     v1 = df[df["area"] == "V1"].sort_values("time").iloc[:, -1].to_numpy()
     np.testing.assert_allclose(z[areas.index("V1")], v1.astype(np.float32))
     assert fig.yaxis.major_label_overrides[areas.index("FEF")] == "FEF"
-    row = report._render_section(secs["boxes"])
+    row = report_bokeh.render_section(secs["boxes"])
     st = vd.stats_dataset()
     for panel, var in zip(row.children, ("rate", "corrcoef", "lvr")):
         bars = [r for r in panel.select({"type": GlyphRenderer}) if isinstance(r.glyph, HBar)][0]

@@ -1,0 +1,335 @@
+"""Bokeh models of the report's figures (used by :mod:`mam_xr.report`).
+
+:func:`render_section` turns one report section's HoloViews figure into a Bokeh model.
+For the figures that dominate a report's writing time and size it draws the same data
+straight in Bokeh (images for matrices, numeric columns, few glyphs), because writing
+the page costs about the same per Bokeh model; everything else, and any figure that
+does not have the expected shape, goes through HoloViews' own renderer.
+
+Public functions: :func:`render_section`, :func:`render_holoviews` and the fast paths
+:func:`heatmap_image`, :func:`box_panels`, :func:`theory_scatter`, :func:`raster_panels`,
+:func:`fc_panels`, :func:`curve_figure`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+import holoviews as hv
+
+from .viz import COLOURS
+
+__all__ = ["render_section", "render_holoviews", "heatmap_image", "box_panels", "theory_scatter",
+           "raster_panels", "fc_panels", "curve_figure"]
+
+WIDTH, HEIGHT = 900, 320     # the default figure size of mam_xr.viz
+
+
+def _fmt(x) -> str:
+    if isinstance(x, (float, np.floating)):
+        return f"{x:.6g}"
+    return str(x)
+
+
+def render_holoviews(obj):
+    """A Bokeh model of a HoloViews object; a HoloMap gets a frame selector."""
+    from bokeh.layouts import column
+    from bokeh.models import CustomJS, Select
+
+    if isinstance(obj, hv.HoloMap) and not isinstance(obj, hv.DynamicMap) and len(obj) > 1:
+        names = [d.name for d in obj.kdims]
+        labels, models = [], []
+        for i, (key, frame) in enumerate(obj.items()):
+            key = key if isinstance(key, tuple) else (key,)
+            labels.append(", ".join(f"{n} = {_fmt(k)}" for n, k in zip(names, key)))
+            model = hv.render(frame, backend="bokeh")
+            model.visible = i == 0
+            models.append(model)
+        select = Select(title="Sweep point: " + ", ".join(names), value=labels[0], options=labels,
+                        width=320)
+        select.js_on_change("value", CustomJS(args=dict(models=models, labels=labels), code="""
+            const i = labels.indexOf(cb_obj.value);
+            for (let k = 0; k < models.length; k++) { models[k].visible = (k === i); }
+        """))
+        return column(select, *models, name="sweep")
+    if isinstance(obj, hv.HoloMap) and len(obj) == 1:
+        obj = obj.last
+    return hv.render(obj, backend="bokeh")
+
+
+# Fast paths: the two figures that dominate a report's writing time and size are drawn
+# straight in Bokeh from the HoloViews objects' data (same data, colours and hover
+# fields): the area x time heat map as one image (a 32 x 1500 HeatMap costs seconds
+# in HoloViews and ~1 MB of JSON), the box plots as a few glyphs per panel.
+
+def heatmap_image(heat: hv.HeatMap):
+    """An area x time HeatMap as one Bokeh image (areas as rows, time bins as columns)."""
+    from bokeh.models import ColorBar, CustomJSHover, FixedTicker, HoverTool, LinearColorMapper
+    from bokeh.plotting import figure
+    from holoviews.plotting.util import process_cmap
+
+    xdim, ydim = heat.kdims[:2]
+    vdim = heat.vdims[0]
+    df = heat.dframe()
+    times = np.unique(df[xdim.name].to_numpy(float))
+    areas = list(dict.fromkeys(map(str, df[ydim.name])))
+    z = (df.pivot_table(index=ydim.name, columns=xdim.name, values=vdim.name, aggfunc="first", dropna=False)
+         .reindex(index=areas, columns=times).to_numpy(np.float32))
+    dx = float(np.median(np.diff(times))) if times.size > 1 else 1.0
+    kw = heat.opts.get("plot", backend="bokeh").kwargs
+    style = heat.opts.get("style", backend="bokeh").kwargs
+    finite = z[np.isfinite(z)]
+    hi = float(finite.max()) if finite.size else 1.0
+    mapper = LinearColorMapper(palette=process_cmap(style.get("cmap", "YlOrBr"), 256), low=0.0,
+                               high=hi if hi > 0 else 1.0, nan_color="white")
+    unit = f" ({vdim.unit})" if vdim.unit else ""
+    fig = figure(width=kw.get("width", 900), height=kw.get("height", 320), title=kw.get("title", ""),
+                 x_range=(times[0] - dx / 2, times[-1] + dx / 2), y_range=(-0.5, len(areas) - 0.5),
+                 x_axis_label=f"{xdim.label}" + (f" ({xdim.unit})" if xdim.unit else ""),
+                 y_axis_label=ydim.label, tools="pan,wheel_zoom,box_zoom,reset,save", toolbar_location="above")
+    img = fig.image(image=[z], x=times[0] - dx / 2, y=-0.5, dw=dx * times.size, dh=len(areas),
+                    color_mapper=mapper)
+    fig.yaxis.ticker = FixedTicker(ticks=list(range(len(areas))))
+    fig.yaxis.major_label_overrides = {i: a for i, a in enumerate(areas)}
+    fig.grid.visible = False
+    area_of = CustomJSHover(args={"names": areas}, code="""
+        const i = Math.round(value); return (i >= 0 && i < names.length) ? names[i] : "";""")
+    fig.add_tools(HoverTool(renderers=[img], formatters={"$y": area_of}, tooltips=[
+        ("area", "$y{custom}"), (xdim.label.lower(), f"$x{{0.0}}{' ' + xdim.unit if xdim.unit else ''}"),
+        (vdim.label, f"@image{{0.00}}{' ' + vdim.unit if vdim.unit else ''}")]))
+    fig.add_layout(ColorBar(color_mapper=mapper, title=f"{vdim.label}{unit}"), "right")
+    return fig
+
+
+def box_panels(layout: hv.Layout):
+    """Box plots (viz.box_plots) as Bokeh figures: quartile boxes, 1.5-IQR whiskers, outliers, means."""
+    from bokeh.layouts import row
+    from bokeh.models import ColumnDataSource, HoverTool
+    from bokeh.plotting import figure
+
+    panels = list(layout)
+    width = max(240, min(WIDTH // 3, 1200 // max(1, len(panels))))
+    figs = []
+    for panel in panels:
+        box = panel.get(0)
+        vdim = box.vdims[0]
+        df = box.dframe()
+        pops = list(dict.fromkeys(map(str, df["pop"])))
+        rows = {k: [] for k in ("pop", "q1", "q2", "q3", "lo", "hi", "mean", "n", "colour")}
+        out_pop, out_val = [], []
+        for p in pops:
+            v = df.loc[df["pop"] == p, vdim.name].to_numpy(float)
+            q1, q2, q3 = np.percentile(v, [25, 50, 75])
+            iqr = q3 - q1
+            lo, hi = max(v.min(), q1 - 1.5 * iqr), min(v.max(), q3 + 1.5 * iqr)
+            out = v[(v < lo) | (v > hi)]
+            out_pop += [p] * len(out)
+            out_val += out.tolist()
+            for k, x in zip(rows, (p, q1, q2, q3, lo, hi, v.mean(), len(v),
+                                   COLOURS.get(p[-1], "grey"))):
+                rows[k].append(x)
+        src = ColumnDataSource(rows)
+        unit = f" ({vdim.unit})" if vdim.unit else ""
+        fig = figure(width=width, height=HEIGHT, y_range=pops, title=vdim.label,
+                     x_axis_label=f"{vdim.label}{unit}", y_axis_label="Population",
+                     tools="pan,wheel_zoom,reset,save", toolbar_location="above")
+        # few renderers: writing the page costs about the same per Bokeh model
+        fig.segment("lo", "pop", "hi", "pop", source=src, color="black")      # whiskers, under the box
+        bars = fig.hbar(y="pop", left="q1", right="q3", height=0.6, source=src, fill_color="colour",
+                        fill_alpha=0.6, line_color="black")
+        fig.hbar(y="pop", left="q2", right="q2", height=0.6, source=src, line_color="black", line_width=2)
+        n_out = len(out_val)
+        fig.scatter(x=out_val + rows["mean"], y=out_pop + rows["pop"],
+                    marker=["circle"] * n_out + ["x"] * len(pops), size=[4] * n_out + [10] * len(pops),
+                    color="black", line_width=2)                                 # outliers and means (×)
+        fmt = f"{{0.0000}}{' ' + vdim.unit if vdim.unit else ''}"
+        fig.add_tools(HoverTool(renderers=[bars], tooltips=[
+            ("population", "@pop"), ("median", f"@q2{fmt}"), ("quartiles", f"@q1{fmt} – @q3{fmt}"),
+            ("mean (×)", f"@mean{fmt}"), ("areas", "@n")]))
+        figs.append(fig)
+    return row(*figs)
+
+
+def theory_scatter(ov: hv.Overlay):
+    """viz.theory_vs_simulation as one Bokeh scatter (colour and marker per population) and its
+    identity line, instead of one renderer per population."""
+    from bokeh.models import ColumnDataSource, HoverTool
+    from bokeh.plotting import figure
+
+    scatters = [el for el in ov if isinstance(el, hv.Scatter)]
+    line = next(el for el in ov if isinstance(el, hv.Curve))
+    xdim, ydim = scatters[0].kdims[0], scatters[0].vdims[0]
+    cols: dict[str, list] = {k: [] for k in ("x", "y", "area", "pop", "colour", "marker")}
+    for el in scatters:
+        style = el.opts.get("style", backend="bokeh").kwargs
+        df = el.dframe()
+        cols["x"] += df[xdim.name].tolist()
+        cols["y"] += df[ydim.name].tolist()
+        cols["area"] += df["area"].astype(str).tolist()
+        cols["pop"] += df["pop"].astype(str).tolist()
+        cols["colour"] += [style.get("color", "black")] * len(df)
+        cols["marker"] += [style.get("marker", "circle")] * len(df)
+    kw = ov.opts.get("plot", backend="bokeh").kwargs
+    unit = f" ({xdim.unit})" if xdim.unit else ""
+    fig = figure(width=kw.get("width", 620), height=kw.get("height", 520), title=kw.get("title", ""),
+                 x_axis_label=f"{xdim.label}{unit}", y_axis_label=f"{ydim.label}{unit}",
+                 tools="pan,wheel_zoom,box_zoom,reset,save", toolbar_location="above")
+    fig.line(line.dimension_values(0), line.dimension_values(1), color="grey", line_dash="dashed")
+    pts = fig.scatter("x", "y", source=ColumnDataSource(cols), color="colour", marker="marker", size=7,
+                      legend_group="pop")
+    u = f" {xdim.unit}" if xdim.unit else ""
+    fig.add_tools(HoverTool(renderers=[pts], tooltips=[
+        ("area", "@area"), ("population", "@pop"), ("theory", f"@x{{0.000}}{u}"),
+        ("simulation", f"@y{{0.000}}{u}")]))
+    fig.add_layout(fig.legend[0], "right")
+    return fig
+
+
+def raster_panels(layout: hv.Layout):
+    """viz.raster as Bokeh scatter plots (one renderer per area; E blue, I red)."""
+    from bokeh.layouts import row
+    from bokeh.models import ColumnDataSource, CustomJSHover, FixedTicker, HoverTool, LinearColorMapper
+    from bokeh.plotting import figure
+
+    figs = []
+    for pts in layout:
+        kw = pts.opts.get("plot", backend="bokeh").kwargs
+        style = pts.opts.get("style", backend="bokeh").kwargs
+        df = pts.dframe()
+        pops = list(dict.fromkeys(map(str, df["pop"])))
+        # numeric columns only: they travel as compact binary arrays, strings as JSON per point
+        src = ColumnDataSource({"time": df["time"].to_numpy(np.float32), "y": df["y"].to_numpy(np.float32),
+                                "pop": df["pop"].map({p: i for i, p in enumerate(pops)}).to_numpy(np.int8),
+                                "neuron": df["neuron"].to_numpy(np.int32),
+                                "inh": (df["kind"] == "I").to_numpy(np.int8)})
+        colours = LinearColorMapper(palette=[COLOURS["E"], COLOURS["I"]], low=0, high=1)
+        ticks = dict(kw.get("yticks", []))
+        fig = figure(width=kw.get("width", 300), height=kw.get("height", 320), title=kw.get("title", ""),
+                     x_range=kw.get("xlim"), y_range=kw.get("ylim"), x_axis_label="Time (ms)",
+                     y_axis_label="Neuron", tools="pan,wheel_zoom,box_zoom,reset,save",
+                     toolbar_location="above")
+        dots = fig.scatter("time", "y", source=src, color={"field": "inh", "transform": colours},
+                           size=style.get("size", 2), line_width=0)
+        fig.yaxis.ticker = FixedTicker(ticks=list(ticks))
+        fig.yaxis.major_label_overrides = {float(k): str(v) for k, v in ticks.items()}
+        area = str(kw.get("title", "")).split(" (")[0]
+        name = CustomJSHover(args={"names": pops}, code="return names[value] ?? '';")
+        fig.add_tools(HoverTool(renderers=[dots], formatters={"@pop": name}, tooltips=[
+            ("area", area), ("population", "@pop{custom}"), ("neuron", "@neuron"), ("time", "@time{0.0} ms")]))
+        figs.append(fig)
+    return row(*figs)
+
+
+def fc_panels(layout: hv.Layout):
+    """viz.functional_connectivity as Bokeh: each matrix one image, the pair scatter one renderer."""
+    from bokeh.layouts import row
+    from bokeh.models import ColorBar, CustomJSHover, FixedTicker, HoverTool, LinearColorMapper
+    from bokeh.plotting import figure
+    from holoviews.plotting.util import process_cmap
+
+    figs = []
+    for el in layout:
+        kw = el.opts.get("plot", backend="bokeh").kwargs
+        if isinstance(el, hv.HeatMap):
+            df = el.dframe()
+            xs = list(dict.fromkeys(map(str, df["area_x"])))
+            ys = list(dict.fromkeys(map(str, df["area_y"])))         # bottom row first
+            z = (df.pivot_table(index="area_y", columns="area_x", values="fc", aggfunc="first", dropna=False)
+                 .reindex(index=ys, columns=xs).to_numpy(np.float32))
+            mapper = LinearColorMapper(palette=process_cmap("RdBu_r", 256), low=-1.0, high=1.0,
+                                       nan_color="white")
+            fig = figure(width=kw.get("width", 450), height=kw.get("height", 420), title=kw.get("title", ""),
+                         x_range=(-0.5, len(xs) - 0.5), y_range=(-0.5, len(ys) - 0.5),
+                         x_axis_label=el.kdims[0].label, y_axis_label=el.kdims[1].label,
+                         tools="pan,wheel_zoom,reset,save", toolbar_location="above")
+            img = fig.image(image=[z], x=-0.5, y=-0.5, dw=len(xs), dh=len(ys), color_mapper=mapper)
+            for axis, names in ((fig.xaxis, xs), (fig.yaxis, ys)):
+                axis.ticker = FixedTicker(ticks=list(range(len(names))))
+                axis.major_label_overrides = dict(enumerate(names))
+            fig.xaxis.major_label_orientation = np.pi / 2
+            fig.grid.visible = False
+            name_x = CustomJSHover(args={"names": xs}, code="return names[Math.round(value)] ?? '';")
+            name_y = CustomJSHover(args={"names": ys}, code="return names[Math.round(value)] ?? '';")
+            fig.add_tools(HoverTool(renderers=[img], formatters={"$x": name_x, "$y": name_y}, tooltips=[
+                ("areas", "$y{custom} – $x{custom}"), ("Pearson r", "@image{0.000}")]))
+            fig.add_layout(ColorBar(color_mapper=mapper, title="Pearson r"), "right")
+        else:                                                        # the pair scatter
+            df = el.dframe()
+            xd, yd = el.kdims[0], el.vdims[0]
+            fig = figure(width=kw.get("width", 360), height=kw.get("height", 380), title=kw.get("title", ""),
+                         x_axis_label=xd.label, y_axis_label=yd.label,
+                         tools="pan,wheel_zoom,box_zoom,reset,save", toolbar_location="above")
+            dots = fig.scatter(xd.name, yd.name, source=df[[xd.name, yd.name, "pair"]], size=4,
+                               color="#444444")
+            fig.add_tools(HoverTool(renderers=[dots], tooltips=[
+                ("areas", "@pair"), ("experimental r", f"@{xd.name}{{0.000}}"),
+                ("simulated r", f"@{yd.name}{{0.000}}")]))
+        figs.append(fig)
+    return row(*figs)
+
+
+def curve_figure(curves: list, *, title: str, width: int, height: int, legend: bool,
+                  hline: float | None = None):
+    """Curves (hv.Curve with a time kdim) in one Bokeh figure; numeric columns only."""
+    from bokeh.models import HoverTool
+    from bokeh.plotting import figure
+
+    tdim, vdim = curves[0].kdims[0], curves[0].vdims[0]
+    unit = f" ({vdim.unit})" if vdim.unit else ""
+    fig = figure(width=width, height=height, title=title, toolbar_location="above",
+                 x_axis_label=f"{tdim.label}" + (f" ({tdim.unit})" if tdim.unit else ""),
+                 y_axis_label=f"{vdim.label}{unit}", tools="pan,wheel_zoom,box_zoom,reset,save")
+    lines = []
+    for c in curves:
+        style = c.opts.get("style", backend="bokeh").kwargs
+        name = str(c.label or c.dimension_values("area")[0])
+        extra = {"legend_label": name} if legend else {}
+        lines.append(fig.line(c.dimension_values(0).astype(np.float32), c.dimension_values(1).astype(np.float32),
+                              color=style.get("color", "#555555"), line_width=style.get("line_width", 1),
+                              name=name, **extra))
+    if hline is not None:
+        t0 = float(min(c.dimension_values(0).min() for c in curves))
+        t1 = float(max(c.dimension_values(0).max() for c in curves))
+        fig.line([t0, t1], [hline, hline], color="grey", line_dash="dashed")
+    u = f" {vdim.unit}" if vdim.unit else ""
+    fig.add_tools(HoverTool(renderers=lines, tooltips=[("", "$name"), ("time", "@x{0.0} ms"),
+                                                       (vdim.label, f"@y{{0.00}}{u}")]))
+    if legend:
+        fig.add_layout(fig.legend[0], "right")
+    return fig
+
+
+def render_section(sec: dict):
+    """A section's Bokeh model: the fast paths above where they apply, else HoloViews."""
+    fig = sec["figure"]
+    if sec["id"] == "instantaneous" and isinstance(fig, hv.HeatMap):
+        return heatmap_image(fig)
+    if sec["id"] == "boxes" and isinstance(fig, hv.Layout) and all(
+            isinstance(p, hv.Overlay) and isinstance(p.get(0), hv.BoxWhisker) for p in fig):
+        return box_panels(fig)
+    if sec["id"] == "theory" and isinstance(fig, hv.Overlay) and any(isinstance(e, hv.Scatter) for e in fig):
+        return theory_scatter(fig)
+    if sec["id"] == "rate_over_time" and isinstance(fig, hv.Overlay) and all(
+            isinstance(e, (hv.Curve, hv.HLine)) for e in fig):
+        kw = fig.opts.get("plot", backend="bokeh").kwargs
+        hl = next((e for e in fig if isinstance(e, hv.HLine)), None)
+        return curve_figure([e for e in fig if isinstance(e, hv.Curve)], title=kw.get("title", ""),
+                             width=WIDTH + 150, height=HEIGHT, legend=True,
+                             hline=None if hl is None else float(hl.data))
+    if sec["id"] == "area_rates" and isinstance(fig, hv.Layout) and all(isinstance(e, hv.Curve) for e in fig):
+        from bokeh.layouts import column
+
+        figs = []
+        for c in fig:
+            kw = c.opts.get("plot", backend="bokeh").kwargs
+            figs.append(curve_figure([c], title=kw.get("title", ""), width=kw.get("width", WIDTH),
+                                      height=kw.get("height", 160), legend=False))
+        for f in figs[1:]:
+            f.x_range = figs[0].x_range                    # zoom all areas together
+        return column(*figs)
+    if sec["id"] == "raster" and isinstance(fig, hv.Layout) and all(isinstance(p, hv.Points) for p in fig):
+        return raster_panels(fig)
+    if sec["id"] == "fc" and isinstance(fig, hv.Layout) and all(
+            isinstance(p, (hv.HeatMap, hv.Scatter)) for p in fig):
+        return fc_panels(fig)
+    return render_holoviews(fig)
