@@ -1,7 +1,6 @@
-"""Theory atlas: every mean-field fixed-point branch over a network parameter.
-
-The atlas is one concept (continuation, folds, stability and the labels of one
-bifurcation diagram share their state), hence one module longer than most.
+"""Theory atlas: every mean-field fixed-point branch over a network parameter (one concept:
+continuation, folds, stability and the labels of one bifurcation diagram share their state,
+hence one module longer than most).
 
 ``atlas(params, chi=values)`` maps the fixed points ν* = Φ(ν*) of the
 mean-field theory (:mod:`mam_xr.theory`) over a range of the cortico-cortical
@@ -1072,3 +1071,57 @@ def _dataset(at: _Atlas, integ: dict, label) -> xr.Dataset:
                    f"params label {p.label()}) - mam_xr version {__version__}",
     })
     return ds
+
+
+# --- the model's own full-scale rates -------------------------------------------------------
+
+def fullscale_fixed_point(params, data_dir=None) -> xr.Dataset:
+    """The full-scale mean-field fixed point of the same network parameters.
+
+    Used for ``network.fullscale_rates="theory"``: the DC drive of a down-scaled
+    network compensates the input of the full-scale network at these rates, so
+    they are a fixed point of the down-scaled theory by construction.  The branch
+    is the one reached from zero rates: :func:`mam_xr.theory.fixed_point` started
+    from :func:`mam_xr.theory.integrate` (upstream's procedure: T = 50 ms,
+    dt = 0.1 ms, zero initial rates), or, where that integration does not settle,
+    from the fixed point continued in the cortico-cortical coupling from isolated
+    areas (at the default χ = 1.9 this is the low-activity branch, 3.64 spikes/s).
+
+    Parameters
+    ----------
+    params : Params or NetworkParams
+        Only the network part is used, at scale 1 (all 32 areas, theory defaults).
+
+    Returns
+    -------
+    xr.Dataset
+        The :func:`theory.fixed_point` Dataset (``rate`` (area, pop) in spikes/s,
+        ``stable``, ``eigenvalue_max_real``, ``converged``, ...); attrs ``branch``
+        says how the branch was chosen.
+
+    Raises
+    ------
+    ParameterError
+        If no fixed point is found to 1e-9 spikes/s.
+    """
+    from .params import NetworkParams, Params
+
+    net = params.network if isinstance(params, Params) else params
+    if not isinstance(net, NetworkParams):
+        raise ParameterError(invalid("params", type(params).__name__, "a Params or NetworkParams"))
+    values = net.model_dump()
+    values.update(scale=1.0, neuron_scaling=None, indegree_scaling=None, fullscale_rates=None)
+    full = Params.from_dict({"network": values})
+    s = structure_module.build(full, data_dir=data_dir)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", theory.ConvergenceWarning)
+        fp = theory.fixed_point(s, full, initial_rates="zero", with_gain=False, warn=False)
+    if not bool(fp["converged"]):
+        raise ParameterError(invalid("fullscale_rates", "theory", "parameters whose full-scale theory "
+                                     "has a fixed point reached from zero rates (none found to 1e-9 "
+                                     "spikes/s); give a rates JSON instead"))
+    fp.attrs["branch"] = ("reached from zero rates: theory.fixed_point from theory.integrate "
+                          "(T = 50 ms, dt = 0.1 ms); where that does not settle, continuation in "
+                          "the cortico-cortical coupling from isolated areas")
+    fp.attrs["fullscale_params_label"] = full.label()
+    return fp

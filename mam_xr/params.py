@@ -210,8 +210,9 @@ class NetworkParams(_Section):
     fullscale_rates: Optional[str] = Field(
         None, strict=True,
         description="population rates (spikes/s) used to compensate down-scaling: "
-                    "'upstream' (the pinned tests/fullscale_rates.json), a JSON path, or None "
-                    "(allowed only at full scale)")
+                    "'upstream' (the pinned tests/fullscale_rates.json), 'theory' (the full-scale "
+                    "mean-field fixed point of the same parameters, reached from zero rates), a "
+                    "JSON path, or None (allowed only at full scale)")
     neuron: NeuronParams = NeuronParams()
     connection: ConnectionParams = ConnectionParams()
     delay: DelayParams = DelayParams()

@@ -440,6 +440,11 @@ def read_fullscale_rates(source, data_dir=None) -> np.ndarray:
     path to a JSON ``{area: {pop: rate}}``; a list value counts by its first
     element, as upstream.
     """
+    if source == "theory":
+        raise ParameterError(invalid(
+            "fullscale_rates", "theory", "'upstream' or a rates JSON path here: the model's own "
+            "full-scale rates depend on the network parameters; build the structure "
+            "(mam_xr.structure.build computes them and stores them as its 'fullscale_rates')"))
     path = _data.fetch("tests/fullscale_rates.json", data_dir) if source == "upstream" \
         else Path(os.fspath(source))
     if not path.is_file():
@@ -518,7 +523,15 @@ def build(params=None, data_dir=None, anatomy: xr.Dataset | None = None) -> xr.D
             raise ParameterError(invalid("fullscale_rates", None,
                                          '"upstream" or a rates file: down-scaling '
                                          f"(N_scaling={eta}, K_scaling={kappa}) needs full-scale rates"))
-        rates = read_fullscale_rates(net.fullscale_rates, data_dir)
+        if net.fullscale_rates == "theory":
+            # the model's own full-scale fixed point (the one dependency on a higher layer:
+            # these rates come from the mean-field theory of the same parameters)
+            from .atlas import fullscale_fixed_point
+
+            fixed_point = fullscale_fixed_point(net, data_dir)
+            rates = fixed_point["rate"].transpose("area", "pop").values
+        else:
+            rates = read_fullscale_rates(net.fullscale_rates, data_dir)
     if anatomy is None:
         anatomy = _anatomy(data_dir)
 
@@ -585,6 +598,17 @@ def build(params=None, data_dir=None, anatomy: xr.Dataset | None = None) -> xr.D
         "units": "1", "long_name": "fraction of an area's synapses that are local to the model patch"})
     ds["external_synapses_area"] = xr.DataArray(b["E"], dims=("area",), attrs={
         "units": "1", "long_name": "synapses of the patch not modelled explicitly (before fac_nu_ext)"})
+    if rates is not None and net.fullscale_rates == "theory":
+        provenance = {"units": "spikes/s", "long_name": "full-scale rates compensated by the DC drive",
+                      "source": "theory"}
+        provenance.update(
+            branch=fixed_point.attrs["branch"],
+            fullscale_params_label=fixed_point.attrs["fullscale_params_label"],
+            residual_max=float(np.nanmax(np.abs(fixed_point["residual"].values))),
+            eigenvalue_max_real=float(fixed_point["eigenvalue_max_real"]),
+            stable=bool(fixed_point["stable"]))
+        ds["fullscale_rates"] = xr.DataArray(np.where(ex.values, rates, np.nan), dims=("area", "pop"),
+                                             attrs=provenance)
     return ds
 
 

@@ -247,3 +247,33 @@ def test_cli_theory_atlas(tmp_path):
     assert bad.exit_code == 2 and "chi step=0.0 is invalid" in bad.output
     bad = CliRunner().invoke(app, ["theory", "--atlas", "chi"])
     assert bad.exit_code == 2 and "atlas='chi' is invalid" in bad.output
+
+
+# --- fullscale_rates="theory" ---------------------------------------------------------------
+
+def test_fullscale_rates_theory_is_a_fixed_point_of_the_downscaled_theory():
+    p = Params.tutorial(fullscale_rates="theory")           # scale 0.005, χ = χ_I = 1
+    s = structure.build(p)
+    full = s["fullscale_rates"]
+    assert full.attrs["source"] == "theory" and "zero rates" in full.attrs["branch"]
+    assert full.attrs["residual_max"] <= 1e-9 and full.attrs["stable"] is True
+    # the full-scale theory of the tutorial parameters (not the pinned file's 29.6-spikes/s state)
+    assert float(full.mean()) == pytest.approx(3.7292, abs=1e-4)
+    # a fixed point of the down-scaled theory by construction: Φ(ν_full) = ν_full, and root
+    # finding from it stays there
+    stats = theory.input_statistics(s, full, p)
+    nrn = p.network.neuron
+    phi = theory.transfer(to_flat_vector(stats["mu"]), to_flat_vector(stats["sigma"]),
+                          tau_m=nrn.tau_m, tau_s=nrn.tau_syn_ex, t_ref=nrn.t_ref,
+                          theta=nrn.V_th - nrn.E_L, V_r=nrn.V_reset - nrn.E_L)
+    assert float(np.max(np.abs(phi - to_flat_vector(full)))) <= 1e-6
+    fp = _quiet(theory.fixed_point, s, p, initial=full, with_gain=False)
+    assert bool(fp["converged"]) and float(np.nanmax(np.abs(fp["rate"] - full))) <= 1e-6
+    # ... but an unstable one at scale 0.005 (max Re λ = 1.69): the integration leaves it
+    assert float(fp["eigenvalue_max_real"]) == pytest.approx(1.687, abs=1e-3)
+    # the pinned file compensates for other rates: there the full-scale state is no fixed point
+    s_file = structure.build(Params.tutorial())
+    moved = _quiet(theory.integrate, s_file, Params.tutorial(), initial_rates=full)
+    assert float(np.nanmax(np.abs(moved["rate"] - full))) > 1.0
+    with pytest.raises(ParameterError, match="fullscale_rates='theory' is invalid"):
+        structure.rescale(s, chi=1.5, params=p)
