@@ -33,6 +33,11 @@ import numpy as np
 import xarray as xr
 from scipy import linalg
 
+try:  # optional: BLAS single-threaded, as in mam_xr.theory (254 x 254 problems gain nothing
+    from threadpoolctl import threadpool_limits  # from threads and spin-wait on a busy machine)
+except ImportError:  # pragma: no cover
+    threadpool_limits = None
+
 from . import __version__
 from . import structure as structure_module
 from . import theory
@@ -766,6 +771,13 @@ def atlas(params=None, *, n_random: int = 3, random_at: Sequence[float] | None =
         No or several swept parameters, an unknown one, a value outside its
         valid range, a range with step <= 0, or invalid options.
     """
+    if threadpool_limits is None:
+        return _atlas(params, n_random, random_at, rate_max, seed, integrate_every, tol, data_dir, sweep)
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _atlas(params, n_random, random_at, rate_max, seed, integrate_every, tol, data_dir, sweep)
+
+
+def _atlas(params, n_random, random_at, rate_max, seed, integrate_every, tol, data_dir, sweep):
     from .params import Params
 
     t_start = time.perf_counter()
