@@ -151,6 +151,6 @@ def atlas_figure(ds: xr.Dataset, *, area: str | None = None, pop: str | None = N
         sim = hv.Points((sx, sy), kdims + vdims, label="simulation")
         elements.append(_opts(sim, color=_SIMULATED, marker="D", bokeh={"size": 8}, mpl={"s": 40}))
     overlay = hv.Overlay(elements) if elements else hv.Overlay([hv.Curve([], kdims, vdims)])
-    overlay = overlay.opts(title=title or f"Mean-field fixed points over {name}")
-    return _opts(overlay, bokeh={"width": 800, "height": 450, "legend_position": "top_left"},
+    return _opts(overlay, title=title or f"Mean-field fixed points over {name}",
+                 bokeh={"width": 800, "height": 450, "legend_position": "top_left"},
                  mpl={"aspect": 1.9, "fig_inches": 9, "legend_position": "right"})
