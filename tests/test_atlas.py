@@ -277,3 +277,5 @@ def test_fullscale_rates_theory_is_a_fixed_point_of_the_downscaled_theory():
     assert float(np.nanmax(np.abs(moved["rate"] - full))) > 1.0
     with pytest.raises(ParameterError, match="fullscale_rates='theory' is invalid"):
         structure.rescale(s, chi=1.5, params=p)
+    with pytest.raises(ParameterError, match="fullscale_rates='theory' is invalid"):
+        atlas.atlas(p, chi=[1.0, 1.1])           # its DC drive is not linear in χ
