@@ -349,7 +349,12 @@ def report_sections(*, structure=None, theory=None, stats=None, spikes=None,
     if theory is not None and rate is not None:
         th = theory
         if isinstance(th, xr.Dataset):
-            th = viz._dataarray(th, None, defaults=("rate", "final_rate"), argname="theory")
+            name = next((v for v in ("rate", "final_rate") if v in th.data_vars),
+                        next(iter(th.data_vars)) if len(th.data_vars) == 1 else None)
+            if name is None:
+                raise ParameterError(invalid("theory", list(th.data_vars)[:10],
+                                             "a Dataset with a 'rate' or 'final_rate' variable"))
+            th = th[name]
         th1, n_th = _first_point(th, ("area", "pop", "draw"))
         r1, n1 = _first_point(rate, ("area", "pop"))
         add("theory", "Mean-field theory vs simulation", lambda: viz.theory_vs_simulation(th1, r1),

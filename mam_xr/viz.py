@@ -1,4 +1,5 @@
-"""Interactive figures of a run: HoloViews objects drawn with Bokeh.
+"""Interactive figures of a run: HoloViews objects drawn with Bokeh (one concept, the
+figures, kept in one module although it is long: the figures share their helpers).
 
 Every function takes labelled data (an ``xr.DataArray``, or an ``xr.Dataset``
 plus the name of a variable) and returns a HoloViews object; it draws and
