@@ -75,17 +75,17 @@ HPC_NODES_PER_VP = 65534
 COEFFICIENTS: dict[str, tuple[float, float, str, str]] = {
     # --- memory (peak resident set of one process, or of one MPI rank) -----------
     "memory_fixed": (
-        620e6, 560e6, "B",
+        350e6, 1.27e9, "B",
         "process baseline: Python, NEST / Brian2 and their libraries, the structure and theory"),
     "memory_per_neuron": (
-        11e3, 1.0e3, "B/neuron",
+        17.4e3, 0.0, "B/neuron",
         "neuron state; NEST: two ring buffers of max_delay/dt slots per neuron, the external "
         "and recorder connections"),
     "memory_per_synapse": (
-        60.0, 48.0, "B/synapse",
+        112.0, 80.0, "B/synapse",
         "peak bytes per recurrent synapse, construction path included (NEST: static_synapse)"),
     "memory_per_synapse_hpc": (
-        45.0, 48.0, "B/synapse",
+        37.0, 80.0, "B/synapse",
         "as memory_per_synapse when NEST may use static_synapse_hpc (<= 65,534 nodes per "
         "virtual process)"),
     "memory_per_drawn_synapse": (
@@ -97,41 +97,41 @@ COEFFICIENTS: dict[str, tuple[float, float, str, str]] = {
         "written arrays)"),
     # --- construction (wall time until the first simulated step) ------------------
     "build_fixed": (
-        0.5, 14.0, "s",
+        0.05, 8.2, "s",
         "fixed cost; Brian2: code generation and a cold compilation of the C++ project"),
     "build_per_neuron": (
-        55e-6, 2e-6, "s/neuron",
+        32e-6, 0.0, "s/neuron",
         "creating neurons and their external input"),
     "draw_per_synapse": (
         175e-9, 175e-9, "s/synapse",
         "drawing one recurrent synapse with NumPy, one thread (under MPI every rank draws all)"),
     "build_per_synapse": (
-        250e-9, 180e-9, "s/synapse",
+        286e-9, 300e-9, "s/synapse",
         "creating one drawn synapse (NEST Connect; Brian2 set-up, saving and loading)"),
     "build_thread_efficiency": (
         0.5, 0.0, "1",
         "e in s_build(T) = 1 + (T - 1) e for the per-synapse construction work"),
     # --- simulation ----------------------------------------------------------------
     "step_per_neuron": (
-        72e-9, 6.0e-9, "s/(neuron step)",
+        28.9e-9, 3.1e-9, "s/(neuron step)",
         "update of one neuron in one step of dt (NEST: ring buffers, Brian2: state, threshold, "
         "Poisson draw)"),
     "per_event": (
-        200e-9, 35e-9, "s/event",
+        543e-9, 46.6e-9, "s/event",
         "delivery of one synaptic event (recurrent spike x synapse, or external input spike)"),
     "thread_efficiency": (
-        0.8, 0.6, "1",
+        1.0, 0.1, "1",
         "e in s(T) = 1 + (T - 1) e for the simulation on T threads (cores not shared)"),
     "process_fixed": (
-        5.0, 5.0, "s",
+        2.0, 2.0, "s",
         "imports, structure, mean-field theory and writing in a `mam-xr run` process"),
     # --- run store -------------------------------------------------------------------
     "store_fixed": (
-        2.0e6, 2.0e6, "B", "structure, theory, attributes"),
+        1.3e6, 1.3e6, "B", "structure, theory, attributes"),
     "store_per_spike": (
-        2.0, 2.0, "B/spike", "compressed spike (time step, neuron) pairs"),
+        2.2, 2.2, "B/spike", "compressed spike (time step, neuron) pairs"),
     "store_per_synapse": (
-        0.0, 5.2, "B/synapse", "saved connectivity (Brian2 saves the drawn network)"),
+        0.0, 5.7, "B/synapse", "saved connectivity (Brian2 saves the drawn network)"),
     # --- clusters (NEST with MPI; not measured here, see docs/scaling.md) ----------
     "mpi_per_step": (
         1.0e-4, math.nan, "s/step",
