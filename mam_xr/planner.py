@@ -56,7 +56,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .errors import ParameterError, invalid
+from .errors import MamXrError, ParameterError, invalid
 from .network import CHUNK_SYNAPSES
 from .flat import AREAS, N_POPULATIONS, POPS, population_labels, to_flat_matrix, to_flat_vector
 
@@ -65,6 +65,9 @@ _FLAT_INDEX = np.array([AREAS.index(a) * 8 + POPS.index(q) for a, q in (lab.spli
 
 ENGINES = ("nest", "brian2")
 GiB = 2.0 ** 30
+
+#: Rate (spikes/s) assumed where the mean-field rates cannot be computed.
+FALLBACK_RATE = 10.0
 
 #: NEST's ``static_synapse_hpc`` addresses at most this many nodes per virtual process.
 HPC_NODES_PER_VP = 65534
@@ -135,8 +138,8 @@ COEFFICIENTS: dict[str, tuple[float, float, str, str]] = {
     # --- clusters (NEST with MPI; not measured here, see docs/scaling.md) ----------
     "mpi_per_step": (
         1.0e-4, math.nan, "s/step",
-        "communication and synchronisation per min_delay step on a cluster (from published "
-        "full-scale NEST figures)"),
+        "communication and synchronisation per min_delay step on a cluster (assumed, not "
+        "measured here)"),
     "memory_usable_fraction": (
         0.9, 0.9, "1", "share of a node's memory a run may plan to use (the rest: system)"),
 }
@@ -512,11 +515,22 @@ def plan(params, structure=None, *, engines: Sequence[str] | str | None = None,
     if rates is None:
         from . import theory
 
-        th = theory.integrate(structure, params, warn=False)
-        flat_rates = to_flat_vector(th["rate"])
-        converged = bool(th["converged"].all())
-        if not converged:
-            notes.append("the mean-field integration did not converge: spikes are a rough guess")
+        # time-varying replacement currents have no stationary theory: use the Poisson one
+        replace = "het_poisson_stat" \
+            if params.simulation.replace_non_simulated_areas == "het_current_nonstat" else None
+        try:
+            th = theory.integrate(structure, params, warn=False, replace=replace)
+        except MamXrError as exc:
+            # the planner never pre-empts the engines' own checks: guess the activity instead
+            flat_rates = np.full(N_POPULATIONS, FALLBACK_RATE)
+            converged = False
+            notes.append(f"no mean-field rates ({type(exc).__name__}): spikes assume "
+                         f"{FALLBACK_RATE:g} spikes/s")
+        else:
+            flat_rates = to_flat_vector(th["rate"])
+            converged = bool(th["converged"].all())
+            if not converged:
+                notes.append("the mean-field integration did not converge: spikes are a rough guess")
     else:
         flat_rates = np.asarray(rates, dtype=float).reshape(-1)
         if flat_rates.size == len(AREAS) * 8:  # (32, 8) with NaN for TH 4E/4I

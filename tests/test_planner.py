@@ -224,3 +224,12 @@ def test_cluster_layout_on_given_nodes():
     assert more.per_simulated_second_s < least.per_simulated_second_s
     with pytest.raises(ParameterError, match=f"nodes={least.nodes - 1} is invalid: expected enough nodes"):
         planner.cluster_layout(counts, memory_per_node=128 * GiB, nodes=least.nodes - 1)
+
+
+def test_subsets_with_replacement_currents_are_planned():
+    # het_current_nonstat has no stationary theory: the Poisson replacement stands in for it
+    p = Params.tutorial(areas_simulated=["V1", "V2"], replace_non_simulated_areas="het_current_nonstat",
+                        t_sim=100.0, segment=100.0)
+    rep = planner.plan(p, memory_available=16 * GiB)
+    assert rep.areas == 2 and rep.theory_converged and rep.spikes > 0
+    assert rep.neurons == int(np.floor(to_flat_vector(mam_xr.build(p)["neurons"]))[:16].sum())
