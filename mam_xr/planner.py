@@ -1,4 +1,6 @@
 """Resource planner: what a run will need, computed before anything is drawn.
+One concept (the resource model, its coefficient table, the cluster layout and
+the report's text belong together), hence one module of about 700 lines.
 
 :func:`plan` builds the structure (cheap: no neuron or synapse is drawn) and
 the mean-field rates (:func:`mam_xr.theory.integrate`), and from them
