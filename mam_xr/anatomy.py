@@ -1,7 +1,7 @@
 """Stage A: upstream's raw anatomical data -> processed anatomy.
 
 Reproduces upstream's ``VisualCortex_Data.py`` (INM-6/multi-area-model, commit
-355d940) as specified in spec/construction.md §2–§3: architectural types,
+355d940) as described in docs/anatomy.md: architectural types,
 neuron densities (NeuN -> Nissl calibration), total and laminar thicknesses,
 full-surface ("realistic") neuron numbers, FLN from Markov et al. 2014 mapped
 onto the FV91 parcellation, CoCoMac existence and laminar patterns, the

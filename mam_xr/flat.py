@@ -4,7 +4,7 @@ The labelled form (dims ``area``, ``pop``, ``source_area``, ``source_pop``) is
 used everywhere in mam_xr.  Upstream works with vectors of the 254 existing
 populations (area-major, population-minor, TH 4E/4I skipped) and with
 254 x 255 target x source matrices whose last column is the external
-(Poisson) input (spec/construction.md §1.3).  The functions here convert
+(Poisson) input (docs/structure.md).  The functions here convert
 between the two; use the flat form only for linear algebra and for
 comparisons with upstream's outputs.
 """

@@ -14,6 +14,7 @@ first element (upstream stores ``[rate, ...]`` lists).
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from pathlib import Path
@@ -26,7 +27,24 @@ from .flat import N_POPULATIONS, population_labels
 _LABELS = population_labels()
 _AREA_POP = [tuple(lab.split("-")) for lab in _LABELS]
 
-__all__ = ["rates_from_mapping", "read_rates_json", "is_run_store", "rates_from_run"]
+__all__ = ["rates_from_mapping", "read_rates_json", "is_run_store", "rates_from_run",
+           "COMPUTED_SOURCES", "computed_source"]
+
+#: Rate sources that a higher layer computes, by name: ``"module:function"``.
+#: The structure asks for them by name and the module is loaded on first use,
+#: like a plug-in, so the structure layer never imports the theory (the
+#: function takes the network parameters and the data directory and returns
+#: a Dataset with a ``rate`` variable on (area, pop), spikes/s).
+COMPUTED_SOURCES = {"theory": "mam_xr.atlas:fullscale_fixed_point"}
+
+
+def computed_source(name: str):
+    """The function that computes the rates source ``name`` (see COMPUTED_SOURCES)."""
+    if name not in COMPUTED_SOURCES:
+        raise ParameterError(invalid("fullscale_rates", name,
+                                     f"one of {sorted(COMPUTED_SOURCES)}, 'upstream' or a rates file"))
+    module, function = COMPUTED_SOURCES[name].split(":")
+    return getattr(importlib.import_module(module), function)
 
 
 def rates_from_mapping(raw, name: str, source=None) -> np.ndarray:

@@ -34,6 +34,7 @@ from . import data as _data
 from .errors import ParameterError, invalid
 from .flat import AREAS, POPS, exists, from_flat_vector, structure_from_flat, to_flat_matrix, to_flat_vector
 from .params import Params
+from . import rates as rates_module
 from .rates import read_rates_json
 
 __all__ = ["build", "stage_b", "binzegger_table", "local_template",
@@ -523,12 +524,9 @@ def build(params=None, data_dir=None, anatomy: xr.Dataset | None = None) -> xr.D
             raise ParameterError(invalid("fullscale_rates", None,
                                          '"upstream" or a rates file: down-scaling '
                                          f"(N_scaling={eta}, K_scaling={kappa}) needs full-scale rates"))
-        if net.fullscale_rates == "theory":
-            # the model's own full-scale fixed point (the one dependency on a higher layer:
-            # these rates come from the mean-field theory of the same parameters)
-            from .atlas import fullscale_fixed_point
-
-            fixed_point = fullscale_fixed_point(net, data_dir)
+        if net.fullscale_rates in rates_module.COMPUTED_SOURCES:
+            # the model's own full-scale fixed point, computed by the theory layer
+            fixed_point = rates_module.computed_source(net.fullscale_rates)(net, data_dir)
             rates = fixed_point["rate"].transpose("area", "pop").values
         else:
             rates = read_fullscale_rates(net.fullscale_rates, data_dir)

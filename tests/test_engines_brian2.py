@@ -267,6 +267,11 @@ def test_a_network_too_large_for_memory_is_refused_before_anything_is_written(tm
     from mam_xr.errors import SimulationError
 
     s = reference_structure("fullscale_tutorial")         # 2.4e10 synapses
+    params = Params.tutorial(engine="brian2", scale=1.0)
+    # the planner refuses first (before the theory of the plan is even drawn) ...
+    with pytest.raises(ParameterError, match="predicted peak"):
+        run_b2(params, s, tmp_path / "full.zarr")
+    # ... and the engine's own check still holds when the planner is overridden
     with pytest.raises(SimulationError, match="fits into memory"):
-        run_b2(Params.tutorial(engine="brian2", scale=1.0), s, tmp_path / "full.zarr")
+        simulate(params, store=tmp_path / "full.zarr", structure=s, progress=False, check_memory=False)
     assert not (tmp_path / "full.zarr").exists()
