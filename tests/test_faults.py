@@ -328,6 +328,23 @@ def _fill_after(monkeypatch, n_segments, action):
     monkeypatch.setattr(store.SpikeWriter, "append_segment", append)
 
 
+def _spike_writes_fail_after(monkeypatch, n_segments, error):
+    """Zarr's low-level write raises ``error(path)`` for every spike chunk written
+    after ``n_segments`` segments are committed (fault injection without a device)."""
+    import zarr.storage._local as local
+
+    original = local._put
+    state = {"failing": False}
+
+    def put(path, value, exclusive=False):
+        if state["failing"] and "spikes" in str(path):
+            raise error(str(path))
+        return original(path, value, exclusive=exclusive)
+
+    monkeypatch.setattr(local, "_put", put)
+    _fill_after(monkeypatch, n_segments, lambda: state.update(failing=True))
+
+
 def _check_failed(path, reference, n_ok, error):
     with pytest.raises(StoreError, match=rf"status='failed': .*{error}"):
         store.open_run(path)
@@ -398,18 +415,7 @@ def test_disk_full_by_size_limited_writer(tmp_path, params, structure, reference
 
 
 def test_cli_disk_full_prints_one_line_and_exits_nonzero(tmp_path, reference, monkeypatch):
-    import zarr.storage._local as local
-
-    original = local._put
-    state = {"full": False}
-
-    def put(path, value, exclusive=False):
-        if state["full"] and "spikes" in str(path):
-            raise OSError(28, "No space left on device", str(path))
-        return original(path, value, exclusive=exclusive)
-
-    monkeypatch.setattr(local, "_put", put)
-    _fill_after(monkeypatch, 2, lambda: state.update(full=True))
+    _spike_writes_fail_after(monkeypatch, 2, lambda path: OSError(28, "No space left on device", path))
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(app, ["run", *CLI_TINY, "--out", "r.zarr"])
     assert result.exit_code == 2
@@ -434,18 +440,7 @@ def test_ctrl_c_marks_the_store_failed_and_the_cli_says_so(tmp_path, reference, 
 
 def test_permission_lost_mid_run_marks_the_store_failed(tmp_path, params, structure, reference, monkeypatch):
     if os.geteuid() == 0:  # root ignores file modes: lose permission through the writer instead
-        import zarr.storage._local as local
-
-        original = local._put
-        state = {"lost": False}
-
-        def put(path, value, exclusive=False):
-            if state["lost"] and "spikes" in str(path):
-                raise PermissionError(13, "Permission denied", str(path))
-            return original(path, value, exclusive=exclusive)
-
-        monkeypatch.setattr(local, "_put", put)
-        _fill_after(monkeypatch, 1, lambda: state.update(lost=True))
+        _spike_writes_fail_after(monkeypatch, 1, lambda path: PermissionError(13, "Permission denied", path))
     else:
         _fill_after(monkeypatch, 1, lambda: os.chmod(tmp_path / "r.zarr" / "spikes" / "rank0" / "times",
                                                      0o500))
