@@ -42,16 +42,14 @@ from . import __version__
 from . import structure as structure_module
 from . import theory
 from .errors import ParameterError, invalid
-from .flat import AREAS, N_POPULATIONS, POPS, exists, population_labels, to_flat_matrix, to_flat_vector
+from .flat import (AREAS, FLAT_AREA, FLAT_AREA_INDEX, N_POPULATIONS, POPS, exists,
+                   to_flat_matrix, to_flat_vector)
 
 __all__ = ["atlas", "parse_range", "parse_spec", "summary", "PARAMETERS"]
 
 #: Network parameters the atlas can sweep: each scales couplings or the drive linearly.
 PARAMETERS = ("chi", "chi_I", "g", "rate_ext")
 
-_LABELS = population_labels()
-_POP_AREA = np.array([label.split("-")[0] for label in _LABELS])
-_AREA_INDEX = np.array([AREAS.index(a) for a in _POP_AREA])
 _EXISTS = exists()
 
 
@@ -173,7 +171,7 @@ def _family(params, name: str, s0: xr.Dataset, build) -> _Family:
     slope_m, slope_v = (m_1 - m_0) / (p1 - p0), (v_1 - v_0) / (p1 - p0)
 
     areas = params.simulation.areas_simulated
-    sim = np.isin(_POP_AREA, areas)
+    sim = np.isin(FLAT_AREA, areas)
     fixed = np.full(N_POPULATIONS, np.nan)
     dyn = np.flatnonzero(sim)
     mf = np.zeros(dyn.size)
@@ -965,7 +963,7 @@ def _dataset(at: _Atlas, integ: dict, label) -> xr.Dataset:
             gains.append(G)
         for k, (lead, v) in zip(ks, _stability(gains)):
             lam[k, j] = complex(lead.real, abs(lead.imag))
-            share = np.bincount(_AREA_INDEX[fam.dyn], weights=np.abs(v) ** 2, minlength=len(AREAS))
+            share = np.bincount(FLAT_AREA_INDEX[fam.dyn], weights=np.abs(v) ** 2, minlength=len(AREAS))
             profile[k, j] = share / share.sum()
     found = ~np.isnan(residual)
     lam_real = np.where(found, lam.real, np.nan)

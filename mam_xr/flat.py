@@ -46,6 +46,17 @@ def exists() -> xr.DataArray:
 
 _EXISTS_FLAT = exists().values.ravel()
 
+# Where each of the 254 flat populations sits, computed once here so that no
+# other module re-derives it from the labels.
+#: Index into the (area, pop) grid of ``len(AREAS) * len(POPS)`` cells.
+FLAT_GRID_INDEX: np.ndarray = np.flatnonzero(_EXISTS_FLAT)
+#: Index into AREAS and into POPS.
+FLAT_AREA_INDEX: np.ndarray = FLAT_GRID_INDEX // len(POPS)
+FLAT_POP_INDEX: np.ndarray = FLAT_GRID_INDEX % len(POPS)
+#: Area name and pop name (e.g. ``"V1"``, ``"23E"``).
+FLAT_AREA: np.ndarray = np.array(AREAS)[FLAT_AREA_INDEX]
+FLAT_POP: np.ndarray = np.array(POPS)[FLAT_POP_INDEX]
+
 
 def population_labels() -> list[str]:
     """Upstream's 254 population labels, e.g. ``"V1-23E"``, in flat order."""

@@ -36,7 +36,8 @@ import zarr
 from . import data as _data
 from . import store as _store
 from .errors import ParameterError, SimulationError, StoreError, invalid
-from .flat import AREAS, N_POPULATIONS, POPS, is_excitatory, population_labels, to_flat_matrix, to_flat_vector
+from .flat import (AREAS, FLAT_AREA_INDEX, FLAT_POP, N_POPULATIONS, is_excitatory, population_labels,
+                   to_flat_matrix, to_flat_vector)
 from .rates import is_run_store, rates_from_run, read_rates_json
 
 __all__ = ["NetworkPlan", "Connectivity", "ConnectivityChunk", "CHUNK_SYNAPSES", "CONNECTIVITY_FORMAT",
@@ -52,15 +53,13 @@ EXTERNAL_DELAY = 1.0
 CHUNK_SYNAPSES = 10_000_000
 
 _LABELS = population_labels()
-_AREA_OF = np.array([AREAS.index(lab.split("-")[0]) for lab in _LABELS])
-_POP_OF = np.array([POPS.index(lab.split("-")[1]) for lab in _LABELS])
-_EXC = is_excitatory(np.array(POPS)[_POP_OF])
+_EXC = is_excitatory(FLAT_POP)
 
 
 def created_neurons(structure: xr.Dataset, areas_simulated) -> np.ndarray:
     """floor(neurons) per flat population, 0 for areas that are not simulated."""
     n = np.floor(np.nan_to_num(to_flat_vector(structure["neurons"]))).astype(np.int64)
-    return np.where(np.isin(_AREA_OF, [AREAS.index(a) for a in areas_simulated]), n, 0)
+    return np.where(np.isin(FLAT_AREA_INDEX, [AREAS.index(a) for a in areas_simulated]), n, 0)
 
 
 def projections(structure: xr.Dataset, n: np.ndarray) -> dict[str, np.ndarray]:
@@ -76,7 +75,7 @@ def projections(structure: xr.Dataset, n: np.ndarray) -> dict[str, np.ndarray]:
     M[(n[:, None] == 0) | (n[None, :] == 0)] = 0
     tgt, src = np.nonzero(M > 0)
     pick = (lambda var: np.nan_to_num(to_flat_matrix(structure[var]))[tgt, src])
-    same_area = _AREA_OF[tgt] == _AREA_OF[src]
+    same_area = FLAT_AREA_INDEX[tgt] == FLAT_AREA_INDEX[src]
     return {"target": tgt, "source": src, "count": M[tgt, src],
             "weight": pick("weight_mean"), "weight_sd": pick("weight_sd"),
             "delay": pick("delay_mean"), "delay_sd": pick("delay_sd"),
@@ -103,7 +102,7 @@ class NetworkPlan:
         self.t_sim = float(sim.t_sim)
         self.segment = float(sim.segment)
         self.areas = tuple(sim.areas_simulated)
-        self.simulated = np.isin(_AREA_OF, [AREAS.index(a) for a in self.areas])
+        self.simulated = np.isin(FLAT_AREA_INDEX, [AREAS.index(a) for a in self.areas])
         self.n = created_neurons(structure, self.areas)
         self.first = np.concatenate([[0], np.cumsum(self.n)])
         self.dc = np.nan_to_num(to_flat_vector(structure["dc_drive"]))
@@ -219,7 +218,7 @@ def replacement_inputs(params, structure: xr.Dataset, plan: NetworkPlan) -> dict
                 "weight": w[keep], "delay": d[keep], "source": src[keep]}
     tau_s = float(params.network.neuron.tau_syn_ex)  # CC sources are excitatory
     amp = (w * tau_s * k)[:, None] * nu[src] * 1e-3  # pA per 1-ms step
-    key = tgt * len(AREAS) + _AREA_OF[src]
+    key = tgt * len(AREAS) + FLAT_AREA_INDEX[src]
     uniq, inv = np.unique(key, return_inverse=True)
     summed = np.zeros((uniq.size, amp.shape[1]))
     np.add.at(summed, inv, amp)
@@ -471,7 +470,7 @@ def connection_counts(structure: xr.Dataset, areas=None) -> dict[str, int]:
     """Neurons and recurrent synapses an engine creates for ``structure``: Σ floor(N)
     and Σ floor(synapses) over the simulated areas."""
     areas = AREAS if areas is None else tuple(areas)
-    sim = np.isin(_AREA_OF, [AREAS.index(a) for a in areas])
+    sim = np.isin(FLAT_AREA_INDEX, [AREAS.index(a) for a in areas])
     N = np.floor(to_flat_vector(structure["neurons"]))
     S = np.floor(np.nan_to_num(to_flat_matrix(structure["synapses"])))
     return {"neurons": int(N[sim].sum()), "synapses": int(S[np.ix_(sim, sim)].sum())}

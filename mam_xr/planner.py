@@ -60,10 +60,9 @@ import numpy as np
 
 from .errors import MamXrError, ParameterError, invalid
 from .network import CHUNK_SYNAPSES
-from .flat import AREAS, N_POPULATIONS, POPS, population_labels, to_flat_matrix, to_flat_vector
+from .flat import (AREAS, FLAT_AREA_INDEX, FLAT_GRID_INDEX, N_POPULATIONS,
+                   to_flat_matrix, to_flat_vector)
 
-_AREA_OF = np.array([AREAS.index(lab.split("-")[0]) for lab in population_labels()])
-_FLAT_INDEX = np.array([AREAS.index(a) * 8 + POPS.index(q) for a, q in (lab.split("-") for lab in population_labels())])
 
 ENGINES = ("nest", "brian2")
 GiB = 2.0 ** 30
@@ -264,7 +263,7 @@ def _scalings(params) -> tuple[float, float]:
 def _counts(params, structure, rates: np.ndarray) -> dict:
     """Neurons, synapses, spikes and events the engines will see (flat numpy)."""
     areas = params.simulation.areas_simulated
-    area_of = _AREA_OF
+    area_of = FLAT_AREA_INDEX
     simulated = np.isin(area_of, [AREAS.index(a) for a in areas])
     n = np.where(simulated, np.floor(to_flat_vector(structure["neurons"])), 0.0)
     S = np.floor(np.nan_to_num(to_flat_matrix(structure["synapses"])))
@@ -536,7 +535,7 @@ def plan(params, structure=None, *, engines: Sequence[str] | str | None = None,
     else:
         flat_rates = np.asarray(rates, dtype=float).reshape(-1)
         if flat_rates.size == len(AREAS) * 8:  # (32, 8) with NaN for TH 4E/4I
-            flat_rates = flat_rates[np.isin(np.arange(len(AREAS) * 8), _FLAT_INDEX)]
+            flat_rates = flat_rates[np.isin(np.arange(len(AREAS) * 8), FLAT_GRID_INDEX)]
         if flat_rates.size != N_POPULATIONS or np.any(flat_rates[np.isfinite(flat_rates)] < 0):
             raise ParameterError(invalid("rates", "array", "254 or (32, 8) rates >= 0 (spikes/s)"))
         converged = True

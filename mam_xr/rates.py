@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ParameterError, invalid
-from .flat import N_POPULATIONS, population_labels
+from .flat import FLAT_AREA, FLAT_POP, N_POPULATIONS, population_labels
 
 _LABELS = population_labels()
-_AREA_POP = [tuple(lab.split("-")) for lab in _LABELS]
+_AREA_POP = list(zip(FLAT_AREA, FLAT_POP))
 
 __all__ = ["rates_from_mapping", "read_rates_json", "is_run_store", "rates_from_run",
            "COMPUTED_SOURCES", "computed_source"]

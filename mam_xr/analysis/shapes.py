@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from ..flat import AREAS, from_flat_vector, population_labels
+from ..flat import AREAS, FLAT_AREA_INDEX, from_flat_vector
 
 __all__ = ["pop_da", "area_da", "area_index", "area_sum", "area_neurons"]
 
@@ -26,13 +26,12 @@ def area_da(values, name, units, long_name, dims=("area",), coords=None) -> xr.D
                         attrs={"units": units, "long_name": long_name})
 
 
-_AREA_INDEX = np.array([AREAS.index(lab.split("-")[0]) for lab in population_labels()])
-_AREA_STARTS = np.flatnonzero(np.diff(np.concatenate([[-1], _AREA_INDEX])))
+_AREA_STARTS = np.flatnonzero(np.diff(np.concatenate([[-1], FLAT_AREA_INDEX])))
 
 
 def area_index() -> np.ndarray:
     """Area index of each of the 254 flat populations."""
-    return _AREA_INDEX.copy()
+    return FLAT_AREA_INDEX.copy()
 
 
 def area_sum(x: np.ndarray) -> np.ndarray:
@@ -42,4 +41,4 @@ def area_sum(x: np.ndarray) -> np.ndarray:
 
 def area_neurons(n_neurons: np.ndarray) -> np.ndarray:
     """Neurons per area of a flat (254,) neuron count."""
-    return np.bincount(_AREA_INDEX, weights=n_neurons, minlength=len(AREAS))
+    return np.bincount(FLAT_AREA_INDEX, weights=n_neurons, minlength=len(AREAS))

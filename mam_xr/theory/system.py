@@ -36,7 +36,7 @@ except ImportError:  # pragma: no cover
 from .. import __version__
 from .. import data
 from ..errors import ParameterError, invalid
-from ..flat import (AREAS, N_POPULATIONS, POPS, exists, from_flat_vector, population_labels,
+from ..flat import (AREAS, FLAT_AREA, N_POPULATIONS, POPS, exists, from_flat_vector, population_labels,
                     to_flat_matrix, to_flat_vector)
 from ..params import Params
 from .siegert import CUTOFF_SIGMAS, Neuron, siegert
@@ -275,7 +275,7 @@ def assemble(model: dict, params=None, *, neuron: Neuron | None = None,
 
 
 #: Area of each of the 254 flat populations, and where a pair (target, source) is cortico-cortical.
-POP_AREA = np.array([label.split("-")[0] for label in population_labels()])
+POP_AREA = FLAT_AREA
 FLAT_CC = POP_AREA[:, None] != POP_AREA[None, :]
 EXISTS_FLAT = exists().values.ravel()
 EXISTS_ATTRS = dict(exists().attrs)
