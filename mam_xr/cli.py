@@ -494,6 +494,45 @@ def verify_cmd(run: Path = typer.Argument(..., help="A run store.")):
     raise typer.Exit(code=1)
 
 
+@app.command("export")
+@_handled
+def export_cmd(store: Path = typer.Argument(..., help="A run store."),
+               out: Path = typer.Argument(..., help="File to write (e.g. run.nwb, spikes.h5)."),
+               format: str = typer.Option("nwb", "--format", help="nwb (NWB 2 units table, HDF5) or sonata "
+                                          "(SONATA spike file, HDF5)."),
+               sorting: Optional[str] = typer.Option(None, "--sorting", help="SONATA only: by_time or by_id.",
+                                                     show_default="by_time"),
+               allow_incomplete: bool = typer.Option(False, "--allow-incomplete", help="Export the committed "
+                                                     "segments of a run that did not complete."),
+               overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if mam-xr exported it.")):
+    """Write a run's spikes as an NWB or SONATA file (docs/exchange.md)."""
+    from .exchange import export
+
+    options = {} if sorting is None else {"sorting": sorting}
+    path = export(store, out, format, allow_incomplete=allow_incomplete, overwrite=overwrite, **options)
+    typer.echo(f"wrote {path}")
+
+
+@app.command("import-spikes")
+@_handled
+def import_spikes_cmd(source: Path = typer.Argument(..., help="An NWB or SONATA spike file."),
+                      out: Path = typer.Argument(..., help="Run store to create."),
+                      format: Optional[str] = typer.Option(None, "--format", help="nwb or sonata.",
+                                                           show_default="from the suffix: .nwb, .h5"),
+                      dt: Optional[float] = typer.Option(None, "--dt", help="Simulation step (ms).",
+                                                         show_default="the file's"),
+                      t_sim: Optional[float] = typer.Option(None, "--t-sim", help="Simulated time (ms).",
+                                                            show_default="the file's"),
+                      overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it is a "
+                                                     "mam-xr store.")):
+    """Make a run store of an NWB or SONATA spike file whose populations are
+    mam_xr labels (e.g. V1-23E), to analyse it with mam-xr analyze/report."""
+    from .exchange import import_spikes
+
+    run = import_spikes(source, out, format=format, dt_ms=dt, t_sim_ms=t_sim, overwrite=overwrite)
+    typer.echo(f"wrote {run.path}: {run.n_spikes()} spikes")
+
+
 def main():  # pragma: no cover - console entry point
     app()
 

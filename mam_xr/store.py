@@ -1004,6 +1004,42 @@ class RunStore:
             total += int(g["offsets"][n - 1, -1]) if n else 0
         return total
 
+    def to_neo(self, area=None, pop=None) -> list:
+        """The selected populations' spikes as ``neo.SpikeTrain`` s, one per simulated
+        neuron (silent ones empty), in population order, for Elephant and other Neo tools.
+
+        ``area`` / ``pop`` select as in :meth:`spikes`.  Times in ms (quantities),
+        the correctly rounded decimal of the dt grid; ``t_start`` / ``t_stop``: the
+        committed time span of the run; annotations ``area``, ``pop``, ``neuron``
+        (index within the population) and ``label``.  Needs the ``interchange``
+        extra (neo).  docs/exchange.md.
+        """
+        try:
+            import neo
+        except ImportError as exc:
+            raise StoreError('RunStore.to_neo needs neo: pip install "mam_xr[interchange]"') from exc
+        segs = self.segments()
+        t0, t1 = (float(segs[0, 0]), float(segs[-1, 1])) if len(segs) else (0.0, 0.0)
+        sp = self.spikes(area, pop)
+        spm = 1.0 / self.dt
+        exact = abs(spm - round(spm)) < 1e-6   # steps / 10 gives 0.3 where steps * 0.1 gives 0.30000000000000004
+        n_all = np.asarray(self.root["spikes"].attrs["n_neurons"], dtype=np.int64)
+        labels = self.population_labels
+        trains = []
+        for k, label in enumerate(sp.populations):
+            st = sp.steps[sp.offsets[k]:sp.offsets[k + 1]].astype(np.float64)
+            se = sp.senders[sp.offsets[k]:sp.offsets[k + 1]]
+            o = np.lexsort((st, se))
+            t = st[o] / round(spm) if exact else st[o] * self.dt
+            n = int(n_all[labels.index(label)])
+            ends = np.searchsorted(se[o], np.arange(n + 1))
+            a, p = label.split("-", 1)
+            trains += [neo.SpikeTrain(t[ends[i]:ends[i + 1]], units="ms", t_start=t0, t_stop=t1,
+                                      name=f"{label} {i}", area=a, pop=p, neuron=i, label=label)
+                       for i in range(n)]
+        return trains
+
+
 
 def _finite_positive(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x) and x > 0
