@@ -479,6 +479,48 @@ def report_cmd(run_or_sweep: Path = typer.Argument(..., exists=True,
     typer.echo(str(html))
 
 
+@app.command("serve")
+@_handled
+def serve_cmd(directory: Path = typer.Argument(Path("."), metavar="DIR", help="Directory searched "
+                                               "(recursively) for run stores and sweep directories."),
+              port: int = typer.Option(5006, "--port", help="Port of the Bokeh server.",
+                                       show_default=True),
+              host: str = typer.Option("localhost", "--host", help="Address to listen on "
+                                       "(localhost: this machine only; use an SSH tunnel on a "
+                                       "cluster, docs/dashboard.md).", show_default=True),
+              show: bool = typer.Option(True, "--show/--no-show", help="Open a browser tab.",
+                                        show_default=True),
+              interval: float = typer.Option(1.0, "--interval", help="Seconds between two looks "
+                                             "at the store shown (new segments, status).",
+                                             show_default=True),
+              datashade_above: int = typer.Option(1_000_000, "--datashade-above",
+                                                  help="Rasters of more spikes than this are "
+                                                       "drawn with Datashader.", show_default=True)):
+    """Serve a live dashboard (Panel) of every run store and sweep under DIR:
+    rate heat map, raster and rates of the clicked area, sweep sliders, theory overlays;
+    stores still being written update as segments commit (needs the extra 'explore')."""
+    from . import dashboard
+
+    try:
+        dashboard.check_options(directory, port=port, host=host, interval=interval,
+                                datashade_above=datashade_above)
+        typer.echo(f"serving {directory} at http://{host}:{port}/ (Ctrl-C stops)")
+        dashboard.serve(directory, port=port, host=host, show=show, interval=interval,
+                        datashade_above=datashade_above)
+    except MamXrError as exc:
+        _fail(_serve_terms(exc))
+
+
+def _serve_terms(exc: Exception) -> Exception:
+    """The library's parameter names in serve's messages -> the CLI's."""
+    text = str(exc)
+    for py, flag in (("port=", "--port="), ("host=", "--host="), ("interval=", "--interval="),
+                     ("datashade_above=", "--datashade-above=")):
+        if text.startswith(py):
+            text = flag + text[len(py):]
+    return type(exc)(text)
+
+
 @app.command("verify")
 @_handled
 def verify_cmd(run: Path = typer.Argument(..., help="A run store.")):
