@@ -211,8 +211,14 @@ class NetworkParams(_Section):
         None, strict=True,
         description="population rates (spikes/s) used to compensate down-scaling: "
                     "'upstream' (the pinned tests/fullscale_rates.json), 'theory' (the full-scale "
-                    "mean-field fixed point of the same parameters, reached from zero rates), a "
-                    "JSON path, or None (allowed only at full scale)")
+                    "mean-field fixed point of the same parameters, reached from zero rates), the "
+                    "path of a rates JSON file, of a run store (its simulated population rates) or "
+                    "of an atlas store (the rates on one branch at this chi), or None (allowed only "
+                    "at full scale)")
+    fullscale_rates_branch: Optional[int] = Field(
+        None, strict=True, ge=0,
+        description="branch of the atlas store given as fullscale_rates, >= 0; None = the branch "
+                    "that the mean-field integration from zero rates reaches (only with an atlas)")
     neuron: NeuronParams = NeuronParams()
     connection: ConnectionParams = ConnectionParams()
     delay: DelayParams = DelayParams()
@@ -253,6 +259,10 @@ class NetworkParams(_Section):
                 "fullscale_rates", None,
                 f"'upstream' or the path of a rates JSON when N_scaling={eta}, K_scaling={kappa} "
                 "(down-scaling compensates the lost input with a DC drive computed from them)"))
+        if self.fullscale_rates_branch is not None and self.fullscale_rates in (None, "upstream", "theory"):
+            raise ValueError(invalid(
+                "fullscale_rates_branch", self.fullscale_rates_branch,
+                f"None unless fullscale_rates is an atlas store (it is {self.fullscale_rates!r})"))
         if eta * self.surface * MIN_NEURONS_PER_MM2 < 1.0:
             name = "scale" if self.neuron_scaling is None else "neuron_scaling"
             least = 1.0 / (self.surface * MIN_NEURONS_PER_MM2)
@@ -417,9 +427,9 @@ class Params(_Section):
     def to_json(self) -> str:
         """Canonical JSON: sorted keys, no whitespace, floats as repr.
 
-        ``neuron_scaling`` and ``indegree_scaling`` are left out when None
-        (they follow ``scale``), so that parameter sets without them keep
-        their JSON and labels.
+        ``neuron_scaling`` and ``indegree_scaling`` (they follow ``scale``) and
+        ``fullscale_rates_branch`` are left out when None, so that parameter
+        sets without them keep their JSON and labels.
         """
         return json.dumps(self._json_dict(), sort_keys=True, separators=(",", ":"))
 
@@ -469,7 +479,7 @@ class Params(_Section):
 # --- helpers -----------------------------------------------------------------
 
 def _drop_unset_scaling(network: dict) -> dict:
-    for name in ("neuron_scaling", "indegree_scaling"):
+    for name in ("neuron_scaling", "indegree_scaling", "fullscale_rates_branch"):
         if network.get(name) is None:
             network.pop(name, None)
     return network

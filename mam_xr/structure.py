@@ -38,7 +38,8 @@ from . import rates as rates_module
 from .rates import read_rates_json
 
 __all__ = ["build", "stage_b", "binzegger_table", "local_template",
-           "mean_connection_probability", "psc_per_psp", "read_fullscale_rates", "rescale"]
+           "mean_connection_probability", "psc_per_psp", "read_fullscale_rates", "fullscale_rates",
+           "rescale"]
 
 LAYERS: tuple[str, ...] = ("1", "23", "4", "5", "6")
 _EXC = np.array([p.endswith("E") for p in POPS])
@@ -437,27 +438,47 @@ def stage_b(net, anat: xr.Dataset, data_dir=None) -> dict[str, np.ndarray]:
 def read_fullscale_rates(source, data_dir=None) -> np.ndarray:
     """Full-scale rates (spikes/s) as a (32, 8) array (NaN for absent pops).
 
-    ``source`` is "upstream" (the pinned ``tests/fullscale_rates.json``) or a
-    path to a JSON ``{area: {pop: rate}}``; a list value counts by its first
-    element, as upstream.
+    ``source`` is "upstream" (the pinned ``tests/fullscale_rates.json``), a
+    path to a JSON ``{area: {pop: rate}}`` (a list value counts by its first
+    element, as upstream) or to a run store (its simulated population rates,
+    :func:`mam_xr.rates.rates_from_run_store`).  The rates of "theory" and of
+    an atlas store depend on the network parameters: :func:`fullscale_rates`
+    reads those.
     """
-    if source == "theory":
+    return fullscale_rates(source, data_dir)[0]
+
+
+def fullscale_rates(source, data_dir=None, network=None, branch: int | None = None):
+    """Full-scale rates (32, 8) of any path source and their provenance (a dict).
+
+    As :func:`read_fullscale_rates`, plus an atlas store (the rates at
+    ``network``'s value of the swept parameter on ``branch``, default the
+    branch reached by the integration from zero rates; see
+    :func:`mam_xr.rates.rates_from_atlas`).  Without ``network`` an atlas and
+    "theory" are refused.  The provenance has ``source``, ``kind`` ("upstream",
+    "json", "run" or "atlas") and, for an atlas, ``branch``.
+    """
+    if source == "theory" or (network is None and isinstance(source, (str, os.PathLike))
+                              and source != "upstream"
+                              and rates_module.source_kind(source) == "atlas"):
         raise ParameterError(invalid(
-            "fullscale_rates", "theory", "'upstream' or a rates JSON path here: the model's own "
-            "full-scale rates depend on the network parameters; build the structure "
-            "(mam_xr.structure.build computes them and stores them as its 'fullscale_rates')"))
-    path = _data.fetch("tests/fullscale_rates.json", data_dir) if source == "upstream" \
-        else Path(os.fspath(source))
-    if not path.is_file():
-        raise ParameterError(invalid("fullscale_rates", str(source),
-                                     '"upstream", None or the path of a rates JSON file'))
-    try:
-        flat = read_rates_json(path, "fullscale_rates")
-    except ParameterError:
-        raise
-    except (TypeError, ValueError) as exc:   # a rate that is not a number
-        raise ParameterError(invalid("fullscale_rates", str(source),
-                                     f"a JSON file of numeric rates {{area: {{pop: rate}}}} ({exc})")) from None
+            "fullscale_rates", str(source), "'upstream', a rates JSON path or a run store here: the "
+            "model's own full-scale rates (theory, an atlas) depend on the network parameters; build the "
+            "structure (mam_xr.structure.build reads them and stores them as its 'fullscale_rates')"))
+    if source == "upstream":
+        path = _data.fetch("tests/fullscale_rates.json", data_dir)
+        flat, provenance = read_rates_json(path, "fullscale_rates"), {"source": "upstream", "kind": "upstream"}
+    else:
+        if source is None or rates_module.source_kind(source) is None:
+            raise ParameterError(invalid("fullscale_rates", str(source), rates_module.SOURCES_EXPECTED))
+        try:
+            flat, provenance = rates_module.read_source(source, "fullscale_rates", network=network,
+                                                        branch=branch)
+        except ParameterError:
+            raise
+        except (TypeError, ValueError) as exc:   # a rate that is not a number
+            raise ParameterError(invalid("fullscale_rates", str(source),
+                                         f"a JSON file of numeric rates {{area: {{pop: rate}}}} ({exc})")) from None
     out = from_flat_vector(flat).transpose("area", "pop").values
     bad = exists().values & ~np.isnan(out) & ~(np.isfinite(out) & (out >= 0))
     if bad.any():
@@ -469,7 +490,7 @@ def read_fullscale_rates(source, data_dir=None) -> np.ndarray:
         a, p = np.argwhere(missing)[0]
         raise ParameterError(invalid("fullscale_rates", str(source),
                                      f"a rate for every population (missing {AREAS[a]} {POPS[p]})"))
-    return out
+    return out, provenance
 
 
 def _k_stable(source, data_dir) -> np.ndarray:
@@ -518,7 +539,7 @@ def build(params=None, data_dir=None, anatomy: xr.Dataset | None = None) -> xr.D
     con = net.connection
     scale = float(net.scale)
     eta, kappa = _scaling(net)
-    rates = None
+    rates = provenance = None
     if eta != 1.0 or kappa != 1.0:
         if net.fullscale_rates is None:
             raise ParameterError(invalid("fullscale_rates", None,
@@ -529,7 +550,8 @@ def build(params=None, data_dir=None, anatomy: xr.Dataset | None = None) -> xr.D
             fixed_point = rates_module.computed_source(net.fullscale_rates)(net, data_dir)
             rates = fixed_point["rate"].transpose("area", "pop").values
         else:
-            rates = read_fullscale_rates(net.fullscale_rates, data_dir)
+            rates, provenance = fullscale_rates(net.fullscale_rates, data_dir, network=net,
+                                                branch=net.fullscale_rates_branch)
     if anatomy is None:
         anatomy = _anatomy(data_dir)
 
@@ -598,13 +620,19 @@ def build(params=None, data_dir=None, anatomy: xr.Dataset | None = None) -> xr.D
         "units": "1", "long_name": "synapses of the patch not modelled explicitly (before fac_nu_ext)"})
     if rates is not None and net.fullscale_rates == "theory":
         provenance = {"units": "spikes/s", "long_name": "full-scale rates compensated by the DC drive",
-                      "source": "theory"}
+                      "source": "theory", "kind": "theory"}
         provenance.update(
             branch=fixed_point.attrs["branch"],
             fullscale_params_label=fixed_point.attrs["fullscale_params_label"],
             residual_max=float(np.nanmax(np.abs(fixed_point["residual"].values))),
             eigenvalue_max_real=float(fixed_point["eigenvalue_max_real"]),
             stable=bool(fixed_point["stable"]))
+        ds["fullscale_rates"] = xr.DataArray(np.where(ex.values, rates, np.nan), dims=("area", "pop"),
+                                             attrs=provenance)
+    elif rates is not None and provenance["kind"] in ("run", "atlas"):
+        # which store, and which rates of it (JSON files and upstream's file are named by the params)
+        provenance = {"units": "spikes/s", "long_name": "full-scale rates compensated by the DC drive",
+                      **provenance}
         ds["fullscale_rates"] = xr.DataArray(np.where(ex.values, rates, np.nan), dims=("area", "pop"),
                                              attrs=provenance)
     return ds

@@ -7,6 +7,7 @@ ends; the structures along the sweep come from :func:`mam_xr.structure.rescale`
 
 from __future__ import annotations
 
+import os
 import warnings
 from typing import Callable, Sequence
 
@@ -204,6 +205,6 @@ def _fullscale_rates(structure: xr.Dataset, p, fullscale_rates):
     source = p.network.fullscale_rates if fullscale_rates is None else fullscale_rates
     if source is None:
         return None                        # structure.rescale says what is missing
-    if isinstance(source, str) and source == "upstream":
-        return structure_module.read_fullscale_rates(source)
+    if isinstance(source, str) and (source == "upstream" or os.path.isdir(source)):
+        return structure_module.read_fullscale_rates(source)   # upstream's file, a run store
     return rates_vector(source, "fullscale_rates")
