@@ -16,7 +16,9 @@ from typing import List, Optional
 
 import typer
 
-from .errors import MamXrError, StoreError
+from . import __version__
+from .errors import MamXrError, ParameterError, StoreError, invalid
+from .params import Params
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="The multi-area model of macaque visual cortex (Schmidt et al. 2018) "
@@ -29,8 +31,31 @@ _STATE: dict = {"debug": False}
 _CLI_TERMS = {"overwrite=True": "--overwrite", "allow_incomplete=True": "--allow-incomplete"}
 
 
+def _versions() -> str:
+    """mam_xr's version and the simulators' (from package metadata: nothing is imported)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    lines = [f"mam_xr {__version__}"]
+    for name, dist in (("NEST", "nest-simulator"), ("Brian2", "brian2")):
+        try:
+            lines.append(f"{name} {version(dist)}")
+        except PackageNotFoundError:
+            lines.append(f"{name} not installed")
+    return "\n".join(lines)
+
+
+def _print_version(value: bool):
+    if value:
+        typer.echo(_versions())
+        raise typer.Exit()
+
+
 @app.callback()
-def _main(debug: bool = typer.Option(False, "--debug", help="Print the full traceback of an error.")):
+def _main(debug: bool = typer.Option(False, "--debug", help="Print the full traceback of an error.",
+                                     show_default="off"),
+          version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                       help="Print the versions of mam_xr, NEST and Brian2 and exit.",
+                                       show_default="off")):
     """The multi-area model of macaque visual cortex (Schmidt et al. 2018) as labelled data."""
     _STATE["debug"] = debug
 
@@ -84,8 +109,6 @@ def _handled(command):
 
 def _params(params_file: Optional[Path], preset: str, **overrides):
     """Params from a preset, an optional JSON file and the CLI overrides."""
-    from .params import Params
-
     values = json.loads(params_file.read_text()) if params_file else {}
     shorthand = {k: v for k, v in overrides.items() if v is not None}
     if preset == "tutorial":
@@ -101,16 +124,57 @@ def _fail(exc: Exception):
     raise typer.Exit(code=2)
 
 
+def _preset_default(path: str, unset: str = "none") -> str:
+    """What an option left out means, for its --help: the value of parameter
+    ``path`` (dotted) in the presets, e.g. ``tutorial 0.005, default 1``."""
+    values = []
+    for name in ("tutorial", "default"):
+        value = _PRESETS[name]
+        for part in path.split("."):
+            value = getattr(value, part)
+        if value is None:
+            values.append(unset)
+        elif isinstance(value, tuple):
+            values.append(f"all {len(value)}" if len(value) == 32 else ",".join(value))
+        else:
+            values.append(f"{value:g}" if isinstance(value, float) else str(value))
+    if values[0] == values[1]:
+        return values[0]
+    return f"tutorial {values[0]}, default {values[1]}"
+
+
+def _fraction(flag: str, value: Optional[float]) -> Optional[float]:
+    """A down-scaling factor given by flag (--n-scaling, --k-scaling): in (0, 1], named if not."""
+    if value is not None and not 0 < value <= 1:  # NaN fails too
+        raise ParameterError(invalid(flag, value, "a down-scaling factor in (0, 1]"))
+    return value
+
+
+def _scaling_overrides(n_scaling: Optional[float], k_scaling: Optional[float]) -> dict:
+    return {"neuron_scaling": _fraction("--n-scaling", n_scaling),
+            "indegree_scaling": _fraction("--k-scaling", k_scaling)}
+
+
+_PRESETS = {"tutorial": Params.tutorial(), "default": Params()}
+
 PRESET = typer.Option("tutorial", "--preset", help="Base configuration: 'tutorial' (EBRAINS "
                       "tutorial, scale 0.005, chi 1) or 'default' (upstream defaults, full scale, chi 1.9).")
-PARAMS = typer.Option(None, "--params", exists=True, dir_okay=False,
+PARAMS = typer.Option(None, "--params", exists=True, dir_okay=False, show_default="none",
                       help="JSON file of (partial, nested) parameters, applied on the preset.")
-SCALE = typer.Option(None, "--scale", help="Down-scaling of neurons and indegrees, in (0, 1].")
-CHI = typer.Option(None, "--chi", help="Cortico-cortical weight factor chi (>= 1).")
+SCALE = typer.Option(None, "--scale", help="Down-scaling of neurons and indegrees, in (0, 1].",
+                     show_default=_preset_default("network.scale"))
+N_SCALING = typer.Option(None, "--n-scaling", help="Down-scaling of neuron numbers alone (N_scaling), "
+                         "in (0, 1].", show_default="--scale")
+K_SCALING = typer.Option(None, "--k-scaling", help="Down-scaling of indegrees alone (K_scaling), "
+                         "in (0, 1].", show_default="--scale")
+CHI = typer.Option(None, "--chi", help="Cortico-cortical weight factor chi (>= 1).",
+                   show_default=_preset_default("network.connection.chi"))
 CHI_I = typer.Option(None, "--chi-I", help="Extra CC factor onto inhibitory targets (default: "
-                     "1 if chi == 1 else 2, as in the tutorial).")
+                     "1 if chi == 1 else 2, as in the tutorial).",
+                     show_default=_preset_default("network.connection.chi_I"))
 DATA_DIR = typer.Option(None, "--data-dir", help="Local copy of the upstream data "
-                        "(default: MAM_XR_DATA_DIR, then the cache, then download).")
+                        "(default: MAM_XR_DATA_DIR, then the cache, then download).",
+                        show_default="MAM_XR_DATA_DIR, cache, download")
 
 
 # --- data -----------------------------------------------------------------------------
@@ -173,12 +237,19 @@ def params_cmd(preset: str = PRESET, params_file: Optional[Path] = PARAMS,
     typer.echo(json.dumps({"label": p.label(), "params": json.loads(p.to_json())}, indent=2))
 
 
-T_SIM = typer.Option(None, "--t-sim", help="Simulated time (ms).")
-AREAS_OPT = typer.Option(None, "--areas", help="Comma-separated areas to simulate (default: all 32).")
+T_SIM = typer.Option(None, "--t-sim", help="Simulated time (ms).",
+                     show_default=_preset_default("simulation.t_sim"))
+AREAS_OPT = typer.Option(None, "--areas", help="Comma-separated areas to simulate (default: all 32).",
+                         show_default=_preset_default("simulation.areas_simulated"))
 REPLACE = typer.Option(None, "--replace", help="Replacement of non-simulated areas: "
-                       "hom_poisson_stat, het_poisson_stat or het_current_nonstat.")
-THREADS = typer.Option(None, "--threads", help="Threads per process.")
-SEED = typer.Option(None, "--seed", help="Master RNG seed (>= 1).")
+                       "hom_poisson_stat, het_poisson_stat or het_current_nonstat.",
+                       show_default=_preset_default("simulation.replace_non_simulated_areas"))
+THREADS = typer.Option(None, "--threads", help="Threads per process.",
+                       show_default=_preset_default("simulation.threads"))
+SEED = typer.Option(None, "--seed", help="Master RNG seed (>= 1).",
+                    show_default=_preset_default("simulation.seed"))
+SEGMENT = typer.Option(None, "--segment", help="Simulated ms between two writes of spikes to the store.",
+                       show_default=_preset_default("simulation.segment"))
 
 
 def _sim_overrides(t_sim, areas, replace, threads, seed, **more):
@@ -209,25 +280,13 @@ def _check_out(out: Path, overwrite: bool) -> Path:
     return store.check_target(out, overwrite, name="--out", flag="--overwrite")
 
 
-def _check_theory_out(out: Path) -> None:
-    """The theory goes into group 'theory' of --out: a new path, or a Zarr store
-    (its other groups are kept)."""
-    from . import store
-
-    store.check_writable(out)
-    if out.exists() and not (out.is_dir() and (out / "zarr.json").is_file()):
-        what = "a file" if not out.is_dir() else "a directory that is not a Zarr store"
-        raise StoreError(f"--out={str(out)!r} is invalid: expected a new path or a Zarr store to add "
-                         f"the group 'theory' to; it is {what}")
-
-
 @app.command("structure")
 @_handled
 def structure_cmd(preset: str = PRESET, params_file: Optional[Path] = PARAMS,
                   scale: Optional[float] = SCALE, chi: Optional[float] = CHI,
                   chi_I: Optional[float] = CHI_I, data_dir: Optional[Path] = DATA_DIR,
-                  out: Optional[Path] = typer.Option(None, "--out", help="Zarr store to write "
-                                                     "(default runs/structure-<label>.zarr).")):
+                  out: Optional[Path] = typer.Option(None, "--out", help="Zarr store to write.",
+                                                     show_default="runs/structure-<label>.zarr")):
     """Build the model structure (neurons, indegrees, weights, delays) and save it to Zarr."""
     from . import store, structure
 
@@ -249,20 +308,31 @@ def structure_cmd(preset: str = PRESET, params_file: Optional[Path] = PARAMS,
 def theory_cmd(preset: str = PRESET, params_file: Optional[Path] = PARAMS,
                scale: Optional[float] = SCALE, chi: Optional[float] = CHI,
                chi_I: Optional[float] = CHI_I, data_dir: Optional[Path] = DATA_DIR,
+               T: Optional[float] = typer.Option(None, "--T", help="Integration time (ms) of the "
+                                                 "mean-field pseudo-dynamics.",
+                                                 show_default=_preset_default("theory.T")),
+               dt: Optional[float] = typer.Option(None, "--dt", help="Integration step (ms).",
+                                                  show_default=_preset_default("theory.dt")),
                fixed_point: bool = typer.Option(True, "--fixed-point/--no-fixed-point",
                                                 help="Also solve for the fixed point and its stability."),
-               out: Optional[Path] = typer.Option(None, "--out", help="Zarr store to write the "
-                                                  "result into (group 'theory'; 'atlas' with --atlas)."),
+               out: Optional[Path] = typer.Option(None, "--out", show_default="none",
+                                                  help="Zarr store to create (groups 'theory' and "
+                                                  "'fixed_point'; 'atlas' with --atlas)."),
+               overwrite: bool = typer.Option(False, "--overwrite", show_default="off",
+                                              help="Replace an existing mam_xr store at --out."),
                atlas_spec: Optional[str] = typer.Option(
-                   None, "--atlas", help="Instead: every fixed-point branch over a range, e.g. "
+                   None, "--atlas", show_default="none",
+                   help="Instead: every fixed-point branch over a range, e.g. "
                    "chi=1.0:2.5:0.01 (chi, chi_I, g or rate_ext; stop included; docs/atlas.md).")):
     """Mean-field (Siegert) rates: upstream's integration, then the fixed point."""
-    from . import structure, theory
+    from . import store, structure, theory
 
     try:
-        p = _params(params_file, preset, scale=scale, chi=chi, chi_I=chi_I)
+        p = _params(params_file, preset, scale=scale, chi=chi, chi_I=chi_I,
+                    **{"theory.T": T, "theory.dt": dt})
         if out:
-            _check_theory_out(out)
+            _check_out(out, overwrite)  # before any computation
+        attrs = {"label": p.label(), "params": p.to_json()}
         if atlas_spec is not None:
             from . import atlas
 
@@ -270,23 +340,24 @@ def theory_cmd(preset: str = PRESET, params_file: Optional[Path] = PARAMS,
             ds = atlas.atlas(p, data_dir=data_dir, **{name: values})
             typer.echo(atlas.summary(ds))
             if out:
-                ds.to_zarr(out, group="atlas", mode="w")
+                store.save_theory({"atlas": ds}, out, overwrite=overwrite, attrs=attrs)
                 typer.echo(f"written to {out} (group atlas)")
             return
         net = structure.build(p, data_dir=data_dir)
         th = theory.integrate(net, p)
         converged = bool(th["converged"].all())
-        typer.echo(f"integration (T = {p.theory.T} ms): mean rate "
+        typer.echo(f"integration (T = {p.theory.T:g} ms, dt = {p.theory.dt:g} ms): mean rate "
                    f"{float(th['rate'].mean()):.4f} spikes/s, "
                    f"{'converged' if converged else 'NOT converged'}")
+        groups = {"theory": th}
         if fixed_point:
-            fp = theory.fixed_point(net, p, initial=th)
+            fp = groups["fixed_point"] = theory.fixed_point(net, p, initial=th)
             typer.echo(f"fixed point: mean rate {float(fp['rate'].mean()):.4f} spikes/s, "
                        f"converged {bool(fp['converged'].all())}, "
                        f"stable {bool(fp['stable'].all()) if 'stable' in fp else 'n/a'}")
         if out:
-            th.to_zarr(out, group="theory", mode="w")
-            typer.echo(f"written to {out} (group theory)")
+            store.save_theory(groups, out, overwrite=overwrite, attrs=attrs)
+            typer.echo(f"written to {out} (groups {', '.join(groups)})")
     except MamXrError as exc:
         _fail(exc)
 
@@ -294,23 +365,26 @@ def theory_cmd(preset: str = PRESET, params_file: Optional[Path] = PARAMS,
 @app.command("run")
 @_handled
 def run_cmd(preset: str = PRESET, params_file: Optional[Path] = PARAMS,
-            scale: Optional[float] = SCALE, chi: Optional[float] = CHI,
+            scale: Optional[float] = SCALE, n_scaling: Optional[float] = N_SCALING,
+            k_scaling: Optional[float] = K_SCALING, chi: Optional[float] = CHI,
             chi_I: Optional[float] = CHI_I, t_sim: Optional[float] = T_SIM,
             areas: Optional[str] = AREAS_OPT, replace: Optional[str] = REPLACE,
             threads: Optional[int] = THREADS, seed: Optional[int] = SEED,
-            engine: Optional[str] = typer.Option(None, "--engine", help="nest (default) or brian2."),
-            segment: Optional[float] = typer.Option(None, "--segment", help="Simulated ms between "
-                                                    "two writes of spikes to the store."),
+            engine: Optional[str] = typer.Option(None, "--engine", help="nest or brian2.",
+                                                 show_default=_preset_default("simulation.engine")),
+            segment: Optional[float] = SEGMENT,
             data_dir: Optional[Path] = DATA_DIR,
-            out: Optional[Path] = typer.Option(None, "--out", help="Run store to create "
-                                               "(default runs/run-<label>.zarr)."),
-            overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing store."),
+            out: Optional[Path] = typer.Option(None, "--out", help="Run store to create.",
+                                               show_default="runs/run-<label>.zarr"),
+            overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing store.",
+                                           show_default="off"),
             analysis: bool = typer.Option(True, "--analysis/--no-analysis",
                                           help="Compute every statistic into the store."),
             report: bool = typer.Option(True, "--report/--no-report",
                                         help="Write <store>.html next to the store."),
-            progress: bool = typer.Option(True, "--progress/--no-progress"),
-            ignore_memory_check: bool = typer.Option(False, "--ignore-memory-check",
+            progress: bool = typer.Option(True, "--progress/--no-progress",
+                                          help="Show a progress bar."),
+            ignore_memory_check: bool = typer.Option(False, "--ignore-memory-check", show_default="off",
                                                      help="Run even if the planner predicts more "
                                                           "memory than is available.")):
     """Simulate the model (tutorial configuration by default) into a Zarr run store.
@@ -318,10 +392,11 @@ def run_cmd(preset: str = PRESET, params_file: Optional[Path] = PARAMS,
     Writes the structure, the mean-field prediction, the spikes and (by default)
     every statistic and an HTML report; prints the store's path and the mean rate.
     """
-    from . import simulation, structure, theory
+    from . import simulation, store, structure, theory
 
     try:
         p = _params(params_file, preset, scale=scale, chi=chi, chi_I=chi_I,
+                    **_scaling_overrides(n_scaling, k_scaling),
                     **_sim_overrides(t_sim, areas, replace, threads, seed,
                                      engine=engine, segment=segment))
         out = out or _default_out("run", p.label())
@@ -338,7 +413,7 @@ def run_cmd(preset: str = PRESET, params_file: Optional[Path] = PARAMS,
         run = simulation.simulate(p, store=out, structure=net, progress=progress,
                                   overwrite=overwrite, check_memory=False)  # checked above
         _STATE.pop("writing", None)
-        th.to_zarr(out, group="theory", mode="w")
+        store.write_dataset(th, out, "theory")
         typer.echo(f"{out}\nstatus {run.status}; mean rate {run.mean_rate():.4f} spikes/s "
                    f"(all neurons, 0-{p.simulation.t_sim:g} ms)")
         if analysis:
@@ -350,14 +425,14 @@ def run_cmd(preset: str = PRESET, params_file: Optional[Path] = PARAMS,
 @app.command("plan")
 @_handled
 def plan_cmd(preset: str = PRESET, params_file: Optional[Path] = PARAMS,
-             scale: Optional[float] = SCALE, chi: Optional[float] = CHI,
+             scale: Optional[float] = SCALE, n_scaling: Optional[float] = N_SCALING,
+             k_scaling: Optional[float] = K_SCALING, chi: Optional[float] = CHI,
              chi_I: Optional[float] = CHI_I, t_sim: Optional[float] = T_SIM,
              areas: Optional[str] = AREAS_OPT, replace: Optional[str] = REPLACE,
              threads: Optional[int] = THREADS, seed: Optional[int] = SEED,
-             engine: Optional[str] = typer.Option(None, "--engine", help="Only this engine "
-                                                  "(default: nest and brian2)."),
-             segment: Optional[float] = typer.Option(None, "--segment", help="Simulated ms between "
-                                                     "two writes of spikes to the store."),
+             engine: Optional[str] = typer.Option(None, "--engine", help="Only this engine.",
+                                                  show_default="nest and brian2"),
+             segment: Optional[float] = SEGMENT,
              data_dir: Optional[Path] = DATA_DIR,
              ranks: int = typer.Option(1, "--ranks", help="MPI ranks of the run (NEST; memory is "
                                        "then per rank)."),
@@ -367,7 +442,8 @@ def plan_cmd(preset: str = PRESET, params_file: Optional[Path] = PARAMS,
              cores_per_node: int = typer.Option(128, "--cores-per-node", help="Cluster node cores."),
              ranks_per_node: int = typer.Option(2, "--ranks-per-node", help="MPI ranks per "
                                                 "cluster node."),
-             as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON.")):
+             as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON.",
+                                          show_default="off")):
     """Predict what a run needs before anything is drawn: neurons, synapses, spikes,
     peak memory, store size and times per engine and threads, and a cluster layout.
 
@@ -377,6 +453,7 @@ def plan_cmd(preset: str = PRESET, params_file: Optional[Path] = PARAMS,
 
     try:
         p = _params(params_file, preset, scale=scale, chi=chi, chi_I=chi_I,
+                    **_scaling_overrides(n_scaling, k_scaling),
                     **_sim_overrides(t_sim, areas, replace, threads, seed, segment=segment))
         from . import structure
 
@@ -412,16 +489,17 @@ def _write_report(path: Path, out: Optional[Path] = None, allow_incomplete: bool
 @app.command("analyze")
 @_handled
 def analyze_cmd(runs: List[Path] = typer.Argument(..., help="Run store(s)."),
-                statistics: Optional[str] = typer.Option(None, "--statistics",
-                                                         help="Comma-separated subset (default all)."),
-                recompute: bool = typer.Option(False, "--recompute", help="Ignore cached results."),
-                allow_incomplete: bool = typer.Option(False, "--allow-incomplete",
+                statistics: Optional[str] = typer.Option(None, "--statistics", show_default="all",
+                                                         help="Comma-separated subset."),
+                recompute: bool = typer.Option(False, "--recompute", help="Ignore cached results.",
+                                               show_default="off"),
+                allow_incomplete: bool = typer.Option(False, "--allow-incomplete", show_default="off",
                                                       help="Analyse the completed segments of a "
                                                            "run that is still running or failed."),
                 t_min: Optional[float] = typer.Option(None, "--t-min", help="Start of the analysis "
-                                                      "window (ms; default 500)."),
-                t_max: Optional[float] = typer.Option(None, "--t-max", help="End of the window (ms; "
-                                                      "default t_sim).")):
+                                                      "window (ms).", show_default="500"),
+                t_max: Optional[float] = typer.Option(None, "--t-max", help="End of the window (ms).",
+                                                      show_default="t_sim")):
     """Compute spike statistics (rates, LvR, synchrony, correlations, FC, ...) into the store(s)."""
     from . import analysis
 
@@ -447,9 +525,13 @@ def sweep_cmd(spec: Path = typer.Argument(..., exists=True, dir_okay=False,
                                                "resumes)."),
               cluster: str = typer.Option("auto", "--cluster", help="auto, local, serial, slurm, "
                                           "mpi, or a scheduler address."),
-              workers: Optional[int] = typer.Option(None, "--workers", help="Points at a time."),
-              threads: Optional[int] = THREADS,
-              progress: bool = typer.Option(True, "--progress/--no-progress")):
+              workers: Optional[int] = typer.Option(None, "--workers", help="Points at a time.",
+                                                    show_default="as many as fit the cores"),
+              threads: Optional[int] = typer.Option(None, "--threads", help="NEST threads per point "
+                                                    "(unless the spec sets them).",
+                                                    show_default="cores // workers"),
+              progress: bool = typer.Option(True, "--progress/--no-progress",
+                                            help="Show a progress bar.")):
     """Run (or resume) a parameter sweep, e.g. over chi, on a Dask cluster."""
     from . import sweep
 
@@ -466,9 +548,9 @@ def sweep_cmd(spec: Path = typer.Argument(..., exists=True, dir_okay=False,
 @_handled
 def report_cmd(run_or_sweep: Path = typer.Argument(..., exists=True,
                                                    help="A run store or a sweep directory."),
-               out: Optional[Path] = typer.Option(None, "--out", help="HTML file (default: next "
-                                                  "to the input)."),
-               allow_incomplete: bool = typer.Option(False, "--allow-incomplete",
+               out: Optional[Path] = typer.Option(None, "--out", help="HTML file.",
+                                                  show_default="<input>.html next to the input"),
+               allow_incomplete: bool = typer.Option(False, "--allow-incomplete", show_default="off",
                                                      help="Report the committed segments of a run "
                                                           "that was interrupted or failed.")):
     """Write one self-contained HTML report (figures, parameters, provenance)."""
@@ -544,9 +626,11 @@ def export_cmd(store: Path = typer.Argument(..., help="A run store."),
                                           "(SONATA spike file, HDF5)."),
                sorting: Optional[str] = typer.Option(None, "--sorting", help="SONATA only: by_time or by_id.",
                                                      show_default="by_time"),
-               allow_incomplete: bool = typer.Option(False, "--allow-incomplete", help="Export the committed "
+               allow_incomplete: bool = typer.Option(False, "--allow-incomplete", show_default="off",
+                                                     help="Export the committed "
                                                      "segments of a run that did not complete."),
-               overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if mam-xr exported it.")):
+               overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if mam-xr exported it.",
+                                              show_default="off")):
     """Write a run's spikes as an NWB or SONATA file (docs/exchange.md)."""
     from .exchange import export
 
@@ -566,7 +650,7 @@ def import_spikes_cmd(source: Path = typer.Argument(..., help="An NWB or SONATA 
                       t_sim: Optional[float] = typer.Option(None, "--t-sim", help="Simulated time (ms).",
                                                             show_default="the file's"),
                       overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it is a "
-                                                     "mam-xr store.")):
+                                                     "mam-xr store.", show_default="off")):
     """Make a run store of an NWB or SONATA spike file whose populations are
     mam_xr labels (e.g. V1-23E), to analyse it with mam-xr analyze/report."""
     from .exchange import import_spikes

@@ -50,9 +50,9 @@ from .errors import StoreError, invalid
 from .flat import AREAS, N_POPULATIONS, POPS, STRUCTURE_VARIABLES, population_labels
 
 # re-exported: mam_xr.store is the public face of the run-store layout
-from .store_paths import (LOCK_RESERVE, RUN_FORMAT, STRUCTURE_FORMAT, StoreLock,  # noqa: F401
-                          check_replaceable, check_target, check_unlocked, describe_holder, held_lock, lock_holder, lock_path,
-                          release_lock, remove_store, store_kind, swap_in)
+from .store_paths import (LOCK_RESERVE, RUN_FORMAT, STRUCTURE_FORMAT, THEORY_FORMAT,  # noqa: F401
+                          StoreLock, check_replaceable, check_target, check_unlocked, describe_holder,
+                          held_lock, lock_holder, lock_path, release_lock, remove_store, store_kind, swap_in)
 
 #: Chunk length of the 1-D spike arrays (2**20 spikes = 4 MiB of int32).
 SPIKE_CHUNK = 2**20
@@ -232,6 +232,55 @@ def load_structure(path_or_group) -> xr.Dataset:
         ds[name].encoding = {}
     ds.attrs = json.loads(attrs["dataset_attrs"])
     return ds
+
+
+def write_dataset(ds: xr.Dataset, path, group: str, *, mode: str = "w") -> None:
+    """Write a result Dataset (theory, fixed point, atlas) as group ``group`` of a Zarr v3 store.
+
+    Fixed-width unicode coordinates and variables (``area``, ``pop``) are
+    written as Zarr's variable-length UTF-8, which has a stable Zarr v3
+    encoding, and no consolidated metadata is written (not part of Zarr v3):
+    nothing for Zarr to warn about.  Read back with
+    ``xr.open_zarr(path, group=group, consolidated=False)``.
+    """
+    out = ds.copy()
+    for name in list(out.variables):
+        if out[name].dtype.kind == "U":
+            if name in out.coords:
+                out = out.assign_coords({name: out[name].astype(object)})
+            else:
+                out[name] = out[name].astype(object)
+    for name in out.variables:
+        out[name].encoding = {}
+    out.to_zarr(str(path), group=group, mode=mode, consolidated=False, zarr_format=3)
+
+
+def save_theory(groups: dict[str, xr.Dataset], path, *, overwrite: bool = False,
+                attrs: dict | None = None) -> Path:
+    """Write theory results (e.g. ``{"theory": ..., "fixed_point": ...}``) as a new
+    store of format ``mam_xr.theory/1`` at ``path``, one group each; ``attrs``
+    (e.g. ``label``, ``params`` JSON) go into the root attrs.
+
+    An existing ``path`` is refused unless ``overwrite``, and then replaced
+    only if it is a mam_xr store no one is writing (:func:`check_target`); the
+    new store is written beside it and swapped in (:func:`swap_in`).
+    """
+    path = check_writable(path)
+    check_target(path, overwrite)
+    target = path.with_name(f".{path.name}.new-{os.getpid()}")
+    try:
+        if target.exists():
+            shutil.rmtree(target)  # our own leftover from a crashed swap
+        root = zarr.open_group(str(target), mode="w", zarr_format=3)
+        root.attrs.update(json_safe({**(attrs or {}), "format": THEORY_FORMAT, "versions": versions(),
+                                     "created": _now()}))
+        for group, ds in groups.items():
+            write_dataset(ds, target, group, mode="w")
+        swap_in(target, path)
+    finally:
+        if target.exists():
+            shutil.rmtree(target, ignore_errors=True)
+    return path
 
 
 # --------------------------------------------------------------------------------------
@@ -1038,7 +1087,6 @@ class RunStore:
                                       name=f"{label} {i}", area=a, pop=p, neuron=i, label=label)
                        for i in range(n)]
         return trains
-
 
 
 def _finite_positive(x) -> bool:

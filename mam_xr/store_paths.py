@@ -23,6 +23,8 @@ from .errors import StoreError, invalid
 RUN_FORMAT = "mam_xr.run/1"
 STRUCTURE_FORMAT = "mam_xr.structure/1"
 SWEEP_FORMAT = "mam_xr.sweep/1"
+#: Root attr of a store written by ``mam-xr theory --out`` (groups theory, fixed_point, atlas).
+THEORY_FORMAT = "mam_xr.theory/1"
 
 
 #: Bytes the writer's lock file reserves (padding after the holder JSON): freed
@@ -203,13 +205,14 @@ def release_lock(path) -> None:
 
 
 def store_kind(path) -> str | None:
-    """What mam_xr wrote at ``path``: ``'run'``, ``'structure'``, ``'sweep'``, or None.
+    """What mam_xr wrote at ``path``: ``'run'``, ``'structure'``, ``'theory'``, ``'sweep'``, or None.
 
     Decided by the format marker only: ``zarr.json`` attributes ``format``
-    (run and structure stores) or ``sweep.json`` ``format`` (sweep directories).
+    (run, structure and theory stores) or ``sweep.json`` ``format`` (sweep directories).
     """
     p = Path(os.fspath(path))
-    for marker, kinds in (("zarr.json", {RUN_FORMAT: "run", STRUCTURE_FORMAT: "structure"}),
+    for marker, kinds in (("zarr.json", {RUN_FORMAT: "run", STRUCTURE_FORMAT: "structure",
+                                           THEORY_FORMAT: "theory"}),
                           ("sweep.json", {SWEEP_FORMAT: "sweep"})):
         f = p / marker
         if not f.is_file():

@@ -104,3 +104,121 @@ def test_debug_shows_the_traceback_and_plain_errors_are_one_line(tmp_path):
     proc = mam_xr_cli("--debug", "structure", "--out", "plain", cwd=tmp_path, check=False)
     assert proc.returncode == 2 and "Traceback (most recent call last)" in proc.stderr
     assert (tmp_path / "plain").read_text() == "x"
+
+
+# --- polish: version, defaults in --help, theory --T/--dt/--out, no Zarr warnings, N/K scaling ---
+
+def test_version_prints_mam_xr_nest_and_brian2(tmp_path):
+    from importlib.metadata import version
+
+    import mam_xr
+
+    out = mam_xr_cli("--version", cwd=tmp_path).stdout.splitlines()
+    assert out == [f"mam_xr {mam_xr.__version__}", f"NEST {version('nest-simulator')}",
+                   f"Brian2 {version('brian2')}"]
+
+
+def test_every_option_shows_its_default_in_help():
+    import typer
+
+    from mam_xr.cli import app
+
+    shown, missing = {}, []
+
+    def walk(command, parent, path):
+        ctx = command.context_class(command, info_name=command.name, parent=parent)
+        for param in command.params:
+            if param.param_type_name == "option" and param.name != "help":
+                text = param.get_help_record(ctx)[1]
+                where = f"{' '.join(path)} {param.opts[0]}"
+                if "[default: " in text:
+                    shown[where] = text.split("[default: ")[1].rstrip("]")
+                else:
+                    missing.append(where)
+        for name, sub in getattr(command, "commands", {}).items():
+            walk(sub, ctx, [*path, name])
+
+    walk(typer.main.get_command(app), None, ["mam-xr"])
+    assert missing == []
+    assert len(shown) > 60
+    # the preset-dependent ones say what each preset gives
+    assert shown["mam-xr run --scale"] == "(tutorial 0.005, default 1)"
+    assert shown["mam-xr run --chi"] == "(tutorial 1, default 1.9)"
+    assert shown["mam-xr run --replace"] == "(tutorial het_poisson_stat, default none)"
+    assert shown["mam-xr run --t-sim"] == "(2000)" and shown["mam-xr run --overwrite"] == "(off)"
+    assert shown["mam-xr plan --n-scaling"] == "(--scale)" and shown["mam-xr run --analysis"] == "analysis"
+    assert shown["mam-xr theory --T"] == "(50)" and shown["mam-xr theory --dt"] == "(0.1)"
+    assert shown["mam-xr --version"] == "(off)"
+
+
+def test_theory_takes_T_and_dt_and_writes_a_store_it_replaces_only_with_overwrite(tmp_path):
+    import xarray as xr
+
+    from mam_xr.store import store_kind
+
+    out = mam_xr_cli("theory", "--T", "20", "--dt", "0.2", "--out", "t.zarr", cwd=tmp_path).stdout
+    assert "integration (T = 20 ms, dt = 0.2 ms): mean rate 29.5884 spikes/s, NOT converged" in out
+    assert "fixed point: mean rate 29.5884 spikes/s, converged True, stable True" in out
+    assert store_kind(tmp_path / "t.zarr") == "theory"
+    th = xr.open_zarr(tmp_path / "t.zarr", group="theory", consolidated=False).load()
+    assert th.sizes["time"] == 101 and float(th["time"][-1]) == pytest.approx(20.0)
+    assert float(th["time"][1]) == pytest.approx(0.2) and th.attrs["T_ms"] == 20.0
+    fp = xr.open_zarr(tmp_path / "t.zarr", group="fixed_point", consolidated=False).load()
+    assert float(fp["rate"].mean()) == pytest.approx(29.5884, abs=1e-4)
+    assert list(th["area"].values[:2]) == ["V1", "V2"]
+    # an existing --out: refused before any computation, replaced with --overwrite
+    proc = mam_xr_cli("theory", "--out", "t.zarr", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "integration" not in proc.stdout
+    assert proc.stderr.strip() == ("error: --out='t.zarr' is invalid: expected a path that does not "
+                                   "exist yet (or --overwrite)")
+    out = mam_xr_cli("theory", "--no-fixed-point", "--out", "t.zarr", "--overwrite", cwd=tmp_path).stdout
+    assert "written to t.zarr (groups theory)" in out
+    assert sorted(p.name for p in (tmp_path / "t.zarr").iterdir()) == ["theory", "zarr.json"]
+    # what mam_xr did not write is never replaced
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.tex").write_text("x")
+    proc = mam_xr_cli("theory", "--out", "mine", "--overwrite", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "it is not a mam_xr store" in proc.stderr
+    assert (tmp_path / "mine" / "thesis.tex").read_text() == "x"
+    proc = mam_xr_cli("theory", "--T", "-1", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "theory.T=-1.0 is invalid" in proc.stderr
+
+
+def test_run_prints_no_zarr_warning_and_takes_n_and_k_scaling(tmp_path):
+    proc = subprocess.run([sys.executable, "-W", "always", "-m", "mam_xr.cli", "run", "--scale", "0.001",
+                           "--n-scaling", "0.002", "--t-sim", "100", "--areas", "V1", "--no-report",
+                           "--no-progress", "--out", "r.zarr"],
+                          cwd=tmp_path, capture_output=True, text=True, env=dict(os.environ), timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    warned = [line for line in proc.stderr.splitlines() if "Warning" in line]
+    assert len(warned) == 1 and "within the default 500 ms transient" in warned[0], proc.stderr
+    assert "site-packages/zarr" not in proc.stderr
+    run = open_run(tmp_path / "r.zarr")
+    from mam_xr.params import Params
+
+    net = Params.from_dict(run.params).network
+    assert (net.N_scaling, net.K_scaling) == (0.002, 0.001)
+    v1 = run.structure()["neurons"].sel(area="V1")
+    assert int(run.n_neurons.sum()) == int(np.floor(v1).sum())
+    # neurons follow N_scaling = 0.002 (197.94 in V1 at 0.001), indegrees K_scaling = 0.001
+    assert float(v1.sum()) == pytest.approx(395.8719, abs=1e-3)
+    v1_v1 = run.structure()["indegree"].sel(area="V1", source_area="V1")
+    assert float(v1_v1.sum()) == pytest.approx(15.3209, abs=1e-3)
+
+
+@pytest.mark.parametrize("flag, value", [("--n-scaling", "0"), ("--k-scaling", "1.5"),
+                                         ("--k-scaling", "nan"), ("--n-scaling", "-0.1")])
+def test_n_and_k_scaling_outside_0_1_are_refused_by_flag(tmp_path, flag, value):
+    for command in ("run", "plan"):
+        proc = mam_xr_cli(command, flag, value, cwd=tmp_path, check=False)
+        assert proc.returncode == 2
+        shown = "nan" if value == "nan" else repr(float(value))
+        assert proc.stderr.strip() == f"error: {flag}={shown} is invalid: expected a down-scaling factor in (0, 1]"
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_plan_takes_n_and_k_scaling(tmp_path):
+    plan = json.loads(mam_xr_cli("plan", "--scale", "0.001", "--n-scaling", "0.002", "--engine", "nest",
+                                 "--json", cwd=tmp_path).stdout)
+    assert (plan["N_scaling"], plan["K_scaling"]) == (0.002, 0.001)
+    assert plan["neurons"] == 8139
