@@ -4,9 +4,10 @@
 is given (any of structure, theory, statistics, spikes), renders them with
 Bokeh and writes a single HTML file with Bokeh's JavaScript and CSS inlined:
 no CDN, no server, so it opens offline and can be mailed to a colleague.
-A sweep (a ``HoloMap`` over e.g. ``chi``) gets a selector that switches
-between its frames; figures that need a single point show the first one and
-say so.  The report takes data, not a run store: the command line reads the
+A sweep (statistics with extra dims such as ``chi``) gets figures against
+the swept parameter and, at the top of the page, a slider per numeric sweep
+dim that switches every per-point figure and headline to the chosen point
+(:func:`mam_xr.report_bokeh.sweep_controls`).  The report takes data, not a run store: the command line reads the
 store and passes its Datasets (viz is the last stage; docs/architecture.md).
 Which statistic variable each figure draws comes from the analysis registry
 (the ``figures`` of each :class:`mam_xr.analysis.Statistic`); docs/figures.md.
@@ -28,7 +29,7 @@ import xarray as xr
 
 import holoviews as hv
 
-from . import __version__, analysis, report_bokeh, viz
+from . import __version__, analysis, report_bokeh, report_sweep, viz
 from . import params as params_module
 from .errors import MamXrError, ParameterError, invalid
 
@@ -60,6 +61,8 @@ table.kv td, table.kv th { border: 1px solid #ddd; padding: 2px 8px; text-align:
 table.kv th { background: #f4f4f4; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 nav a { margin-right: 1em; } .figure { margin: 0.6em 0 1.2em 0; }
 .warn { color: #8a4b00; }
+.sweep-control { position: sticky; top: 0; z-index: 100; background: #fff; padding: 0.2em 0 0.4em 0;
+                 border-bottom: 1px solid #ddd; }
 """
 
 
@@ -74,8 +77,8 @@ _TEMPLATE = """{% from macros import embed %}<!DOCTYPE html>
 {{ bokeh_js }}
 </head>
 <body>
-{% for part, root in items %}{{ part }}
-{% if root %}<div class="figure">{{ embed(docs[0].roots[root]) }}</div>
+{% for part, root, cls in items %}{{ part }}
+{% if root %}<div class="{{ cls }}">{{ embed(docs[0].roots[root]) }}</div>
 {% endif %}{% endfor %}
 {{ plot_script }}
 </body>
@@ -120,6 +123,18 @@ def _first_point(da: xr.DataArray, core: Sequence[str]) -> tuple[xr.DataArray, s
     out = da.isel(sel)
     desc = ", ".join(f"{d} = {_fmt(out[d].item()) if d in out.coords else 0}" for d in extra)
     return out, f"Shown for the first point of the sweep ({desc})."
+
+
+def _theory_rate(theory) -> xr.DataArray | None:
+    """The theory's rates (area, pop[, ...]) from a DataArray or a Dataset."""
+    if not isinstance(theory, xr.Dataset):
+        return theory
+    name = next((v for v in ("rate", "final_rate") if v in theory.data_vars),
+                next(iter(theory.data_vars)) if len(theory.data_vars) == 1 else None)
+    if name is None:
+        raise ParameterError(invalid("theory", list(theory.data_vars)[:10],
+                                     "a Dataset with a 'rate' or 'final_rate' variable"))
+    return theory[name]
 
 
 def _fmt(x) -> str:
@@ -251,8 +266,10 @@ def _strip_external(page: str) -> str:
 def report_sections(*, structure=None, theory=None, stats=None, spikes=None,
                     raster_areas: Sequence[str] = ("V1", "V2", "FEF"), raster_fraction: float = 1.0,
                     time_series_areas: Sequence[str] = ("V1", "V2", "FEF"),
-                    max_heatmap_bins: int = 2000) -> list[dict]:
+                    max_heatmap_bins: int = 2000, leave_out: Sequence[str] = ()) -> list[dict]:
     """The figures of a report: a list of {id, title, note, figure} (HoloViews objects).
+
+    ``leave_out``: ids of sections not to draw (e.g. ``"connectivity"``).
 
     Figures whose inputs are missing are left out; figures whose input does not
     fit (e.g. an area not simulated) get ``figure=None`` and the reason in ``note``.
@@ -263,6 +280,8 @@ def report_sections(*, structure=None, theory=None, stats=None, spikes=None,
     neurons = structure["neurons"] if isinstance(structure, xr.Dataset) and "neurons" in structure else None
 
     def add(id_, title, make, note=""):
+        if id_ in leave_out:
+            return
         try:
             fig = make()
         except (MamXrError, KeyError) as err:  # data that does not fit this figure: say why
@@ -347,14 +366,7 @@ def report_sections(*, structure=None, theory=None, stats=None, spikes=None,
         add("area_rates", "Area rate time series",
             lambda: viz.area_rate_time_series(ta1, areas=areas or with_data[:3], neurons=neurons), n1)
     if theory is not None and rate is not None:
-        th = theory
-        if isinstance(th, xr.Dataset):
-            name = next((v for v in ("rate", "final_rate") if v in th.data_vars),
-                        next(iter(th.data_vars)) if len(th.data_vars) == 1 else None)
-            if name is None:
-                raise ParameterError(invalid("theory", list(th.data_vars)[:10],
-                                             "a Dataset with a 'rate' or 'final_rate' variable"))
-            th = th[name]
+        th = _theory_rate(theory)
         th1, n_th = _first_point(th, ("area", "pop", "draw"))
         r1, n1 = _first_point(rate, ("area", "pop"))
         add("theory", "Mean-field theory vs simulation", lambda: viz.theory_vs_simulation(th1, r1),
@@ -379,10 +391,26 @@ def report_sections(*, structure=None, theory=None, stats=None, spikes=None,
     return sections
 
 
+# --- a sweep (mam_xr.report_sweep draws it) -------------------------------------------------
+
+#: Statistics drawn against the swept parameter: name in viz.SWEEP_STATISTICS -> (statistic, variable).
+_AGAINST = {"rate": ("rates", "rate"), "lvr": ("irregularity", "lvr"), "corrcoef": ("correlation", "corrcoef"),
+            "synchrony": ("synchrony", "synchrony"), "fc_similarity": ("functional_connectivity", "fc_similarity")}
+
+
+def _against_arrays(stats, theory) -> dict[str, xr.DataArray]:
+    """The variables of the figures against the swept parameter, by their names in viz."""
+    arrays = {name: da for name, (stat, var) in _AGAINST.items() if (da := _pick(stats, stat, var)) is not None}
+    th = _theory_rate(theory)
+    if th is not None:
+        arrays["theory_rate"] = th
+    return arrays
+
+
 def write_report(path, *, structure=None, theory=None, stats=None, spikes=None, params=None,
                  provenance=None, title: str = "mam_xr run report",
                  raster_areas: Sequence[str] = ("V1", "V2", "FEF"), raster_fraction: float = 1.0,
-                 time_series_areas: Sequence[str] = ("V1", "V2", "FEF")) -> Path:
+                 time_series_areas: Sequence[str] = ("V1", "V2", "FEF"), atlas=None) -> Path:
     """Write one self-contained HTML file with the figures, parameters and provenance.
 
     Parameters
@@ -398,7 +426,10 @@ def write_report(path, *, structure=None, theory=None, stats=None, spikes=None, 
         ``rate_time_series``, ``correlation``, ``irregularity``,
         ``functional_connectivity``, ...), or one Dataset holding ``rate``,
         ``corrcoef``, ``lvr``, ``rate_time_series``, ``fc``, ``fc_experimental``.
-        Extra (sweep) dims give a selector on the rate heat map.
+        Extra (sweep) dims, e.g. ``chi``: figures against the swept parameter and
+        a slider per numeric sweep dim (a select for others) at the top of the
+        page that switches every per-point figure and headline; points without
+        rates are left out.
     spikes : optional
         Spikes for the rasters, any form :func:`mam_xr.viz.spike_table` accepts.
     params : Params, mapping or JSON str, optional
@@ -408,6 +439,9 @@ def write_report(path, *, structure=None, theory=None, stats=None, spikes=None, 
     title : str
     raster_areas, raster_fraction, time_series_areas
         Areas and neuron fraction of the rasters, areas of the time-series plots.
+    atlas : xr.Dataset, optional
+        A theory atlas over the swept parameter (:func:`mam_xr.atlas.atlas`): its
+        branches are drawn with the sweep's theory and simulation.
 
     Returns
     -------
@@ -424,16 +458,28 @@ def write_report(path, *, structure=None, theory=None, stats=None, spikes=None, 
     if all(x is None for x in (structure, theory, stats, spikes, params, provenance)):
         raise ParameterError(invalid("data", None, "at least one of structure, theory, stats, spikes, "
                                      "params, provenance"))
-    sections = report_sections(structure=structure, theory=theory, stats=stats, spikes=spikes,
-                               raster_areas=raster_areas, raster_fraction=raster_fraction,
-                               time_series_areas=time_series_areas)
-    items: list[tuple[str, str | None]] = []   # (HTML, name of the Bokeh root after it)
+    options = dict(raster_areas=raster_areas, raster_fraction=raster_fraction,
+                   time_series_areas=time_series_areas)
+    ref = _pick_kind(stats, "population_heatmap")[1]
+    sweep = report_sweep.sweep_points(ref if ref is not None else _theory_rate(theory))
+    controls = None
+    if sweep is None:
+        sections = report_sections(structure=structure, theory=theory, stats=stats, spikes=spikes, **options)
+        rendered = {s["id"]: report_bokeh.render_section(s) for s in sections if s["figure"] is not None}
+    else:
+        sections, rendered, controls = report_sweep.sweep_report(
+            sweep, theory=theory, stats=stats, spikes=spikes, atlas=atlas, against=_against_arrays,
+            make_sections=functools.partial(report_sections, structure=structure, **options))
+    items: list[tuple[str, str | None, str]] = []   # (HTML, name of the Bokeh root after it, its class)
     models = []
     for sec in sections:
-        if sec["figure"] is not None:
-            model = report_bokeh.render_section(sec)
+        if sec["id"] in rendered:
+            model = rendered[sec["id"]]
             model.name = f"fig_{sec['id']}"
             models.append(model)
+    if controls is not None:
+        controls.name = "sweep_controls"
+        models.insert(0, controls)
 
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     parts = [f"<h1>{html.escape(title)}</h1>",
@@ -447,15 +493,25 @@ def write_report(path, *, structure=None, theory=None, stats=None, spikes=None, 
         nav.append(("provenance", "Provenance"))
     parts.append("<nav>" + "".join(f"<a href='#{i}'>{html.escape(t.split(':')[0])}</a>"
                                    for i, t in nav) + "</nav>")
+    if controls is not None:
+        many = len(sweep["dims"]) > 1
+        parts.append(f"<p class='note'>A sweep of {len(sweep['keys'])} points. "
+                     f"{'The sliders below (they stay' if many else 'The slider below (it stays'} at the top of "
+                     f"the page) {'choose' if many else 'chooses'} the point that the headlines and the per-point "
+                     "figures show; the figures against the swept parameter mark it with a dotted line.</p>")
+        items.append(("\n".join(parts), "sweep_controls", "sweep-control"))
+        parts = []
     for s in sections:
         parts.append(f"<h2 id='{s['id']}'>{html.escape(s['title'])}</h2>")
         if s.get("summary"):
-            parts.append(f"<p><b>{html.escape(s['summary'])}</b></p>")
+            ident = f" id='{s['summary_id']}'" if s.get("summary_id") else ""
+            parts.append(f"<p><b{ident}>{html.escape(s['summary'])}</b></p>")
         if s["note"]:
             cls = "note warn" if s["figure"] is None else "note"
-            parts.append(f"<p class='{cls}'>{html.escape(s['note'])}</p>")
-        if s["figure"] is not None:
-            items.append(("\n".join(parts), f"fig_{s['id']}"))
+            ident = f" id='{s['note_id']}'" if s.get("note_id") else ""
+            parts.append(f"<p class='{cls}'{ident}>{html.escape(s['note'])}</p>")
+        if s["id"] in rendered:
+            items.append(("\n".join(parts), f"fig_{s['id']}", "figure"))
             parts = []
     if params is not None:
         parts.append("<h2 id='parameters'>Parameters</h2>")
@@ -466,7 +522,7 @@ def write_report(path, *, structure=None, theory=None, stats=None, spikes=None, 
         parts.append("<h2 id='provenance'>Provenance</h2>")
         prov = provenance if isinstance(provenance, Mapping) else {"provenance": provenance}
         parts.append(_table(_flatten(dict(prov)), ("item", "value")))
-    items.append(("\n".join(parts), None))
+    items.append(("\n".join(parts), None, ""))
     if models:
         page = file_html(models, resources=INLINE, title=title, template=Template(_TEMPLATE),
                          template_variables={"items": items, "page_css": _CSS})

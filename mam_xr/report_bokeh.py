@@ -9,6 +9,10 @@ does not have the expected shape, goes through HoloViews' own renderer.
 Public functions: :func:`render_section`, :func:`render_holoviews` and the fast paths
 :func:`heatmap_image`, :func:`box_panels`, :func:`theory_scatter`, :func:`raster_panels`,
 :func:`fc_panels`, :func:`curve_figure`.
+
+A sweep's report draws each figure once, from its first point, and keeps the values
+that differ at the other points (:func:`link_frames`, :func:`frame_models`); the
+sliders of :func:`sweep_controls` switch them in the browser, with the headlines.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ import holoviews as hv
 from .viz import COLOURS
 
 __all__ = ["render_section", "render_holoviews", "heatmap_image", "box_panels", "theory_scatter",
-           "raster_panels", "fc_panels", "curve_figure"]
+           "raster_panels", "fc_panels", "curve_figure", "link_frames", "frame_models", "add_markers",
+           "sweep_controls"]
 
 WIDTH, HEIGHT = 900, 320     # the default figure size of mam_xr.viz
 
@@ -333,3 +338,208 @@ def render_section(sec: dict):
             isinstance(p, (hv.HeatMap, hv.Scatter)) for p in fig):
         return fc_panels(fig)
     return render_holoviews(fig)
+
+
+# --- sweeps: one model per figure, its data switched by the sweep's sliders ---------------------
+
+def _canon(value, index: dict):
+    """A property value with the models in it replaced by their position in the frame."""
+    from bokeh.model import Model
+
+    if isinstance(value, Model):
+        return ("model", index.get(value.id, -1))
+    if isinstance(value, dict):
+        return {k: _canon(v, index) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_canon(v, index) for v in value]
+    return value
+
+
+def _has_model(value) -> bool:
+    if isinstance(value, tuple) and len(value) == 2 and value[0] == "model":
+        return True
+    if isinstance(value, dict):
+        return any(_has_model(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_model(v) for v in value)
+    return False
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, dict) or isinstance(b, dict):
+        return (isinstance(a, dict) and isinstance(b, dict) and a.keys() == b.keys()
+                and all(_same(a[k], b[k]) for k in a))
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray) or hasattr(a, "to_numpy"):
+        x, y = np.asarray(a), np.asarray(b)
+        if x.shape != y.shape:
+            return False
+        numeric = x.dtype.kind in "fc" and y.dtype.kind in "fc"
+        return bool(np.array_equal(x, y, equal_nan=numeric))
+    if isinstance(a, list) or isinstance(b, list):
+        return (isinstance(a, list) and isinstance(b, list) and len(a) == len(b)
+                and all(_same(x, y) for x, y in zip(a, b)))
+    if isinstance(a, float) and isinstance(b, float) and np.isnan(a) and np.isnan(b):
+        return True
+    try:
+        return bool(a == b)
+    except (TypeError, ValueError):
+        return False
+
+
+_UNSET = object()
+
+
+def _value(model, attr: str):
+    try:
+        return getattr(model, attr)
+    except ValueError:                     # bokeh's UnsetValueError: a property without a value
+        return _UNSET
+
+
+def link_frames(models: list):
+    """The property values that turn the first frame's Bokeh model into each other frame's.
+
+    ``models`` are the Bokeh models of one figure at each sweep point.  Returns
+    ``[(model of the first frame, property, [value at each point]), ...]`` for every
+    property that differs (the data of the column data sources, titles, ranges,
+    colour limits, ...), or None when the frames differ in structure (other models
+    or other references between them).
+    """
+    from bokeh.model.util import collect_models
+
+    if all(m is models[0] for m in models):
+        return []
+    frames = [collect_models(m) for m in models]
+    first = frames[0]
+    if any(len(f) != len(first) or any(type(a) is not type(b) for a, b in zip(first, f)) for f in frames[1:]):
+        return None
+    index = [{m.id: i for i, m in enumerate(f)} for f in frames]
+    links = []
+    for j, m0 in enumerate(first):
+        # properties left at their defaults in every frame are equal (and slow to read)
+        names = set().union(*(f[j].properties_with_values(include_defaults=False) for f in frames))
+        for attr in sorted(names):
+            if attr in ("id", "name", "js_event_callbacks", "js_property_callbacks", "subscribed_events") \
+                    or m0.lookup(attr).property.readonly:
+                continue
+            values = [_value(f[j], attr) for f in frames]
+            canon = [_canon(v, index[k]) for k, v in enumerate(values)]
+            if all(_same(canon[0], c) for c in canon[1:]):
+                continue
+            if any(_has_model(c) or c is _UNSET for c in canon):
+                return None
+            links.append((m0, attr, values))
+    return links
+
+
+def frame_models(models: list):
+    """One figure over the sweep points: (root model, links, toggles).
+
+    The first point's model with the links of :func:`link_frames` when the frames
+    share their structure; else a column of all frames (a None frame: its note)
+    of which one at a time is visible, ``toggles = [[model at each point]]``.
+    """
+    from bokeh.layouts import column
+    from bokeh.models import Div
+
+    if all(m is not None for m in models):
+        links = link_frames(models)
+        if links is not None:
+            return models[0], links, []
+    frames = [m if m is not None else Div(text="No figure at this point.") for m in models]
+    for k, m in enumerate(frames):
+        m.visible = k == 0
+    return column(*frames), [], [frames]
+
+
+def add_markers(model, location: float) -> list:
+    """A dotted vertical line at ``location`` in every plot of ``model`` (the chosen sweep point)."""
+    from bokeh.models import Plot, Span
+
+    spans = []
+    for plot in model.select({"type": Plot}):
+        span = Span(location=location, dimension="height", line_color="#555555", line_dash="dotted",
+                    line_width=2)
+        plot.add_layout(span)
+        spans.append(span)
+    return spans
+
+
+_SWEEP_JS = """
+const pos = [];
+for (let d = 0; d < widgets.length; d++) {
+  const w = widgets[d], vals = values[d];
+  if (w === null) { pos.push(0); continue; }
+  if (kinds[d] === "select") { pos.push(w.options.indexOf(w.value)); continue; }
+  let best = 0;
+  for (let j = 1; j < vals.length; j++)
+    if (Math.abs(vals[j] - w.value) < Math.abs(vals[best] - w.value)) best = j;
+  if (w.value !== vals[best]) { w.value = vals[best]; return; }   // snap to a sweep value: runs again
+  pos.push(best);
+}
+const k = keys.findIndex(key => key.every((j, d) => j === pos[d]));
+for (const [span, d] of markers) span.location = values[d][pos[d]];
+if (k < 0) { status.text = "No results at this point."; return; }
+for (const [model, attr, frames] of links) model.setv({[attr]: frames[k]});
+for (const models of toggles) models.forEach((m, j) => { m.visible = (j === k); });
+for (const [id, text] of texts) {
+  const el = document.getElementById(id);
+  if (el !== null) el.textContent = text[k];
+}
+status.text = labels[k];
+"""
+
+
+def _slider_step(vals: np.ndarray) -> float:
+    """A step on whose grid from the first value every value lies (snapping does the rest)."""
+    diffs = np.diff(np.sort(vals))
+    base = float(diffs[diffs > 0].min())
+    for m in (1, 2, 4, 5, 10, 20, 25, 50, 100):
+        step = base / m
+        k = (vals - vals.min()) / step
+        if np.allclose(k, np.round(k), atol=1e-6):
+            return step
+    return base
+
+
+def sweep_controls(dims, values, keys, labels, *, links=(), toggles=(), texts=(), markers=()):
+    """The report's sweep controls: a numeric slider per numeric sweep dim (a select otherwise).
+
+    Moving a slider snaps it to the nearest swept value, sets every linked property
+    to its value at that point (:func:`frame_models`), shows the matching frames,
+    replaces the text of the page elements ``texts = [(element id, [text at each
+    point])]`` and moves the ``markers = [(Span, dim index)]``.  ``keys`` are the
+    points with results as tuples of value indices, ``labels`` their descriptions.
+    """
+    from bokeh.layouts import row
+    from bokeh.models import CustomJS, Div, Select, Slider
+
+    widgets, kinds = [], []
+    for d, vals in zip(dims, values):
+        vals = np.asarray(vals)
+        if vals.size < 2:
+            widgets.append(None)
+            kinds.append("fixed")
+        elif vals.dtype.kind in "iuf":
+            v = vals.astype(float)
+            decimals = next((n for n in range(7) if np.allclose(v, np.round(v, n), atol=1e-9)), 6)
+            widgets.append(Slider(title=d, start=float(v.min()), end=float(v.max()), value=float(v[keys[0][len(widgets)]]),
+                                  step=_slider_step(v), format="0[.]" + "0" * max(decimals, 1), width=420,
+                                  name=f"sweep_slider_{d}"))
+            kinds.append("slider")
+        else:
+            options = [str(x) for x in vals]
+            widgets.append(Select(title=d, options=options, value=options[keys[0][len(widgets)]], width=220,
+                                  name=f"sweep_select_{d}"))
+            kinds.append("select")
+    status = Div(text=labels[0], name="sweep_point", styles={"font-weight": "bold", "padding-top": "1.2em"})
+    value_lists = [[x.item() if hasattr(x, "item") else x for x in np.asarray(v)] for v in values]
+    callback = CustomJS(args=dict(widgets=widgets, kinds=kinds, values=value_lists,
+                                  keys=[list(map(int, k)) for k in keys], labels=list(labels),
+                                  links=[list(x) for x in links], toggles=[list(t) for t in toggles],
+                                  texts=[[i, list(t)] for i, t in texts], markers=[list(m) for m in markers],
+                                  status=status), code=_SWEEP_JS)
+    for w in widgets:
+        if w is not None:
+            w.js_on_change("value", callback)
+    return row(*[w for w in widgets if w is not None], status)

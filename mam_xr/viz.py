@@ -24,6 +24,14 @@ The figures are those of the upstream tutorial (docs/figures.md lists which):
 * :func:`theory_vs_simulation` -- mean-field vs simulated rates;
 * :func:`functional_connectivity` -- simulated vs experimental FC (D.6).
 
+Against the swept parameter of a sweep (χ, ...; docs/sweeps.md):
+
+* :func:`sweep_statistic`, :func:`sweep_statistics` -- rate, LvR, CC, synchrony, FC
+  similarity against the swept value, per population type, layer, population or area;
+* :func:`sweep_heatmap` -- area x swept value heat map;
+* :func:`sweep_theory_vs_simulation` -- theory and simulation against the swept value,
+  with the branches of a theory atlas (drawn with :mod:`mam_xr.viz_atlas`).
+
 :func:`save_static` writes any of them as PNG, SVG or PDF through HoloViews'
 matplotlib backend (no browser needed).  Options are set for both backends,
 so ``hv.render(obj, backend="matplotlib")`` also works.
@@ -44,12 +52,15 @@ import holoviews as hv
 
 from .errors import ParameterError, invalid
 from .flat import ABSENT, AREAS, POPS
+from .viz_atlas import atlas_curve_data
 
 __all__ = [
     "POP_LABELS", "DISPLAY_POPS", "FC_FIGURE_ORDER",
     "rate_heatmap", "instantaneous_rate", "rate_time_series", "area_rate_time_series",
     "raster", "box_plots", "connectivity_matrix", "theory_vs_simulation",
     "functional_connectivity", "save_static", "spike_table",
+    "SWEEP_STATISTICS", "SWEEP_GROUPS", "sweep_statistic", "sweep_statistics", "sweep_heatmap",
+    "sweep_theory_vs_simulation",
 ]
 
 #: Display labels of the populations (upstream's figures write 2/3 for 23).
@@ -908,6 +919,372 @@ def functional_connectivity(simulated, experimental=None, *, var: str | None = N
     return hv.Layout(plots).cols(len(plots))
 
 
+# --- sweeps: statistics against the swept parameter ----------------------------------
+
+#: What :func:`sweep_statistic` can draw: stat -> (variable names looked up in the data,
+#: first found: a sweep's combined Dataset names them ``<statistic>_<variable>``; label; units).
+SWEEP_STATISTICS: dict[str, tuple[tuple[str, ...], str, str]] = {
+    "rate": (("rates_rate", "rate"), "Rate", "spikes/s"),
+    "lvr": (("irregularity_lvr", "lvr"), "LvR", "1"),
+    "cc": (("correlation_corrcoef", "corrcoef", "corrcoeff"), "Correlation coefficient", "1"),
+    "synchrony": (("synchrony",), "Synchrony", "1"),
+    "fc_similarity": (("functional_connectivity_fc_similarity", "fc_similarity"),
+                      "FC similarity to fMRI", "1"),
+    "theory_rate": (("theory_rate",), "Theory rate", "spikes/s"),
+}
+
+#: Population groups of :func:`sweep_statistic` (``by=``).
+SWEEP_GROUPS: tuple[str, ...] = ("all", "type", "layer", "pop", "area")
+
+_LAYERS = (("L2/3", "23"), ("L4", "4"), ("L5", "5"), ("L6", "6"))
+_GROUP_COLOURS = ("#1f5ea8", "#c0272d", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf", "#7f7f7f")
+_SWEEP_DEFAULT_STATS = ("rate", "lvr", "cc", "synchrony", "fc_similarity")
+
+
+def _sweep_array(data, stat: str, dim: str, argname: str = "data") -> tuple[xr.DataArray, str, str]:
+    """The variable of ``stat`` in ``data`` (or ``data`` itself), its label and units; refuses an
+    unknown ``stat`` and data without the sweep dimension ``dim`` by name."""
+    if stat not in SWEEP_STATISTICS:
+        raise ParameterError(invalid("stat", stat, f"one of {', '.join(SWEEP_STATISTICS)}"))
+    names, label, units = SWEEP_STATISTICS[stat]
+    if isinstance(data, xr.Dataset):
+        name = next((n for n in names if n in data.data_vars), None)
+        if name is None:
+            raise ParameterError(invalid(argname, f"Dataset of {list(data.data_vars)[:8]}",
+                                         f"a variable {' or '.join(map(repr, names))} for stat={stat!r}"))
+        da = data[name]
+    elif isinstance(data, xr.DataArray):
+        da = data
+    else:
+        raise TypeError(f"{argname} must be an xarray DataArray or Dataset, not {type(data).__name__}")
+    if dim not in da.dims:
+        raise ParameterError(invalid("dim", dim, f"a dimension of the data, the swept parameter "
+                                                 f"(the data have dims {tuple(da.dims)})"))
+    return da, label, str(da.attrs.get("units", units))
+
+
+def _sweep_dim(da: xr.DataArray, dim: str) -> hv.Dimension:
+    units = str(da[dim].attrs.get("units", "")) if dim in da.coords else ""
+    return hv.Dimension(dim, label=dim, unit=None if units in ("", "1") else units)
+
+
+def _sweep_values(da: xr.DataArray, dim: str) -> np.ndarray:
+    return np.asarray(da[dim].values if dim in da.coords else np.arange(da.sizes[dim]))
+
+
+def _population_groups(da: xr.DataArray, by: str, areas, stat: str) -> list[tuple[str, dict]]:
+    """(label, selection) of each group of populations of ``by``."""
+    if by not in SWEEP_GROUPS:
+        raise ParameterError(invalid("by", by, f"one of {', '.join(SWEEP_GROUPS)}"))
+    has_pop, has_area = "pop" in da.dims, "area" in da.dims
+    if by != "all" and not (has_pop if by in ("type", "layer", "pop") else has_area):
+        raise ParameterError(invalid("by", by, f"'all' for stat={stat!r} (its data have dims {tuple(da.dims)})"))
+    pops = [str(p) for p in da["pop"].values] if has_pop else []
+    if by == "all":
+        return [("all populations", {})]
+    if by == "type":
+        return [(name, {"pop": [p for p in pops if p.endswith(t)]})
+                for name, t in (("excitatory (E)", "E"), ("inhibitory (I)", "I"))]
+    if by == "layer":
+        return [(name, {"pop": [p for p in pops if p[:-1] == layer]}) for name, layer in _LAYERS
+                if any(p[:-1] == layer for p in pops)]
+    if by == "pop":
+        return [(POP_LABELS.get(p, p), {"pop": [p]}) for p in DISPLAY_POPS if p in pops]
+    other = [d for d in da.dims if d != "area"]
+    with_data = [str(a) for a, ok in zip(da["area"].values, np.isfinite(da).any(other).values) if ok]
+    chosen = with_data if areas is None else _check_areas(areas, with_data)
+    return [(a, {"area": [a]}) for a in chosen]
+
+
+def _group_mean(da: xr.DataArray, sel: dict, neurons) -> xr.DataArray:
+    """Mean over the selected populations (neuron-weighted with ``neurons``), NaN ignored."""
+    sub = da.sel(sel) if sel else da
+    dims = [d for d in ("area", "pop") if d in sub.dims]
+    if not dims:
+        return sub
+    if neurons is None:
+        return sub.mean(dims, skipna=True)
+    w = neurons["neurons"] if isinstance(neurons, xr.Dataset) else neurons
+    w = w.fillna(0.0).sel(area=sub["area"], pop=sub["pop"]).where(sub.notnull())
+    return (sub * w).sum(dims) / w.sum(dims)
+
+
+def _frame_key(frame: xr.DataArray, extra: Sequence[str]) -> dict:
+    """The point of the extra dims a frame of :func:`_frames` was selected at."""
+    return {d: frame[d].item() for d in extra if d in frame.coords}
+
+
+def sweep_statistic(data, stat: str = "rate", *, dim: str = "chi", by: str = "type",
+                    areas: Sequence[str] | None = None, neurons=None, title: str | None = None):
+    """A statistic against the swept parameter: one curve per group of populations.
+
+    Parameters
+    ----------
+    data : xr.Dataset or xr.DataArray
+        Sweep results with the dim ``dim``: a sweep's combined Dataset
+        (:func:`mam_xr.sweep.open_sweep`; ``rates_rate``, ``irregularity_lvr``,
+        ``correlation_corrcoef``, ``synchrony``,
+        ``functional_connectivity_fc_similarity``, ``theory_rate``) or analysis
+        results concatenated along ``dim`` (``rate``, ``lvr``, ...), or the
+        DataArray to draw.
+    stat : str
+        One of :data:`SWEEP_STATISTICS`: ``rate`` (spikes/s), ``lvr``, ``cc``
+        (correlation coefficient), ``synchrony``, ``fc_similarity`` (Pearson r
+        of simulated and experimental FC, one value per point), ``theory_rate``.
+    dim : str
+        The swept parameter, a dimension of the data.
+    by : str
+        Groups (:data:`SWEEP_GROUPS`): ``all`` populations, population ``type``
+        (E, I), ``layer`` (2/3, 4, 5, 6), each ``pop`` (mean over areas), each
+        ``area`` (mean over its populations; ``areas`` chooses, default every
+        area with data).
+    neurons : xr.DataArray or xr.Dataset, optional
+        (area, pop) neuron numbers (or a structure Dataset): neuron-weighted
+        means instead of plain means over populations.
+
+    Returns
+    -------
+    hv.Overlay or hv.HoloMap
+        Per group a ``Curve`` and ``Scatter`` (kdim ``dim``, vdims the
+        statistic's name and ``group``); the value at each point is the mean
+        of the statistic over the group's populations with data (NaN where a
+        point has none, e.g. a failed point).  Further dims of the data
+        (another swept parameter) give a ``HoloMap`` over them.
+
+    Raises
+    ------
+    ParameterError
+        An unknown ``stat`` or ``by``, data without ``dim`` or without the
+        statistic, areas without data.
+    """
+    _backends()
+    da, label, units = _sweep_array(data, stat, dim)
+    groups = _population_groups(da, by, areas, stat)
+    col = stat
+    xdim, ydim = _sweep_dim(da, dim), _vdim(col, label, units)
+    core = [d for d in (dim, "area", "pop") if d in da.dims]
+    extra = [d for d in da.dims if d not in core]
+    what = {"all": "mean over populations", "type": "mean over populations by type",
+            "layer": "mean over populations by layer", "pop": "mean over areas per population",
+            "area": "mean over populations per area"}[by]
+    title = title or f"{label} ({what}{', neuron-weighted' if neurons is not None else ''})"
+    u = _unit_text(units)
+
+    def draw(frame: xr.DataArray):
+        x = _sweep_values(frame, dim)
+        layers = []
+        for i, (name, sel) in enumerate(groups):
+            y = np.asarray(_group_mean(frame, sel, neurons).transpose(dim).values, dtype=float)
+            df = pd.DataFrame({dim: x, col: y, "group": name})
+            colour = {"excitatory (E)": COLOURS["E"], "inhibitory (I)": COLOURS["I"],
+                      "all populations": "#222222"}.get(name, _GROUP_COLOURS[i % len(_GROUP_COLOURS)])
+            tips = [("group", "@group"), (dim, f"@{{{dim}}}{{0.000}}"), (label, f"@{col}{{0.0000}}{u}")]
+            curve = _opts(hv.Curve(df, kdims=[xdim], vdims=[ydim, "group"], label=name), color=colour,
+                          bokeh=dict(line_width=2, tools=[_hover(tips)]), mpl=dict(linewidth=2))
+            dots = _opts(hv.Scatter(df, kdims=[xdim], vdims=[ydim, "group"], label=name), color=colour,
+                         bokeh=dict(size=7, tools=[_hover(tips)]), mpl=dict(s=25))
+            layers += [curve, dots]
+        legend = dict(legend_position="right") if len(groups) > 1 else dict(show_legend=False)
+        return _opts(hv.Overlay(layers), title=title, padding=0.05,
+                     bokeh=dict(width=440 if len(groups) <= 4 else 620, height=300, **legend),
+                     mpl=dict(fig_inches=(6, 3.5), **legend))
+
+    if not extra:
+        return draw(da)
+    return _frames(da, core, draw)
+
+
+def sweep_statistics(data, stats: Sequence[str] | None = None, *, dim: str = "chi", by: str = "type",
+                     neurons=None):
+    """Several statistics against the swept parameter, one panel each (:func:`sweep_statistic`).
+
+    ``stats`` defaults to those of rate, lvr, cc, synchrony and fc_similarity that
+    the Dataset holds with at least one finite value; ``fc_similarity`` (one value
+    per point) is drawn with ``by="all"``.  Returns an ``hv.Layout`` (two columns).
+    """
+    if isinstance(stats, str):
+        stats = [stats]
+    if stats is None:
+        if not isinstance(data, xr.Dataset):
+            raise ParameterError(invalid("stats", None, "a list of statistics when data is a DataArray"))
+        stats = []
+        for s in _SWEEP_DEFAULT_STATS:
+            name = next((n for n in SWEEP_STATISTICS[s][0] if n in data.data_vars), None)
+            if name is not None and bool(np.isfinite(data[name]).any()):
+                stats.append(s)
+        if not stats:
+            raise ParameterError(invalid("data", f"Dataset of {list(data.data_vars)[:8]}",
+                                         f"finite values of at least one of {', '.join(_SWEEP_DEFAULT_STATS)}"))
+    panels = [sweep_statistic(data, s, dim=dim, by="all" if s == "fc_similarity" else by, neurons=neurons)
+              for s in stats]
+    return hv.Layout(panels).cols(2).opts(backend="matplotlib", sublabel_format="")
+
+
+def sweep_heatmap(data, stat: str = "rate", *, dim: str = "chi", pop: str | None = None,
+                  areas: Sequence[str] | None = None, neurons=None, cmap: str = "YlOrBr",
+                  title: str | None = None):
+    """Area x swept-parameter heat map of a statistic (default the rate).
+
+    Parameters
+    ----------
+    data, stat, dim, neurons
+        As :func:`sweep_statistic` (``stat`` must have an ``area`` dim).
+    pop : str, optional
+        Show this population (e.g. ``"23E"``); default the mean over each
+        area's populations (plain, or neuron-weighted with ``neurons``).
+    areas : sequence of str, optional
+        Rows; default every area with data, V1 at the top.
+
+    Returns
+    -------
+    hv.HeatMap or hv.HoloMap
+        kdims (``dim``, ``area``), vdims the statistic's name (NaN: no data,
+        white) and ``status``; the cells sit at the swept values.
+    """
+    _backends()
+    da, label, units = _sweep_array(data, stat, dim)
+    _require_dims(da, [dim, "area"], "data")
+    if pop is not None:
+        if "pop" not in da.dims or pop not in [str(p) for p in da["pop"].values]:
+            raise ParameterError(invalid("pop", pop, f"one of {', '.join(POPS)} present in the data"))
+        da = da.sel(pop=pop)
+        what = f"population {POP_LABELS.get(pop, pop)}"
+    else:
+        da = _group_mean(da, {}, neurons) if neurons is not None and "pop" in da.dims else (
+            da.mean("pop", skipna=True) if "pop" in da.dims else da)
+        what = "mean over populations" + (", neuron-weighted" if neurons is not None else "")
+    other = [d for d in da.dims if d != "area"]
+    with_data = [str(a) for a, ok in zip(da["area"].values, np.isfinite(da).any(other).values) if ok]
+    if not with_data:
+        raise ParameterError(invalid("data", da.name, "at least one finite value"))
+    rows = with_data if areas is None else _check_areas(areas, with_data)
+    da = da.sel(area=rows)
+    col = stat
+    finite = np.asarray(da.values, dtype=float)
+    finite = finite[np.isfinite(finite)]
+    hi = float(finite.max()) if finite.size else 1.0
+    lo = min(0.0, float(finite.min())) if finite.size else 0.0
+    title = title or f"{label} per area against {dim} ({what})"
+    fmt = "{0.000}" if units == "spikes/s" else "{0.0000}"
+    u = _unit_text(units)
+
+    def draw(frame: xr.DataArray):
+        frame = frame.transpose(dim, "area")
+        x = _sweep_values(frame, dim)
+        vals = np.asarray(frame.values, dtype=float)
+        order = list(reversed(range(len(rows))))          # first area at the top
+        df = pd.DataFrame({dim: np.repeat(x, len(rows)), "area": np.tile(np.asarray(rows)[order], len(x)),
+                           col: vals[:, order].ravel()})
+        df["status"] = np.where(np.isfinite(df[col]), "", "no data")
+        heat = hv.HeatMap(df, kdims=[_sweep_dim(frame, dim), hv.Dimension("area", label="Area")],
+                          vdims=[_vdim(col, label, units), "status"])
+        return _opts(heat, cmap=cmap, colorbar=True, clim=(lo, hi if hi > lo else lo + 1.0), title=title,
+                     bokeh=dict(clipping_colors={"NaN": "white"}, width=620, height=max(220, 18 * len(rows) + 90),
+                                toolbar="above", tools=[_hover([
+                                    ("area", "@area"), (dim, f"@{{{dim}}}{{0.000}}"),
+                                    (label, f"@{col}{fmt}{u}"), ("", "@status")])]),
+                     mpl=dict(fig_inches=(7, max(2.5, 0.25 * len(rows) + 1)), show_values=False,
+                              clipping_colors={"NaN": "#d9d9d9"}))
+
+    return _frames(da, [dim, "area"], draw)
+
+
+def sweep_theory_vs_simulation(data, *, dim: str = "chi", atlas=None, area: str | None = None,
+                               pop: str | None = None, title: str | None = None):
+    """Mean-field theory and simulation against the swept parameter, with the atlas' branches.
+
+    Parameters
+    ----------
+    data : xr.Dataset
+        Sweep results with the dim ``dim``: simulated rates (``rates_rate`` or
+        ``rate``) and/or the theory's rates at the sweep points (``theory_rate``),
+        (dim, area, pop), spikes/s.
+    atlas : xr.Dataset, optional
+        Every fixed-point branch over the same parameter (:func:`mam_xr.atlas.atlas`),
+        drawn as lines: stable solid, unstable dashed.
+    area, pop : str, optional
+        Mean rate of this area and/or population; default over all populations.
+
+    Returns
+    -------
+    hv.Overlay
+        ``Curve`` s of the atlas' branches (kdim ``dim``, vdim ``rate``),
+        ``Scatter`` "theory at the sweep points" and "simulation" (kdim ``dim``, vdim
+        ``rate``).  With simulated rates, all means are taken over the populations
+        simulated (with a finite rate at some point), so that theory and simulation
+        average the same populations.
+
+    Raises
+    ------
+    ParameterError
+        Data without ``dim`` or without rates, an atlas over another parameter,
+        an unknown area or population.
+    """
+    _backends()
+    if not isinstance(data, xr.Dataset):
+        raise TypeError(f"data must be an xarray Dataset, not {type(data).__name__}")
+    for name, value, valid in (("area", area, AREAS), ("pop", pop, POPS)):
+        if value is not None and value not in valid:
+            raise ParameterError(invalid(name, value, f"one of {', '.join(valid)}"))
+    sim = th = None
+    if any(n in data.data_vars for n in SWEEP_STATISTICS["rate"][0]):
+        sim = _sweep_array(data, "rate", dim)[0]
+    if "theory_rate" in data.data_vars:
+        th = _sweep_array(data, "theory_rate", dim)[0]
+        th = th.isel(draw=0) if "draw" in th.dims else th
+    if sim is None and th is None:
+        raise ParameterError(invalid("data", f"Dataset of {list(data.data_vars)[:8]}",
+                                     "simulated rates ('rates_rate' or 'rate') or 'theory_rate'"))
+    if atlas is not None and (not isinstance(atlas, xr.Dataset) or atlas.attrs.get("sweep_param") != dim
+                              or "rate" not in atlas):
+        got = atlas.attrs.get("sweep_param") if isinstance(atlas, xr.Dataset) else type(atlas).__name__
+        raise ParameterError(invalid("atlas", got, f"an atlas over {dim!r} from mam_xr.atlas.atlas"))
+    for name, da in (("data", sim), ("data", th)):
+        if da is not None and set(da.dims) - {dim, "area", "pop"}:
+            raise ParameterError(invalid(f"{name}.dims", tuple(da.dims), f"({dim}, area, pop)"))
+    sel = {k: v for k, v in (("area", area), ("pop", pop)) if v is not None}
+    mask = sim.notnull().any(dim) if sim is not None else None
+
+    def reduce(da):
+        da = da.where(mask) if mask is not None else da
+        da = da.sel(sel) if sel else da
+        return da.mean([d for d in ("area", "pop") if d in da.dims], skipna=True)
+
+    which = " ".join(str(v) for v in (area, pop) if v is not None) or (
+        "simulated populations" if sim is not None else "all populations")
+    xdim = _sweep_dim(sim if sim is not None else th, dim)
+    ydim = hv.Dimension("rate", label=f"Mean rate, {which}", unit="spikes/s")
+    elements = []
+    if atlas is not None:
+        # branch pieces from mam_xr.viz_atlas, over the same populations as the sweep
+        masked = atlas if mask is None else atlas.assign(rate=atlas["rate"].where(mask.reset_coords(drop=True)))
+        seen = set()
+        for piece in atlas_curve_data(masked, area=area, pop=pop):
+            label = "atlas: stable" if piece["stable"] else "atlas: unstable"
+            curve = hv.Curve((piece["x"], piece["y"]), [xdim], [ydim], label=label)
+            if label in seen:                      # one legend entry per line style
+                curve = curve.opts(show_legend=False)
+            seen.add(label)
+            dash = {} if piece["stable"] else {"bokeh": {"line_dash": "dashed"}, "mpl": {"linestyle": "--"}}
+            elements.append(_opts(curve, color="#222222", **dash))
+    u = " spikes/s"
+    for da, label, colour, marker in ((th, "theory at the sweep points", "#1f77b4", ("circle", "o")),
+                                      (sim, "simulation", "#ff7f0e", ("diamond", "D"))):
+        if da is None:
+            continue
+        y = np.asarray(reduce(da).transpose(dim).values, dtype=float)
+        df = pd.DataFrame({dim: _sweep_values(da, dim), "rate": y})
+        sc = hv.Scatter(df, kdims=[xdim], vdims=[ydim], label=label)
+        elements.append(_opts(sc, color=colour, bokeh=dict(size=9, marker=marker[0], tools=[_hover([
+            ("", label), (dim, f"@{{{dim}}}{{0.000}}"), ("mean rate", f"@rate{{0.000}}{u}")])]),
+            mpl=dict(s=40, marker=marker[1])))
+    title = title or (f"Theory {'(atlas branches and sweep points) ' if atlas is not None else ''}"
+                      f"and simulation against {dim}")
+    return _opts(hv.Overlay(elements), title=title, padding=0.05,
+                 bokeh=dict(width=760, height=420, legend_position="top_left"),
+                 mpl=dict(aspect=1.8, fig_inches=8, legend_position="right"))
+
+
 # --- static export -------------------------------------------------------------------
 
 _STATIC_FORMATS = ("png", "svg", "pdf")
@@ -941,12 +1318,13 @@ def _heatmap_as_image(hm: hv.HeatMap):
     keep = ("cmap", "clim", "logz", "colorbar", "title", "xrotation", "fig_inches",
             "clipping_colors", "fontsize")
     opts = {k: v for k, v in _mpl_options(hm).items() if k in keep}
-    if xnum and len(xs) > 1:
+    if xnum and len(xs) > 1 and np.allclose(np.diff(np.asarray(xs, float)), float(xs[1]) - float(xs[0])):
         step = float(xs[1]) - float(xs[0])
         bounds = (float(xs[0]) - step / 2, 0, float(xs[-1]) + step / 2, len(ys))
     else:
         bounds = (0, 0, len(xs), len(ys))
-        opts["xticks"] = [(i + 0.5, str(x)) for i, x in enumerate(xs)]
+        opts["xticks"] = [(i + 0.5, f"{x:g}" if xnum else str(x)) for i, x in enumerate(xs)]
+        xnum = False                 # unevenly spaced numbers are drawn as categories
     opts["yticks"] = [(i + 0.5, str(y)) for i, y in enumerate(ys)]
     img = hv.Image(grid[::-1], bounds=bounds, kdims=[xd, yd], vdims=[hm.vdims[0]])
     w, h = opts.get("fig_inches", (6, 5))
