@@ -63,8 +63,7 @@ class RunView:
         self.area = data.areas[0] if data.areas else "V1"
         self.pop = self._first_pop(self.area)
         options = ["simulation"] + (["theory"] if data.theory is not None else [])
-        self.which = pn.widgets.RadioButtonGroup(name="rates", options=options, value="simulation",
-                                                 button_type="default")
+        self.which = pn.widgets.RadioButtonGroup(options=options, value="simulation")
         self.which.param.watch(lambda e: self.redraw_heat(), "value")
         self._heat_tick = hv.streams.Counter()
         self._sel_tick = hv.streams.Counter()
@@ -268,7 +267,7 @@ class SweepView:
             w.param.watch(lambda e: self.redraw(), "value")
             self.widgets[dim] = w
         kinds = list(data.variables)
-        self.which = pn.widgets.RadioButtonGroup(name="rates", options=kinds, value=kinds[0])
+        self.which = pn.widgets.RadioButtonGroup(options=kinds, value=kinds[0])
         self.which.param.watch(lambda e: self.redraw(), "value")
         self.heat = hv.DynamicMap(self._heat, streams=[self._tick])  # the HeatMap alone: see RunView
         self.tap = hv.streams.Tap(source=self.heat, x=None, y=None)
