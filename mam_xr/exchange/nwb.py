@@ -105,12 +105,11 @@ def write_nwb(run: RunStore, path: Path, *, compression: bool = True) -> None:
     from hdmf.backends.hdf5 import H5DataIO
     from hdmf.common import ElementIdentifiers, VectorData, VectorIndex
 
-    labels = run.population_labels
-    n_all = np.asarray(run.root["spikes"].attrs["n_neurons"], dtype=np.int64)
-    # pass 1: spikes per unit (reads the senders of one population at a time)
+    # pass 1: spikes per unit, one group of populations at a time; pass 2 (the
+    # iterator, while pynwb writes) reads them again: never all spikes at once
     counts, area, pop, neuron, label = [], [], [], [], []
     n_spikes = 0
-    for k, lab, n, steps, senders in population_spikes(run, by="neuron"):
+    for _, lab, n, steps, senders in population_spikes(run, by="neuron"):
         c = np.bincount(senders, minlength=n)
         counts.append(c)
         n_spikes += int(steps.size)
@@ -120,8 +119,7 @@ def write_nwb(run: RunStore, path: Path, *, compression: bool = True) -> None:
         label += [lab] * n
         neuron.append(np.arange(n, dtype=np.int64))
     counts = np.concatenate(counts) if counts else np.zeros(0, np.int64)
-    n_units = int(counts.size)
-    assert n_units == int(n_all.sum()), "every simulated neuron is one unit"
+    n_units = int(counts.size)        # every simulated neuron is one unit
     a = run.attrs
     spike_times = VectorData(
         name="spike_times", description="spike times of each neuron (s from the start of the simulation)",
