@@ -312,6 +312,51 @@ def test_elephant_without_the_closed_last_bin_differs(run1):
     pytest.fail("no population of V1, V2, FEF has a spike at exactly t_max")
 
 
+def test_elephant_with_mam_xr_neuron_choice_for_a_large_population(tmp_path):
+    """A population of 2500 neurons: mam_xr's correlation coefficient takes, from the first
+    neuron that ever spiked (here 50, which spikes only before t_min), the ids up to +3000,
+    minus constant trains, the first 2000.  Elephant on that same subset gives the same
+    number; on every non-constant neuron it gives another."""
+    from elephant.conversion import BinnedSpikeTrain
+    from elephant.spike_train_correlation import correlation_coefficient
+
+    rng = np.random.default_rng(3)
+    n, t_sim = 2500, 1000.0
+    ids = rng.integers(100, n, 40000)                           # neurons 0-99 never spike ...
+    steps = rng.integers(0, 10001, ids.size)                    # ... except 50, before t_min
+    ids, steps = np.append(ids, 50), np.append(steps, 1000)
+    root = create_run(tmp_path / "big.zarr", structure=None, dt=0.1, t_sim=t_sim, n_segments_planned=1,
+                      n_neurons=[n] + [0] * (flat.N_POPULATIONS - 1))
+    root.create_group("structure").attrs["missing"] = True
+    SpikeWriter(root).append_segment(steps, ids, np.zeros(ids.size, int), 0.0, t_sim)
+    set_status(root, "complete")
+    run = open_run(tmp_path / "big.zarr")
+    ref = A.analyze(run, "correlation", store=False)["correlation"].sel(area="V1", pop="23E")
+    trains = run.to_neo(area="V1", pop="23E")
+    t_min, t_max = 500.0, t_sim
+    binned = []
+    for st in trains:
+        c = st.magnitude[(st.magnitude >= t_min) & (st.magnitude <= t_max)].copy()
+        c[c == t_max] -= 0.05                                 # mam_xr's closed last bin
+        binned.append(neo.SpikeTrain(c, units="ms", t_start=t_min, t_stop=t_max))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        b = BinnedSpikeTrain(binned, bin_size=1.0 * pq.ms, t_start=t_min * pq.ms, t_stop=t_max * pq.ms)
+        counts = b.to_array()
+        first = min(i for i, st in enumerate(trains) if st.size)
+        assert first == 50
+        active = counts.min(axis=1) != counts.max(axis=1)
+        chosen = [i for i in range(first, min(n, first + 3001)) if active[i]][:2000]
+        assert len(chosen) == 2000 == int(ref["n_corr_neurons"]) and active.sum() > 2000
+
+        def mean_cc(rows):
+            cc = correlation_coefficient(b[np.asarray(rows)])
+            return (cc.sum() - np.trace(cc)) / (len(rows) * (len(rows) - 1))
+
+        assert mean_cc(chosen) == pytest.approx(float(ref["corrcoef"]), rel=1e-10, abs=1e-13)
+        assert abs(mean_cc(np.flatnonzero(active)) - float(ref["corrcoef"])) > 1e-6
+
+
 # -- a segmented NEST run ------------------------------------------------------------------
 
 def test_a_segmented_nest_run_exports_exactly(tmp_path):
