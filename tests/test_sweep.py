@@ -201,6 +201,19 @@ def _complete(directory: Path) -> int:
         return 0
 
 
+def _running(directory: Path) -> list[str]:
+    """Labels of the points whose point.json says running."""
+    out = []
+    for f in (directory / "points").glob("*/point.json"):
+        try:
+            info = json.loads(f.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if info.get("status") == "running":
+            out.append(info["label"])
+    return out
+
+
 def _point_processes(directory: Path) -> list[int]:
     """Pids of live processes whose command line names a point of ``directory``."""
     out = []
@@ -225,7 +238,9 @@ def resumed_sweep(tmp_path_factory):
                              str(directory), "--cluster", "serial", "--threads", "1", "--no-progress"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        _wait_for(lambda: _complete(directory) >= 1, 180, "the first point")
+        # killed while its second point runs (that point's process has written point.json)
+        _wait_for(lambda: _complete(directory) >= 1 and _running(directory), 180,
+                  "the first point and the start of the second")
         os.kill(proc.pid, signal.SIGKILL)  # the driver only: its point process must notice
         proc.wait(timeout=30)
         _wait_for(lambda: not _point_processes(directory), 20, "the orphaned point process to exit")
@@ -233,10 +248,12 @@ def resumed_sweep(tmp_path_factory):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     before = sweep_status(directory)
+    started = {json.loads(f.read_text())["label"] for f in (directory / "points").glob("*/point.json")}
     t_resume = time.time()
     ds = run_sweep(spec_path, directory, cluster="local", n_workers=2, progress=False)
     after = sweep_status(directory)
-    return {"directory": directory, "before": before, "after": after, "ds": ds, "t_resume": t_resume}
+    return {"directory": directory, "before": before, "after": after, "ds": ds, "t_resume": t_resume,
+            "started": started}
 
 
 def test_killed_sweep_resumes_only_missing_points(resumed_sweep):
@@ -254,6 +271,12 @@ def test_killed_sweep_resumes_only_missing_points(resumed_sweep):
     for e in after["points"]:
         if e["label"] != first["label"]:
             assert e["started"] >= resumed_sweep["t_resume"]
+    interrupted = resumed_sweep["started"] - {first["label"]}
+    assert len(interrupted) == 1
+    assert {e["label"]: e["attempts"] for e in after["points"] if e["label"] != first["label"]} == {
+        lab: 2 if lab in interrupted else 1 for lab in by_label if lab != first["label"]}
+    manifest = json.loads((resumed_sweep["directory"] / "manifest.json").read_text())
+    assert sorted(e["attempts"] for e in manifest["points"]) == [1, 1, 2]
     for e in after["points"]:
         run = resumed_sweep["directory"] / "points" / e["name"] / "run.zarr"
         from mam_xr.store import open_run

@@ -193,8 +193,10 @@ def run_point(point_dir) -> dict:
     """
     point_dir = Path(point_dir)
     task = json.loads((point_dir / "task.json").read_text())
+    # the attempt is recorded now: a point killed with its driver still counts as tried
     info = {"status": "running", "label": task["label"], "coords": task["coords"],
-            "started": time.time(), "pid": os.getpid(), "host": os.uname().nodename}
+            "started": time.time(), "pid": os.getpid(), "host": os.uname().nodename,
+            "attempts": int(task.get("attempt", 1))}
     atomic_write_json(point_dir / "point.json", info)
     timings: dict[str, float] = {}
     try:

@@ -90,7 +90,7 @@ def sweep_status(directory) -> dict:
         if e.get("name"):
             info = read_json(directory / "points" / e["name"] / "point.json") or {}
             if info.get("label") == e["label"]:
-                for k in ("status", "error", "started", "finished", "timings", "result"):
+                for k in ("status", "error", "started", "finished", "timings", "result", "attempts"):
                     if k in info:
                         e[k] = info[k]
                 if info.get("status") == "complete" and not result_path(directory, e["name"], info).exists():
