@@ -426,3 +426,34 @@ def test_live_dashboard_in_headless_chromium(served, tmp_path):
                     p.wait(10)
                 except subprocess.TimeoutExpired:
                     p.kill()
+
+
+def test_sweep_view_follows_the_sweep(served, tmp_path):
+    pytest.importorskip("panel")
+    import holoviews as hv
+
+    from mam_xr.dashboard import SweepData
+    from mam_xr.dashboard.app import SweepView
+    from mam_xr.sweep import SweepSpec, open_sweep, run_sweep
+
+    hv.extension("bokeh")
+    directory = tmp_path / "chi"
+    shutil.copytree(served / "sweeps" / "chi", directory)
+    data = SweepData(directory)
+    assert (data.dims, list(data.variables)) == (["chi"], ["theory"])
+    assert data.values("chi") == CHIS
+    assert data.point_run({"chi": 1.5}) is None                      # theory only: no run store
+    view = SweepView(data)
+    view.widgets["chi"].value = 1.5
+    sweep = open_sweep(directory)["theory_rate"].load()
+    np.testing.assert_array_equal(data.frame("theory", view.point()).values, sweep.sel(chi=1.5).values)
+    assert f"<b>{float(sweep.sel(chi=1.5).mean()):.4f}</b>" in view.heat_caption.object
+    view.tap.event(x="V1", y="4E")
+    assert "has no run store (a theory-only sweep)" in view.detail.objects[0].object
+    assert view.refresh() is False and not view.stale
+    # the sweep is extended: the view sees new points and asks to be built anew
+    spec = SweepSpec.chi(CHIS + [2.5], overrides={"scale": 0.001, "areas_simulated": ["V1", "V2"],
+                                                  "theory": {"T": 20.0}}, name="chi-theory", run="theory")
+    run_sweep(spec, directory, progress=False)
+    assert view.refresh() is True and view.stale
+    assert SweepView(SweepData(directory)).widgets["chi"].options == CHIS + [2.5]

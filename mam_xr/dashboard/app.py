@@ -49,6 +49,12 @@ def _named(name: str):
     return hook
 
 
+def _widget(cls, label: str, **kwargs):
+    """A widget with its label (``label`` in newer Panel, ``name`` before)."""
+    key = "label" if "label" in cls.param else "name"
+    return cls(**{key: label}, **kwargs)
+
+
 def _text(cls: str, body: str) -> str:
     return f'<div class="{cls}">{body}</div>'
 
@@ -254,6 +260,8 @@ class SweepView:
         self._tick = hv.streams.Counter()
         self.panel = pn.Column(self.status)
         self.widgets: dict = {}
+        self.stale = False
+        self._points_shown = self._points_now()
         if data.ds is None or not data.variables:
             self.panel.append(pn.pane.HTML(_text("mamxr-heat", "This sweep has no combined results yet "
                                                  "(sweep.zarr); they appear when it finishes.")))
@@ -261,9 +269,9 @@ class SweepView:
         for dim in data.dims:
             values = data.values(dim)
             if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-                w = pn.widgets.DiscreteSlider(name=dim, options=values, value=values[0], width=360)
+                w = _widget(pn.widgets.DiscreteSlider, dim, options=values, value=values[0], width=360)
             else:
-                w = pn.widgets.Select(name=dim, options=[str(v) for v in values], value=str(values[0]))
+                w = _widget(pn.widgets.Select, dim, options=[str(v) for v in values], value=str(values[0]))
             w.param.watch(lambda e: self.redraw(), "value")
             self.widgets[dim] = w
         kinds = list(data.variables)
@@ -276,6 +284,11 @@ class SweepView:
         self._caption()
         self.panel.extend([pn.Row(*self.widgets.values(), self.which), pn.pane.HoloViews(self.heat * marks),
                            self.heat_caption, self.detail])
+
+    def _points_now(self) -> dict:
+        if self.data.ds is None:
+            return {}
+        return {d: [str(v) for v in self.data.values(d)] for d in self.data.dims}
 
     def point(self) -> dict:
         out = {}
@@ -340,8 +353,11 @@ class SweepView:
     def refresh(self) -> bool:
         changed = self.data.refresh()
         self.status.object = self._status_html()
-        if changed and self.widgets:
-            self.redraw()
+        if changed:
+            # results with other points (or the first ones): the page builds the view anew
+            self.stale = self._points_now() != self._points_shown
+            if self.widgets and not self.stale:
+                self.redraw()
         return changed
 
 
@@ -352,8 +368,8 @@ class Page:
         self.directory = directory
         self.datashade_above = datashade_above
         self.entries = {self._label(e): e for e in discover(directory)}
-        self.choose = pn.widgets.Select(name="Run store or sweep", options=list(self.entries),
-                                        width=420)
+        self.choose = _widget(pn.widgets.Select, "Run store or sweep", options=list(self.entries),
+                              width=420)
         self.choose.param.watch(lambda e: self.show(e.new), "value")
         self.message = pn.pane.HTML("", sizing_mode="stretch_width")
         self.body = pn.Column()
@@ -405,6 +421,8 @@ class Page:
         if self.view is not None:
             try:
                 self.view.refresh()
+                if getattr(self.view, "stale", False):
+                    self.show(self.choose.value)
             except Exception as exc:  # noqa: BLE001 - e.g. a store replaced while being read
                 self.message.object = _text("mamxr-error", html.escape(describe_error(exc)))
         if self._ticks % 10 == 0:
