@@ -523,3 +523,26 @@ def test_cli_export_and_import(tmp_path):
     assert proc.returncode == 2 and "path='bad.nwb' is invalid: expected a readable NWB file" in proc.stderr
     helptext = cli("export", "--help", cwd=tmp_path).stdout
     assert "[default: nwb]" in helptext and "by_time" in helptext
+
+
+def test_exports_read_the_store_in_bounded_groups(run1, tmp_path, monkeypatch):
+    """With a budget of 5,000 spikes per read (the reference run has 740,783, its largest
+    population 11,721) the store is read in groups of populations, a larger population
+    alone; the files are the same spike for spike."""
+    from mam_xr.exchange import base
+
+    reads = []
+
+    def counting(run, idx, *args, **kw):
+        out = base.read_populations.__wrapped__(run, idx, *args, **kw)
+        reads.append(out[0].size)
+        return out
+
+    counting.__wrapped__ = base.read_populations
+    monkeypatch.setattr(base, "SPIKE_BUDGET", 5_000)
+    monkeypatch.setattr(base, "read_populations", counting)
+    assert [k for k, *_ in base.population_spikes(run1)] == list(range(254))
+    assert len(reads) > 150 and sum(reads) == 740783
+    assert max(reads) == int(base.population_spike_counts(run1).max()) == 11721
+    for fmt, name in (("nwb", "b.nwb"), ("sonata", "b.h5")):
+        assert_same_spikes(X.read_spikes(X.export(run1, tmp_path / name, fmt)), run1)

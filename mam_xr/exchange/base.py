@@ -106,18 +106,19 @@ def steps_of(times: np.ndarray, dt: float, *, name: str = "dt_ms") -> np.ndarray
     return steps.astype(np.int64)
 
 
-def population_spikes(run: RunStore, by: str = "time", budget: int = SPIKE_BUDGET
+def population_spikes(run: RunStore, by: str = "time", budget: int | None = None
                       ) -> Iterator[tuple[int, str, int, np.ndarray, np.ndarray]]:
     """(flat index, label, neurons, steps, neuron) of every population with neurons.
 
     Consecutive populations are read together, up to ``budget`` spikes per read
-    (a population larger than that alone), with :func:`mam_xr.store_read.read_populations`,
+    (default :data:`SPIKE_BUDGET`; a population larger than that alone), with :func:`mam_xr.store_read.read_populations`,
     so memory stays bounded by the budget or the largest population.
     ``by="time"``: sorted by (time, neuron), the store's order; ``by="neuron"``:
     sorted by (neuron, time)."""
     labels = run.population_labels
     n_all = np.asarray(run.root["spikes"].attrs["n_neurons"], dtype=np.int64)
     counts = population_spike_counts(run)
+    budget = SPIKE_BUDGET if budget is None else int(budget)
     groups, cur, size = [], [], 0
     for k in range(len(labels)):
         if cur and size + counts[k] > budget:
