@@ -545,6 +545,8 @@ def _sweep_vars() -> dict[str, tuple[str, str]]:
         for var in (fig.variable, fig.reference):
             if var:
                 out[_flat_name(stat, var)] = (stat, var)
+    for stat, var in _AGAINST.values():          # the figures against the swept parameter
+        out[_flat_name(stat, var)] = (stat, var)
     return out
 
 
@@ -555,7 +557,7 @@ def _raster_choice(areas_simulated: Sequence[str], wanted: Sequence[str]) -> lis
 
 def report_for(run_or_sweep, out=None, *, title: str | None = None,
                raster_areas: Sequence[str] = ("V1", "V2", "FEF"),
-               max_raster_neurons: int = 3000, allow_incomplete: bool = False) -> Path:
+               max_raster_neurons: int = 3000, allow_incomplete: bool = False, atlas=None) -> Path:
     """Write the report of a run store or of a sweep directory.
 
     Parameters
@@ -576,6 +578,9 @@ def report_for(run_or_sweep, out=None, *, title: str | None = None,
     max_raster_neurons : int
         The rasters show at most about this many neurons per area (a fraction of each
         population), keeping full-scale reports small.
+    atlas : xr.Dataset, optional
+        Of a sweep: a theory atlas over its swept parameter (:func:`mam_xr.atlas.atlas`),
+        drawn with the sweep's theory and simulation.
 
     Returns
     -------
@@ -587,7 +592,7 @@ def report_for(run_or_sweep, out=None, *, title: str | None = None,
     sweep_zarr = path / "sweep.zarr" if (path / "sweep.zarr").exists() else (
         path if path.name == "sweep.zarr" else None)
     if sweep_zarr is not None:
-        return _report_for_sweep(sweep_zarr.parent, out, title=title)
+        return _report_for_sweep(sweep_zarr.parent, out, title=title, atlas=atlas)
     from .store import open_run
 
     run = open_run(path, allow_incomplete=allow_incomplete)
@@ -615,7 +620,7 @@ def report_for(run_or_sweep, out=None, *, title: str | None = None,
                         raster_areas=areas, raster_fraction=fraction)
 
 
-def _report_for_sweep(directory: Path, out: Path, *, title: str | None) -> Path:
+def _report_for_sweep(directory: Path, out: Path, *, title: str | None, atlas=None) -> Path:
     from .sweep import open_sweep
 
     ds = open_sweep(directory)
@@ -635,5 +640,5 @@ def _report_for_sweep(directory: Path, out: Path, *, title: str | None) -> Path:
     if not stats and theory is not None:  # a theory-only sweep: its rates are the heat map
         stats = {"rates": xr.Dataset({"rate": theory})}
         theory = None
-    return write_report(out, theory=theory, stats=stats or None, params=params,
+    return write_report(out, theory=theory, stats=stats or None, params=params, atlas=atlas,
                         provenance=provenance, title=title or f"mam_xr sweep {Path(directory).name}")

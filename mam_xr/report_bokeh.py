@@ -474,6 +474,14 @@ for (let d = 0; d < widgets.length; d++) {
   let best = 0;
   for (let j = 1; j < vals.length; j++)
     if (Math.abs(vals[j] - w.value) < Math.abs(vals[best] - w.value)) best = j;
+  const prev = w.tags[0];
+  if (best === prev && w.value !== vals[prev]) {  // a small step (arrow key): on to the next point
+    const up = w.value > vals[prev];
+    for (let j = 0; j < vals.length; j++)
+      if ((up ? vals[j] > vals[prev] : vals[j] < vals[prev])
+          && (best === prev || Math.abs(vals[j] - vals[prev]) < Math.abs(vals[best] - vals[prev]))) best = j;
+  }
+  w.tags = [best];
   if (w.value !== vals[best]) { w.value = vals[best]; return; }   // snap to a sweep value: runs again
   pos.push(best);
 }
@@ -523,9 +531,10 @@ def sweep_controls(dims, values, keys, labels, *, links=(), toggles=(), texts=()
         elif vals.dtype.kind in "iuf":
             v = vals.astype(float)
             decimals = next((n for n in range(7) if np.allclose(v, np.round(v, n), atol=1e-9)), 6)
-            widgets.append(Slider(title=d, start=float(v.min()), end=float(v.max()), value=float(v[keys[0][len(widgets)]]),
+            first = keys[0][len(widgets)]
+            widgets.append(Slider(title=d, start=float(v.min()), end=float(v.max()), value=float(v[first]),
                                   step=_slider_step(v), format="0[.]" + "0" * max(decimals, 1), width=420,
-                                  name=f"sweep_slider_{d}"))
+                                  name=f"sweep_slider_{d}", tags=[int(first)]))   # tags: the point shown
             kinds.append("slider")
         else:
             options = [str(x) for x in vals]
