@@ -626,6 +626,9 @@ def export_cmd(store: Path = typer.Argument(..., help="A run store."),
                                           "(SONATA spike file, HDF5)."),
                sorting: Optional[str] = typer.Option(None, "--sorting", help="SONATA only: by_time or by_id.",
                                                      show_default="by_time"),
+               compression: Optional[bool] = typer.Option(None, "--compression/--no-compression",
+                                                          help="gzip the spike datasets.",
+                                                          show_default="nwb: on, sonata: off"),
                allow_incomplete: bool = typer.Option(False, "--allow-incomplete", show_default="off",
                                                      help="Export the committed "
                                                      "segments of a run that did not complete."),
@@ -635,6 +638,8 @@ def export_cmd(store: Path = typer.Argument(..., help="A run store."),
     from .exchange import export
 
     options = {} if sorting is None else {"sorting": sorting}
+    if compression is not None:
+        options["compression"] = compression
     path = export(store, out, format, allow_incomplete=allow_incomplete, overwrite=overwrite, **options)
     typer.echo(f"wrote {path}")
 

@@ -546,3 +546,20 @@ def test_exports_read_the_store_in_bounded_groups(run1, tmp_path, monkeypatch):
     assert max(reads) == int(base.population_spike_counts(run1).max()) == 11721
     for fmt, name in (("nwb", "b.nwb"), ("sonata", "b.h5")):
         assert_same_spikes(X.read_spikes(X.export(run1, tmp_path / name, fmt)), run1)
+
+
+def test_libsonata_reads_the_sonata_file(run1, sonata_file, tmp_path):
+    """libsonata (BlueBrain's reader) opens the file, sees every population, the sorting
+    enum and the store's spikes; a gzipped file (compression=True) is smaller and h5py reads it."""
+    libsonata = pytest.importorskip("libsonata")
+    reader = libsonata.SpikeReader(str(sonata_file))
+    assert sorted(reader.get_population_names()) == sorted(run1.population_labels)
+    pop = reader["V2-4E"]
+    assert str(pop.sorting) == "by_time"
+    d = pop.get_dict()
+    sp = run1.spikes(area="V2", pop="4E")
+    np.testing.assert_array_equal(d["timestamps"], sp.steps / 10.0)
+    np.testing.assert_array_equal(d["node_ids"], sp.senders)
+    small = X.export(run1, tmp_path / "gz.h5", "sonata", compression=True)
+    assert small.stat().st_size < sonata_file.stat().st_size / 2
+    assert_same_spikes(X.read_spikes(small), run1)

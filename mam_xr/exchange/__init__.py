@@ -49,7 +49,8 @@ def register_format(fmt: Format) -> Format:
 register_format(Format("nwb", ".nwb", "NWB 2 file (HDF5): units table with spike_times (s), area, population, "
                        "neuron", nwb.write_nwb, nwb.read_nwb, nwb.is_mam_xr_nwb, ("compression",)))
 register_format(Format("sonata", ".h5", "SONATA spike file (HDF5): /spikes/<population>/timestamps (ms), "
-                       "node_ids", sonata.write_sonata, sonata.read_sonata, sonata.is_mam_xr_sonata, ("sorting",)))
+                       "node_ids", sonata.write_sonata, sonata.read_sonata, sonata.is_mam_xr_sonata,
+                       ("sorting", "compression")))
 
 
 def _format(format: str, name: str = "format") -> Format:
@@ -88,8 +89,9 @@ def export(store, path, format: str = "nwb", *, allow_incomplete: bool = False, 
     format : str, default "nwb"
         One of :data:`FORMATS` (``nwb``, ``sonata``).
     **options
-        Format options: ``compression`` (nwb, default True), ``sorting`` (sonata,
-        ``by_time`` (default) or ``by_id``).
+        Format options: ``compression`` (gzip; nwb: default True; sonata: default
+        False, as libsonata's wheels cannot read compressed datasets), ``sorting``
+        (sonata: ``by_time`` (default) or ``by_id``).
 
     Returns
     -------
