@@ -13,6 +13,7 @@ Public functions: :func:`as_run`, :func:`population_spike_counts`,
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -45,9 +46,15 @@ def population_spike_counts(run: RunStore) -> np.ndarray:
     return counts
 
 
-def read_slices(arr, slices: list[tuple[int, int]], max_chunks: int = 4) -> np.ndarray:
+def read_slices(arr, slices: list[tuple[int, int]], max_chunks: int = 4, read=None) -> np.ndarray:
     """Concatenated ``arr[a:b]`` for sorted, disjoint slices, decoding every Zarr chunk
-    at most once (reads of at most ``max_chunks`` consecutive chunks)."""
+    at most once (reads of at most ``max_chunks`` consecutive chunks).
+
+    ``read(start, stop)`` returns ``arr[start:stop]``; default a plain read.  A run
+    store's spikes are read with a verified reader
+    (:meth:`mam_xr.store.RunStore.read_spike_range`, as :func:`read_populations`
+    does), so that a missing or damaged chunk raises :class:`StoreError` naming it.
+    """
     total = sum(b - a for a, b in slices)
     out = np.empty(total, dtype=arr.dtype)
     if not total:
@@ -62,7 +69,7 @@ def read_slices(arr, slices: list[tuple[int, int]], max_chunks: int = 4) -> np.n
     k = 0
     starts = np.cumsum([0] + [b - a for a, b in slices])
     for r0, r1 in runs:
-        block = arr[r0:r1]
+        block = arr[r0:r1] if read is None else read(r0, r1)
         while k < len(slices) and slices[k][0] < r1:
             a, b = slices[k]
             x0, x1 = max(a, r0), min(b, r1)
@@ -79,7 +86,11 @@ def read_slices(arr, slices: list[tuple[int, int]], max_chunks: int = 4) -> np.n
 def read_populations(run: RunStore, idx: np.ndarray, n_segments: int | None = None):
     """(population index within ``idx``, sender, step) of every spike of the consecutive
     flat populations ``idx``, all ``n_segments`` committed segments (default: those
-    every rank committed) of every rank, in storage order (not sorted by time)."""
+    every rank committed) of every rank, in storage order (not sorted by time).
+
+    Every chunk is read through :meth:`mam_xr.store.RunStore.read_spike_range`:
+    a missing chunk or one failing its CRC32C raises :class:`StoreError` naming
+    the array, the segment(s) and the chunk."""
     idx = np.asarray(idx)
     p0, p1 = int(idx[0]), int(idx[-1]) + 1
     if not np.array_equal(idx, np.arange(p0, p1)):
@@ -93,8 +104,8 @@ def read_populations(run: RunStore, idx: np.ndarray, n_segments: int | None = No
         off = g["offsets"][:n]
         cnt = np.diff(off[:, p0:p1 + 1], axis=1)                  # (segments, P)
         slices = [(int(off[s, p0]), int(off[s, p1])) for s in range(n) if off[s, p1] > off[s, p0]]
-        steps.append(read_slices(g["times"], slices))
-        senders.append(read_slices(g["senders"], slices))
+        steps.append(read_slices(g["times"], slices, read=partial(run.read_spike_range, r, "times")))
+        senders.append(read_slices(g["senders"], slices, read=partial(run.read_spike_range, r, "senders")))
         pops.append(np.repeat(np.tile(np.arange(p1 - p0, dtype=np.int32), n), cnt.ravel()))
 
     def cat(xs, dtype):

@@ -292,6 +292,26 @@ def test_flipped_spike_chunk_raises_naming_array_segment_and_chunk(copy_of_refer
     assert f"spikes/rank0/{array}, segment 0, chunk c/0 cannot be decoded" in proc.stderr
 
 
+@pytest.mark.parametrize("array", ["times", "senders"])
+def test_flipped_spike_chunk_stops_the_analysis_naming_it(copy_of_reference, array):
+    """The bulk reads of the analysis go through the verified reader too."""
+    from mam_xr import analysis
+
+    chunk = copy_of_reference / "spikes" / "rank0" / array / "c" / "0"
+    data = bytearray(chunk.read_bytes())
+    for i in (40, 41, 42):
+        data[i] ^= 0x5A
+    chunk.write_bytes(bytes(data))
+    where = rf"spikes/rank0/{array}, segments 0-5, chunk c/0 cannot be decoded \(.*checksum"
+    for statistic in ("rates", "irregularity", "correlation"):
+        with pytest.raises(StoreError, match=where):
+            analysis.analyze(str(copy_of_reference), [statistic], t_min_ms=0.0)
+    proc = cli("analyze", str(copy_of_reference), "--t-min", "0", cwd=copy_of_reference.parent)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert f"spikes/rank0/{array}, segments 0-5, chunk c/0 cannot be decoded" in proc.stderr
+    assert not (copy_of_reference / "analysis").exists()  # nothing computed from damaged spikes
+
+
 def test_changed_spikes_with_a_valid_chunk_checksum_fail_the_segment_sha256(copy_of_reference):
     """Bytes rewritten through Zarr (new CRC) are still caught by the segment SHA-256."""
     arr = zarr.open_array(str(copy_of_reference / "spikes" / "rank0" / "times"), mode="r+")
