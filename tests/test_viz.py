@@ -296,12 +296,16 @@ def _figures(stats, series, structure, spikes, fc_ds):
         "connectivity_matrix": lambda: viz.connectivity_matrix(structure),
         "theory_vs_simulation": lambda: viz.theory_vs_simulation(th, stats),
         "functional_connectivity": lambda: viz.functional_connectivity(fc_ds),
+        "sweep_statistics": lambda: viz.sweep_statistics(vd.sweep_dataset()),
+        "sweep_heatmap": lambda: viz.sweep_heatmap(vd.sweep_dataset()),
+        "sweep_theory_vs_simulation": lambda: viz.sweep_theory_vs_simulation(vd.sweep_dataset()),
     }
 
 
 FIGURES = ["rate_heatmap", "rate_heatmap_sweep", "instantaneous_rate", "rate_time_series",
            "area_rate_time_series", "raster", "box_plots", "connectivity_matrix",
-           "theory_vs_simulation", "functional_connectivity"]
+           "theory_vs_simulation", "functional_connectivity", "sweep_statistics", "sweep_heatmap",
+           "sweep_theory_vs_simulation"]
 
 
 @pytest.mark.parametrize("name", FIGURES)
@@ -354,3 +358,130 @@ def test_network_mean_covers_only_the_areas_with_data(series, structure, ref):
     assert list(dict.fromkeys(heat.dimension_values("area"))) == ["V1", "FEF"]
     assert list(dict.fromkeys(viz.rate_heatmap(sub.isel(time=0)).HeatMap.I.dimension_values("area"))) == \
         ["V1", "FEF"]
+
+
+# --- against the swept parameter (a sweep's Dataset) -------------------------------------------
+
+E_POPS, I_POPS = ["23E", "4E", "5E", "6E"], ["23I", "4I", "5I", "6I"]
+
+
+@pytest.fixture(scope="module")
+def swept():
+    return vd.sweep_dataset()
+
+
+def _curves(ov) -> dict:
+    return {c.label: c for c in ov if isinstance(c, hv.Curve)}
+
+
+def test_sweep_statistic_by_type_layer_pop_area(swept, structure):
+    rate = swept["rates_rate"]
+    curves = _curves(viz.sweep_statistic(swept, "rate"))
+    assert list(curves) == ["excitatory (E)", "inhibitory (I)"]
+    for label, pops in (("excitatory (E)", E_POPS), ("inhibitory (I)", I_POPS)):
+        np.testing.assert_array_equal(curves[label].dimension_values("chi"), vd.SWEEP_CHI)
+        # mean over the populations with data (TH 4E, 4I are NaN)
+        np.testing.assert_allclose(curves[label].dimension_values("rate"),
+                                   rate.sel(pop=pops).mean(["area", "pop"]).values, rtol=1e-12)
+    assert curves["excitatory (E)"].dimension_values("rate")[1] != curves["excitatory (E)"].dimension_values(
+        "rate")[0]
+    layers = _curves(viz.sweep_statistic(swept, "lvr", by="layer"))
+    assert list(layers) == ["L2/3", "L4", "L5", "L6"]
+    np.testing.assert_allclose(layers["L4"].dimension_values("lvr"),
+                               swept["irregularity_lvr"].sel(pop=["4E", "4I"]).mean(["area", "pop"]).values)
+    pops = _curves(viz.sweep_statistic(swept, "cc", by="pop"))
+    assert list(pops) == [viz.POP_LABELS[p] for p in viz.DISPLAY_POPS]
+    np.testing.assert_allclose(pops["2/3E"].dimension_values("cc"),
+                               swept["correlation_corrcoef"].sel(pop="23E").mean("area").values)
+    areas = _curves(viz.sweep_statistic(swept, "rate", by="area", areas=["V1", "TH"]))
+    np.testing.assert_allclose(areas["TH"].dimension_values("rate"), rate.sel(area="TH").mean("pop").values)
+    # neuron-weighted: the rate of an average neuron
+    weighted = _curves(viz.sweep_statistic(swept, "rate", by="all", neurons=structure))["all populations"]
+    n = structure["neurons"].where(rate.notnull())
+    np.testing.assert_allclose(weighted.dimension_values("rate"),
+                               ((rate * n).sum(["area", "pop"]) / n.sum(["area", "pop"])).values, rtol=1e-12)
+    fc = _curves(viz.sweep_statistic(swept, "fc_similarity", by="all"))["all populations"]
+    np.testing.assert_array_equal(fc.dimension_values("fc_similarity"),
+                                  swept["functional_connectivity_fc_similarity"].values)
+    tips = dict(_hover_tooltips(viz.sweep_statistic(swept, "rate")))
+    assert tips["group"] == "@group" and tips["Rate"].endswith("spikes/s")
+
+
+def test_sweep_statistics_panels(swept):
+    lay = viz.sweep_statistics(swept)
+    names = [p.get(0).vdims[0].name for p in lay]
+    assert names == ["rate", "lvr", "cc", "synchrony", "fc_similarity"]
+    assert [c.label for c in list(lay)[-1] if isinstance(c, hv.Curve)] == ["all populations"]
+    only = viz.sweep_statistics(swept.drop_vars(["synchrony", "functional_connectivity_fc_similarity"]))
+    assert [p.get(0).vdims[0].name for p in only] == ["rate", "lvr", "cc"]
+
+
+def test_sweep_heatmap_area_by_chi(swept):
+    heat = viz.sweep_heatmap(swept)
+    df = heat.dframe().set_index(["chi", "area"])["rate"]
+    rate = swept["rates_rate"]
+    for chi, area in [(1.0, "V1"), (1.5, "TH"), (1.9, "FEF")]:
+        assert df.loc[(chi, area)] == pytest.approx(float(rate.sel(chi=chi, area=area).mean()), rel=1e-12)
+    assert len(df) == 3 * 32
+    fig = hv.render(heat, backend="bokeh")
+    assert list(fig.y_range.factors) == list(AREAS)[::-1]          # V1 at the top
+    one = viz.sweep_heatmap(swept, "lvr", pop="5I").dframe().set_index(["chi", "area"])["lvr"]
+    assert one.loc[(1.9, "V2")] == pytest.approx(float(swept["irregularity_lvr"].sel(chi=1.9, area="V2",
+                                                                                     pop="5I")))
+    with pytest.raises(ParameterError, match=r"pop='5X' is invalid"):
+        viz.sweep_heatmap(swept, pop="5X")
+
+
+@pytest.fixture(scope="module")
+def tutorial_atlas():
+    from mam_xr import atlas
+    from mam_xr.params import Params
+
+    return atlas.atlas(Params.tutorial(chi=1.9), chi=vd.SWEEP_CHI, n_random=0, integrate_every=1)
+
+
+def test_sweep_theory_vs_simulation_with_atlas_branches(swept, tutorial_atlas):
+    sub = swept.assign(rates_rate=swept["rates_rate"].where(swept["area"].isin(["V1", "V2"])))
+    ov = viz.sweep_theory_vs_simulation(sub, atlas=tutorial_atlas)
+    scatters = {e.label: e for e in ov if isinstance(e, hv.Scatter)}
+    simulated = sub["rates_rate"].notnull().any("chi")              # V1 and V2
+    np.testing.assert_allclose(scatters["simulation"].dimension_values("rate"),
+                               sub["rates_rate"].mean(["area", "pop"]).values, rtol=1e-12)
+    np.testing.assert_allclose(scatters["theory at the sweep points"].dimension_values("rate"),
+                               sub["theory_rate"].where(simulated).mean(["area", "pop"]).values, rtol=1e-12)
+    lines = [e for e in ov if isinstance(e, hv.Curve)]
+    assert {c.label for c in lines} == {"atlas: stable"}             # tutorial scale: one stable branch
+    np.testing.assert_array_equal(lines[0].dimension_values("chi"), vd.SWEEP_CHI)
+    np.testing.assert_allclose(lines[0].dimension_values("rate"), tutorial_atlas["rate"].isel(branch=0).where(
+        simulated).mean(["area", "pop"]).values, rtol=1e-12)
+    v1 = viz.sweep_theory_vs_simulation(sub, area="V1")
+    sim = [e for e in v1 if e.label == "simulation"][0]
+    np.testing.assert_allclose(sim.dimension_values("rate"), sub["rates_rate"].sel(area="V1").mean("pop").values)
+    with pytest.raises(ParameterError, match=r"atlas='chi' is invalid: expected an atlas over 'g'"):
+        viz.sweep_theory_vs_simulation(sub.rename(chi="g"), dim="g", atlas=tutorial_atlas)
+    with pytest.raises(ParameterError, match=r"area='MSTI' is invalid"):
+        viz.sweep_theory_vs_simulation(sub, area="MSTI")
+
+
+def test_sweep_figures_refuse_bad_input_by_name(swept):
+    point = swept.isel(chi=0)
+    with pytest.raises(ParameterError, match=r"dim='chi' is invalid: expected a dimension of the data, the swept "
+                                             r"parameter \(the data have dims \('area', 'pop'\)\)"):
+        viz.sweep_statistic(point)
+    for fn in (viz.sweep_heatmap, viz.sweep_theory_vs_simulation):
+        with pytest.raises(ParameterError, match=r"dim='chi' is invalid"):
+            fn(point)
+    with pytest.raises(ParameterError, match=r"stat='x' is invalid: expected one of rate, lvr, cc, synchrony, "
+                                             r"fc_similarity, theory_rate"):
+        viz.sweep_statistic(swept, stat="x")
+    with pytest.raises(ParameterError, match=r"stat='x' is invalid"):
+        viz.sweep_statistics(swept, ["rate", "x"])
+    with pytest.raises(ParameterError, match=r"by='areas' is invalid: expected one of all, type, layer, pop, area"):
+        viz.sweep_statistic(swept, by="areas")
+    with pytest.raises(ParameterError, match=r"by='type' is invalid: expected 'all' for stat='fc_similarity'"):
+        viz.sweep_statistic(swept, "fc_similarity")
+    with pytest.raises(ParameterError, match=r"data=.* is invalid: expected a variable 'rates_rate' or 'rate' "
+                                             r"for stat='rate'"):
+        viz.sweep_statistic(swept.drop_vars("rates_rate"))
+    with pytest.raises(ParameterError, match=r"areas='MSTI' is invalid: .*did you mean 'MSTl'\?"):
+        viz.sweep_statistic(swept, by="area", areas=["MSTI"])

@@ -82,3 +82,31 @@ def analysis_dict() -> dict[str, xr.Dataset]:
     ts = rate_time_series()
     return {"rates": st[["rate"]], "correlation": st[["corrcoef"]], "irregularity": st[["lvr"]],
             "rate_time_series": ts, "functional_connectivity": fc_dataset()}
+
+
+#: The swept values of :func:`sweep_dataset`.
+SWEEP_CHI = [1.0, 1.5, 1.9]
+
+
+def sweep_dataset() -> xr.Dataset:
+    """A χ sweep's combined Dataset (mam_xr.sweep names) from the reference statistics.
+
+    Point k holds the reference values raised to the power 1 + k/4 (rates, LvR) or
+    scaled (CC, synchrony), so every point and every population differs; the theory
+    is the reference theory of the tutorial network scaled by 1 + k/10.
+    """
+    st = stats_dataset()
+    th = from_flat_vector(load_reference("theory_downscaled_tutorial.npz")["final_rates"])
+    chi = xr.DataArray(SWEEP_CHI, dims="chi", name="chi")
+    k = xr.DataArray(np.arange(len(SWEEP_CHI)), dims="chi", coords={"chi": chi})
+    ds = xr.Dataset({
+        "rates_rate": st["rate"] ** (1 + k / 4),
+        "irregularity_lvr": st["lvr"] ** (1 + k / 4),
+        "correlation_corrcoef": st["corrcoef"] * (1 + k),
+        "synchrony": (st["rate"] + 1.0) ** 0.5 * (1 + k / 2),
+        "functional_connectivity_fc_similarity": xr.DataArray([0.21, 0.35, 0.18], dims="chi", coords={"chi": chi}),
+        "theory_rate": th * (1 + k / 10),
+    }).transpose("chi", "area", "pop")
+    for name, units in (("rates_rate", "spikes/s"), ("theory_rate", "spikes/s")):
+        ds[name].attrs["units"] = units
+    return ds
