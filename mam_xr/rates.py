@@ -26,13 +26,13 @@ import numpy as np
 import xarray as xr
 
 from .errors import ParameterError, StoreError, invalid
-from .flat import AREAS, FLAT_AREA, FLAT_POP, N_POPULATIONS, population_labels, to_flat_vector
+from .flat import AREAS, FLAT_AREA, FLAT_POP, N_POPULATIONS, POPS, population_labels, to_flat_vector
 from .params import Params
 
 _LABELS = population_labels()
 _AREA_POP = list(zip(FLAT_AREA, FLAT_POP))
 
-__all__ = ["rates_from_mapping", "read_rates_json", "is_run_store", "rates_from_run",
+__all__ = ["rates_vector", "rates_from_mapping", "read_rates_json", "is_run_store", "rates_from_run",
            "COMPUTED_SOURCES", "computed_source", "STORE_READERS", "source_kind", "read_source",
            "rates_from_run_store", "rates_from_atlas", "SOURCES_EXPECTED"]
 
@@ -72,20 +72,37 @@ def computed_source(name: str):
     return _plugin(COMPUTED_SOURCES[name])
 
 
+_ABSENT = object()
+
+
+def _entry(raw: dict, area: str, pop: str):
+    """The rate of ``area``/``pop`` in a mapping ``{area: {pop: rate}}`` (a list counts
+    by its first element), or ``_ABSENT``; JSON null comes back as None."""
+    entry = raw.get(area)
+    v = entry.get(pop, _ABSENT) if isinstance(entry, dict) else _ABSENT
+    if isinstance(v, (list, tuple)):
+        v = v[0] if v else _ABSENT
+    return v
+
+
 def rates_from_mapping(raw, name: str, source=None) -> np.ndarray:
-    """Flat rates (254,) from ``{area: {pop: rate}}`` (NaN where absent)."""
+    """Flat rates (254,) from ``{area: {pop: rate}}`` (NaN where absent or null)."""
     if not isinstance(raw, dict):
         raise ParameterError(invalid(name, str(source if source is not None else raw),
                                      "a rates mapping {area: {pop: rate}}"))
     out = np.full(N_POPULATIONS, np.nan)
     for i, (area, pop) in enumerate(_AREA_POP):
-        entry = raw.get(area)
-        v = entry.get(pop) if isinstance(entry, dict) else None
-        if isinstance(v, (list, tuple)):
-            v = v[0] if v else None
-        if v is not None:
+        v = _entry(raw, area, pop)
+        if v is not _ABSENT and v is not None:
             out[i] = float(v)
     return out
+
+
+def _load_json(path: Path, name: str):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ParameterError(invalid(name, str(path), f"a readable JSON file of population rates ({exc})")) from exc
 
 
 def read_rates_json(path, name: str) -> np.ndarray:
@@ -94,11 +111,58 @@ def read_rates_json(path, name: str) -> np.ndarray:
     ``name`` is the parameter that named the file (for the error message).
     """
     path = Path(os.fspath(path)).expanduser()
+    return rates_from_mapping(_load_json(path, name), name, path)
+
+
+def rates_vector(rates, name: str) -> np.ndarray:
+    """A rate for every population (254, spikes/s, :func:`mam_xr.flat.population_labels`
+    order), checked, from any rates input the theory takes.
+
+    ``rates``: a DataArray on (area, pop), a 254-vector, a mapping
+    ``{area: {pop: rate}}`` (a list counts by its first element) or the path
+    of a rates JSON file of that mapping.  Every population needs a finite
+    number >= 0: a missing entry, JSON null, a non-number, NaN, ±inf or a
+    negative rate raises :class:`ParameterError` naming ``name`` and the
+    population (``name[V1-23E]=...``).
+    """
+    if isinstance(rates, (str, Path)):
+        path = Path(rates).expanduser()
+        if path.suffix == ".zarr" or path.is_dir():
+            raise ParameterError(invalid(
+                name, str(rates), "a rates JSON file {area: {pop: rate}}, a (area, pop) DataArray "
+                "or a 254-vector; read the rates of a run store with mam_xr.store and pass them"))
+        rates = _load_json(path, name)
+    if isinstance(rates, dict):
+        values = []
+        for label, (area, pop) in zip(_LABELS, _AREA_POP):
+            v = _entry(rates, area, pop)
+            if v is _ABSENT:
+                raise ParameterError(invalid(name, f"<mapping without {area}/{pop}>",
+                                             "a rate for every population {area: {pop: rate}}"))
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.number)):
+                raise ParameterError(invalid(f"{name}[{label}]", v, "a finite rate >= 0 spikes/s"
+                                             + (" (JSON null is no rate)" if v is None else "")))
+            values.append(float(v))
+        rates = values
+    if isinstance(rates, xr.DataArray):
+        if set(("area", "pop")) - set(rates.dims) or rates.ndim != 2:
+            raise ParameterError(invalid(name, f"DataArray with dims {rates.dims}", "dims ('area', 'pop')"))
+        rates = to_flat_vector(rates.reindex(area=list(AREAS), pop=list(POPS)))
     try:
-        raw = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ParameterError(invalid(name, str(path), f"a readable JSON file of population rates ({exc})")) from exc
-    return rates_from_mapping(raw, name, path)
+        arr = np.asarray(rates, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise ParameterError(invalid(name, f"<{type(rates).__name__}>", f"{N_POPULATIONS} numeric rates in "
+                                     f"spikes/s ({exc})")) from None
+    if arr.shape != (N_POPULATIONS,):
+        raise ParameterError(invalid(name, f"<array of shape {arr.shape}>",
+                                     f"{N_POPULATIONS} rates in spikes/s in mam_xr.flat order"))
+    bad = ~(arr >= 0) | ~np.isfinite(arr)
+    if bad.any():
+        k = int(np.flatnonzero(bad)[0])
+        more = f" ({int(bad.sum())} of {N_POPULATIONS} rates are not)" if bad.sum() > 1 else ""
+        raise ParameterError(invalid(f"{name}[{_LABELS[k]}]", float(arr[k]),
+                                     f"a finite rate >= 0 spikes/s{more}"))
+    return arr
 
 
 def is_run_store(path) -> bool:

@@ -137,6 +137,69 @@ def test_negative_or_nan_rates_are_rejected_with_the_population(fullscale, p_ful
                          replacement_rates=np.where(np.arange(254) == 5, -1.0, 1.0))
 
 
+def _upstream_mapping() -> dict:
+    import json
+
+    from mam_xr.data import fetch
+
+    return json.loads(Path(fetch("fullscale_rates.json")).read_text())
+
+
+@pytest.mark.parametrize("value, shown", [
+    (None, r"None is invalid: expected a finite rate >= 0 spikes/s \(JSON null is no rate\)"),
+    (float("nan"), r"nan is invalid: expected a finite rate >= 0 spikes/s"),
+    (-2.0, r"-2\.0 is invalid: expected a finite rate >= 0 spikes/s"),
+    (float("inf"), r"inf is invalid"),
+    ("3.0", r"'3\.0' is invalid: expected a finite rate >= 0 spikes/s"),
+    (True, r"True is invalid"),
+    ([None, 1.0], r"None is invalid"),
+])
+def test_rates_mappings_are_parsed_once_and_checked_by_name(tmp_path, fullscale, p_full, value, shown):
+    import json
+
+    from mam_xr import rates
+
+    mapping = _upstream_mapping()
+    assert theory.system.rates_vector is rates.rates_vector  # one implementation
+    mapping["V2"]["4E"] = value
+    with pytest.raises(ParameterError, match=r"^initial_rates\[V2-4E\]=" + shown):
+        theory.integrate(fullscale, p_full, initial_rates=mapping, T=1.0)
+    with pytest.raises(ParameterError, match=r"^replace_cc_input_source\[V2-4E\]=" + shown):
+        theory.replacement_rates(p_full.update(areas_simulated=["V1"],
+                                               replace_non_simulated_areas="het_poisson_stat"),
+                                 source=mapping)
+    if value is True or isinstance(value, float) and not math.isfinite(value):
+        return  # not JSON
+    path = tmp_path / "rates.json"
+    path.write_text(json.dumps(mapping))  # JSON null for None
+    with pytest.raises(ParameterError, match=r"^rates\[V2-4E\]=" + shown):
+        theory.input_statistics(fullscale, str(path), p_full)
+
+
+def test_rates_vector_equals_the_structure_reader_on_upstream_rates(tmp_path):
+    import json
+
+    from mam_xr.data import fetch
+    from mam_xr.rates import rates_vector as vector, read_rates_json
+
+    path = fetch("fullscale_rates.json")
+    nu = vector(path, "rates")
+    np.testing.assert_array_equal(nu, read_rates_json(path, "rates"))
+    np.testing.assert_array_equal(vector(_upstream_mapping(), "rates"), nu)
+    assert nu.shape == (254,) and float(nu[population_labels().index("V1-23E")]) > 0
+    del_one = _upstream_mapping()
+    del del_one["TH"]["6I"]
+    with pytest.raises(ParameterError, match=r"^rates='<mapping without TH/6I>' is invalid: expected a rate "
+                                             r"for every population"):
+        vector(del_one, "rates")
+    (tmp_path / "bad.json").write_text("{1: 2")
+    with pytest.raises(ParameterError, match=r"^rates='.*bad\.json' is invalid: expected a readable JSON "
+                                             r"file of population rates"):
+        vector(tmp_path / "bad.json", "rates")
+    with pytest.raises(ParameterError, match=r"^rates='<list>' is invalid: expected 254 numeric rates"):
+        vector([1.0, "x"] * 127, "rates")
+
+
 @pytest.mark.parametrize("variable, index, value, message", [
     ("J", dict(area="V2", pop="4E", source_area="V1", source_pop="23E"), np.nan,
      r"structure\.J\[V2-4E <- V1-23E\]=nan is invalid: expected a finite coupling"),

@@ -22,7 +22,6 @@ import functools
 import json
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -36,9 +35,10 @@ except ImportError:  # pragma: no cover
 from .. import __version__
 from .. import data
 from ..errors import ParameterError, invalid
-from ..flat import (AREAS, FLAT_AREA, N_POPULATIONS, POPS, exists, from_flat_vector, population_labels,
+from ..flat import (AREAS, FLAT_AREA, N_POPULATIONS, exists, from_flat_vector, population_labels,
                     to_flat_matrix, to_flat_vector)
 from ..params import Params
+from ..rates import rates_vector  # one reader of rates for the theory and the structure
 from .siegert import CUTOFF_SIGMAS, Neuron, siegert
 
 __all__ = ["input_statistics", "replacement_rates", "System", "TAU_RATE_MS", "single_threaded",
@@ -135,48 +135,6 @@ def params_of(params, structure: xr.Dataset | None = None):
     if not isinstance(params, Params):
         raise ParameterError(invalid("params", type(params).__name__, "a mam_xr.params.Params or None"))
     return params
-
-
-def rates_vector(rates, name: str) -> np.ndarray:
-    """254-vector of rates from a DataArray (area, pop), a 254 array, a rates-JSON
-    mapping {area: {pop: rate}} (list values: first element) or a JSON path."""
-    if isinstance(rates, (str, Path)):
-        path = Path(rates).expanduser()
-        if path.suffix == ".zarr" or path.is_dir():
-            raise ParameterError(invalid(
-                name, str(rates), "a rates JSON file {area: {pop: rate}}, a (area, pop) DataArray "
-                "or a 254-vector; read the rates of a run store with mam_xr.store and pass them"))
-        try:
-            rates = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise ParameterError(invalid(name, str(rates), f"a readable rates JSON file ({exc})")) from None
-    if isinstance(rates, dict):
-        out = []
-        for label in population_labels():
-            area, pop = label.split("-")
-            try:
-                value = rates[area][pop]
-            except (KeyError, TypeError):
-                raise ParameterError(invalid(name, f"<mapping without {area}/{pop}>",
-                                             "a rate for every population {area: {pop: rate}}")) from None
-            out.append(float(value[0] if isinstance(value, (list, tuple)) else value))
-        return np.array(out)
-    if isinstance(rates, xr.DataArray):
-        if set(("area", "pop")) - set(rates.dims) or rates.ndim != 2:
-            raise ParameterError(invalid(name, f"DataArray with dims {rates.dims}",
-                                         "dims ('area', 'pop')"))
-        rates = to_flat_vector(rates.reindex(area=list(AREAS), pop=list(POPS)))
-    arr = np.asarray(rates, dtype=float)
-    if arr.shape != (N_POPULATIONS,):
-        raise ParameterError(invalid(name, f"<array of shape {arr.shape}>",
-                                     f"{N_POPULATIONS} rates in spikes/s in mam_xr.flat order"))
-    bad = ~(arr >= 0) | ~np.isfinite(arr)
-    if bad.any():
-        k = int(np.flatnonzero(bad)[0])
-        more = f" ({int(bad.sum())} of {N_POPULATIONS} rates are not)" if bad.sum() > 1 else ""
-        raise ParameterError(invalid(f"{name}[{population_labels()[k]}]", float(arr[k]),
-                                     f"a finite rate >= 0 spikes/s{more}"))
-    return arr
 
 
 def replacement_rates(params=None, source=None) -> np.ndarray:
