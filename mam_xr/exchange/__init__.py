@@ -15,8 +15,8 @@ are the optional extra ``interchange`` (``pip install "mam_xr[interchange]"``).
 Layouts and the comparison with Elephant: docs/exchange.md.
 
 Public names: :func:`export`, :func:`read_spikes`, :func:`import_spikes`,
-:func:`to_neo`, :func:`to_neo_block`, :func:`register_format`, :data:`FORMATS`,
-:class:`Format`, :class:`Exchanged`.
+:func:`to_neo`, :func:`to_neo_block`, :func:`register_format`, :func:`format_of`,
+:data:`FORMATS`, :class:`Format`, :class:`Exchanged`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import numpy as np
 
 from ..errors import DataError, ParameterError, invalid
 from ..flat import population_labels
-from ..store import RunStore, SpikeWriter, create_run, open_run, set_status
+from ..store import RunStore, SpikeWriter, check_target, create_run, open_run, set_status
 from ..store_read import as_run
 from . import nwb, sonata
 from .base import Exchanged, Format, steps_of, write_file
@@ -128,8 +128,6 @@ def import_spikes(path, store_path, *, format: str | None = None, dt_ms: float |
     store holds one segment [0, t_sim_ms].  ``store_path`` is checked before any
     spike is read and replaced only with ``overwrite=True`` if it is a mam_xr store.
     """
-    from ..store import check_target
-
     fmt = format_of(path, format)
     check_target(store_path, overwrite, name="store_path")
     ex = FORMATS[fmt].read(path, dt_ms=dt_ms)

@@ -34,8 +34,8 @@ EXTRA = "interchange"
 class Format:
     """One exchange format: its name, file suffix, a one-line description, the
     writer ``write(run, path, **options)`` (``path`` is a temporary name that
-    :func:`mam_xr.exchange.export` renames in), the reader ``read(path)`` giving
-    an :class:`Exchanged`, and ``is_ours(path)``: True if a file was written by
+    :func:`mam_xr.exchange.export` renames in), the reader ``read(path, dt_ms=None)``
+    giving an :class:`Exchanged`, the names of the writer's ``options``, and ``is_ours(path)``: True if a file was written by
     this writer (only such a file is replaced with ``overwrite=True``)."""
 
     name: str

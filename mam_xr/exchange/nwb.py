@@ -216,14 +216,16 @@ def read_nwb(path, *, dt_ms: float | None = None) -> Exchanged:
     counts = np.diff(np.concatenate([[0], ends]))
     owner = np.repeat(np.arange(nrn.size), counts)
     labels = np.char.add(np.char.add(areas, "-"), pops)
+    names, first, lab_of_unit = np.unique(labels, return_index=True, return_inverse=True)
+    lab_of_spike = lab_of_unit[owner]
+    o = np.lexsort((nrn[owner], st, lab_of_spike))      # one sort: by population, time, neuron
+    bounds = np.searchsorted(lab_of_spike[o], np.arange(len(names) + 1))
+    t_all, n_all = st[o], nrn[owner[o]]
     spikes, n_neurons = {}, {}
-    for lab in dict.fromkeys(labels.tolist()):
-        units_of = np.flatnonzero(labels == lab)
-        n_neurons[lab] = int(nrn[units_of].max()) + 1
-        m = np.isin(owner, units_of)
-        t, n = st[m], nrn[owner[m]]
-        o = np.lexsort((n, t))
-        spikes[lab] = (t[o], n[o])
+    for j in np.argsort(first):                          # populations in the file's order
+        lab = str(names[j])
+        n_neurons[lab] = int(nrn[lab_of_unit == j].max()) + 1
+        spikes[lab] = (t_all[bounds[j]:bounds[j + 1]], n_all[bounds[j]:bounds[j + 1]])
     span = prov.get("time_span_ms") or [None, None]
     return Exchanged(spikes=spikes, n_neurons=n_neurons, dt_ms=dt, t_start_ms=span[0],
                      t_stop_ms=span[1], attrs={"params": params, "provenance": prov})
