@@ -1,5 +1,9 @@
 """Population rates read from a rates JSON file or a previous run store.
 
+:func:`rates_vector` is the one checked parser of every rates input (mapping,
+JSON file, DataArray, 254-vector) the theory takes; :func:`read_rates_json`
+shares its JSON reading and mapping walk.
+
 One reader for every module that needs rates as input: the structure's
 down-scaling (full-scale rates), the replacement of non-simulated areas
 (:mod:`mam_xr.network`, which opens run stores and calls

@@ -134,3 +134,26 @@ def test_import_layers():
     result = subprocess.run([exe, "--config", str(ROOT / ".importlinter")], cwd=ROOT,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+
+
+def _layers_of_importlinter() -> list[str]:
+    import configparser
+
+    config = configparser.ConfigParser()
+    config.read(ROOT / ".importlinter")
+    lines = config["importlinter:contract:layers"]["layers"].strip().splitlines()
+    return [" | ".join(m.strip() for m in line.split("|")) for line in lines if line.strip()]
+
+
+def test_architecture_doc_draws_the_layers_of_importlinter():
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    block = text.split("<!-- layers:", 1)[1].split("<!-- /layers -->", 1)[0]
+    drawn = block.split("```", 2)[1].strip().splitlines()
+    assert drawn == _layers_of_importlinter()
+    assert len(drawn) > 10 and drawn[0] == "cli" and drawn[-1] == "errors"
+    # every module of a layer has a row in the table of concepts
+    table = text.split("## One concept per module", 1)[1].split("##", 1)[0]
+    rows = {line.split("|")[1].strip().strip("`").rstrip("/") for line in table.splitlines()
+            if line.startswith("| `")}
+    modules = {m.strip() for line in drawn for m in line.split("|")}
+    assert modules == rows
