@@ -37,26 +37,21 @@ def _fmt(x) -> str:
 
 
 def render_holoviews(obj):
-    """A Bokeh model of a HoloViews object; a HoloMap gets a frame selector."""
+    """A Bokeh model of a HoloViews object; a HoloMap gets the controls of :func:`sweep_controls`
+    (a slider per numeric key dim) that show one frame at a time."""
     from bokeh.layouts import column
-    from bokeh.models import CustomJS, Select
 
     if isinstance(obj, hv.HoloMap) and not isinstance(obj, hv.DynamicMap) and len(obj) > 1:
         names = [d.name for d in obj.kdims]
-        labels, models = [], []
-        for i, (key, frame) in enumerate(obj.items()):
-            key = key if isinstance(key, tuple) else (key,)
-            labels.append(", ".join(f"{n} = {_fmt(k)}" for n, k in zip(names, key)))
-            model = hv.render(frame, backend="bokeh")
+        raw = [key if isinstance(key, tuple) else (key,) for key in obj.keys()]
+        values = [list(dict.fromkeys(k[i] for k in raw)) for i in range(len(names))]
+        keys = [tuple(values[i].index(k[i]) for i in range(len(names))) for k in raw]
+        labels = [", ".join(f"{n} = {_fmt(v)}" for n, v in zip(names, k)) for k in raw]
+        models = [hv.render(frame, backend="bokeh") for frame in obj.values()]
+        for i, model in enumerate(models):
             model.visible = i == 0
-            models.append(model)
-        select = Select(title="Sweep point: " + ", ".join(names), value=labels[0], options=labels,
-                        width=320)
-        select.js_on_change("value", CustomJS(args=dict(models=models, labels=labels), code="""
-            const i = labels.indexOf(cb_obj.value);
-            for (let k = 0; k < models.length; k++) { models[k].visible = (k === i); }
-        """))
-        return column(select, *models, name="sweep")
+        controls = sweep_controls(names, [np.asarray(v) for v in values], keys, labels, toggles=[models])
+        return column(controls, *models, name="sweep")
     if isinstance(obj, hv.HoloMap) and len(obj) == 1:
         obj = obj.last
     return hv.render(obj, backend="bokeh")

@@ -246,6 +246,52 @@ def test_sweep_figures_refuse_bad_input(swept):
         viz.sweep_theory_vs_simulation(swept["ds"].rename(chi="g"), dim="g", atlas=swept["atlas"])
 
 
+def test_two_swept_parameters_get_two_sliders(tmp_path):
+    """A chi x g grid with one failed point: a slider per dim, the failed point left out, the
+    figures against chi switched with g."""
+    import viz_data as vd
+
+    rate = vd.stats_dataset()["rate"]
+    factor = xr.DataArray([[1.0, 1.2], [1.5, np.nan]], dims=("chi", "g"),
+                          coords={"chi": [1.0, 1.9], "g": [-11.0, -12.0]})
+    swept = (rate * factor).transpose("chi", "g", "area", "pop")
+    page = report.write_report(tmp_path / "grid.html", stats={"rates": xr.Dataset({"rate": swept})})
+    models = _models(page.read_text())
+    sliders = {_attrs(models, i)["title"]: _attrs(models, i) for i in _of_type(models, "Slider")}
+    assert sorted(sliders) == ["chi", "g"] and not _of_type(models, "Select")
+    assert (sliders["g"]["start"], sliders["g"]["end"], sliders["g"]["value"]) == (-12.0, -11.0, -11.0)
+    args = _callback_args(models)
+    assert args["keys"] == [[0, 0], [0, 1], [1, 0]]
+    assert args["labels"] == ["chi = 1, g = -11", "chi = 1, g = -12", "chi = 1.9, g = -11"]
+    means = [float(swept.isel(chi=i, g=j).mean()) for i, j in args["keys"]]
+    assert dict(args["texts"])["headline-rates"] == [
+        f"Mean over populations: {m:.3f} spikes/s ({label})." for m, label in zip(means, args["labels"])]
+    # the rates against chi at g = -11 and at g = -12 (where chi = 1.9 failed)
+    inside = _reachable(models, _root(models, "fig_sweep_statistics"))
+    frames = next(values for model, attr, values in args["links"] if model in inside and attr == "data"
+                  and "rate" in values[0] and values[0]["group"][0] == "excitatory (E)")
+    expected = [swept.sel(g=g, pop=E_POPS).mean(["area", "pop"]).values for g in (-11.0, -12.0, -11.0)]
+    for k in range(3):
+        np.testing.assert_allclose(frames[k]["rate"], expected[k], rtol=1e-12)
+
+
+def test_a_holomap_gets_a_slider():
+    from bokeh.models import Select, Slider
+
+    from mam_xr import report_bokeh
+
+    import viz_data as vd
+
+    rate = vd.stats_dataset()["rate"]
+    hmap = viz.rate_heatmap(xr.concat([rate, 2 * rate, 3 * rate],
+                                      dim=xr.DataArray(CHIS, dims="chi", name="chi")))
+    model = report_bokeh.render_holoviews(hmap)
+    sliders = list(model.select({"type": Slider}))
+    assert len(sliders) == 1 and not list(model.select({"type": Select}))
+    assert (sliders[0].start, sliders[0].end, sliders[0].value) == (1.0, 1.9, 1.0)
+    assert [m.visible for m in model.children[1:]] == [True, False, False]
+
+
 # --- in a browser ----------------------------------------------------------------------------
 
 _HANDLE = """
