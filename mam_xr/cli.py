@@ -402,11 +402,11 @@ def run_cmd(preset: str = PRESET, params_file: Optional[Path] = PARAMS,
         out = out or _default_out("run", p.label())
         _check_out(out, overwrite)  # before the structure and the theory are computed
         net = structure.build(p, data_dir=data_dir)
+        th = theory.integrate(net, p, warn=False)  # once: the planner below uses it too
         if not ignore_memory_check:  # before anything is written
             from . import planner
 
-            planner.check_memory(p, net)
-        th = theory.integrate(net, p, warn=False)
+            planner.check_memory(p, net, theory=th)
         typer.echo(f"mean-field prediction: {float(th['rate'].mean()):.4f} spikes/s "
                    f"({'converged' if bool(th['converged'].all()) else 'not converged'})")
         _STATE["writing"] = str(out)

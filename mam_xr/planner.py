@@ -57,6 +57,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
+import xarray as xr
 
 from .errors import MamXrError, ParameterError, invalid
 from .network import CHUNK_SYNAPSES
@@ -468,7 +469,7 @@ def _threads_list(threads, params) -> tuple[int, ...]:
 def plan(params, structure=None, *, engines: Sequence[str] | str | None = None,
          threads: int | Iterable[int] | None = None, ranks: int = 1,
          memory_available: float | None = None, memory_per_node: float = 128 * GiB,
-         cores_per_node: int = 128, ranks_per_node: int = 2, rates=None) -> ResourcePlan:
+         cores_per_node: int = 128, ranks_per_node: int = 2, rates=None, theory=None) -> ResourcePlan:
     """Predict what a run of ``params`` needs, before anything is drawn.
 
     Parameters
@@ -492,6 +493,11 @@ def plan(params, structure=None, *, engines: Sequence[str] | str | None = None,
         cores, 2 ranks per node).
     rates : array-like (area, pop), optional
         Population rates (spikes/s) to use instead of the mean-field rates.
+    theory : xr.Dataset, optional
+        The mean-field integration of ``params`` on ``structure``
+        (:func:`mam_xr.theory.integrate`) if the caller has computed it already
+        (``mam-xr run`` does): its ``rate`` and ``converged`` are used instead
+        of integrating again.
 
     Returns a :class:`ResourcePlan`; ``str(plan)`` is a one-screen summary.
     """
@@ -513,14 +519,19 @@ def plan(params, structure=None, *, engines: Sequence[str] | str | None = None,
 
         structure = build(params)
     notes = []
+    if theory is not None and not (isinstance(theory, xr.Dataset)
+                                   and {"rate", "converged"} <= set(theory.variables)):
+        raise ParameterError(invalid("theory", type(theory).__name__, "a Dataset of mam_xr.theory.integrate "
+                                     "(variables rate, converged) or None"))
     if rates is None:
-        from . import theory
+        from . import theory as _theory
 
         # time-varying replacement currents have no stationary theory: use the Poisson one
         replace = "het_poisson_stat" \
             if params.simulation.replace_non_simulated_areas == "het_current_nonstat" else None
         try:
-            th = theory.integrate(structure, params, warn=False, replace=replace)
+            th = theory if theory is not None else _theory.integrate(structure, params, warn=False,
+                                                                     replace=replace)
         except MamXrError as exc:
             # the planner never pre-empts the engines' own checks: guess the activity instead
             flat_rates = np.full(N_POPULATIONS, FALLBACK_RATE)
@@ -615,12 +626,13 @@ def _scale_advice(plan_: ResourcePlan, engine: str, factor: float) -> str:
 
 
 def check_memory(params, structure=None, *, engine: str | None = None, threads: int | None = None,
-                 ranks: int | None = None, memory_available: float | None = None) -> ResourcePlan:
+                 ranks: int | None = None, memory_available: float | None = None,
+                 theory=None) -> ResourcePlan:
     """Refuse a run whose predicted peak memory exceeds the memory available.
 
     ``engine``, ``threads`` default to ``params.simulation``'s; ``ranks`` to
     the MPI launcher's; ``memory_available`` (bytes) to this machine's
-    :func:`available_memory`.  Raises :class:`ParameterError` naming the
+    :func:`available_memory`; ``theory`` as in :func:`plan`.  Raises :class:`ParameterError` naming the
     prediction, the memory available and what to change; returns the
     :class:`ResourcePlan` otherwise (also when the memory is unknown).
     """
@@ -632,7 +644,7 @@ def check_memory(params, structure=None, *, engine: str | None = None, threads: 
         ranks = launcher_size()
     threads = int(params.simulation.threads) if threads is None else int(threads)
     rep = plan(params, structure, engines=ENGINES, threads=threads, ranks=int(ranks),
-               memory_available=memory_available)
+               memory_available=memory_available, theory=theory)
     budget = rep.memory_available
     if budget is None:
         return rep

@@ -222,3 +222,29 @@ def test_plan_takes_n_and_k_scaling(tmp_path):
                                  "--json", cwd=tmp_path).stdout)
     assert (plan["N_scaling"], plan["K_scaling"]) == (0.002, 0.001)
     assert plan["neurons"] == 8139
+
+
+def test_run_computes_the_theory_once(tmp_path, monkeypatch):
+    """The planner's memory check uses the run's own mean-field integration."""
+    from typer.testing import CliRunner
+
+    from mam_xr import theory
+    from mam_xr.cli import app
+
+    calls = []
+    real = theory.integrate
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs.get("replace"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(theory, "integrate", counting)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["run", "--scale", "0.001", "--t-sim", "100", "--areas", "V1",
+                                      "--no-progress", "--no-analysis", "--no-report", "--out", "r.zarr"])
+    assert result.exit_code == 0, result.output
+    assert calls == [None]
+    import xarray as xr
+
+    stored = xr.open_zarr(tmp_path / "r.zarr", group="theory", consolidated=False).load()
+    assert f"mean-field prediction: {float(stored['rate'].mean()):.4f} spikes/s" in result.output

@@ -233,3 +233,29 @@ def test_subsets_with_replacement_currents_are_planned():
     rep = planner.plan(p, memory_available=16 * GiB)
     assert rep.areas == 2 and rep.theory_converged and rep.spikes > 0
     assert rep.neurons == int(np.floor(to_flat_vector(mam_xr.build(p)["neurons"]))[:16].sum())
+
+
+def test_a_theory_the_caller_has_is_used_not_recomputed(tutorial, monkeypatch):
+    from mam_xr import theory
+
+    p, net, rep = tutorial
+    th = theory.integrate(net, p, warn=False)
+    calls = []
+    real = theory.integrate
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(theory, "integrate", counting)
+    given = planner.plan(p, net, memory_available=16 * GiB, theory=th)
+    assert calls == []
+    assert given.to_dict() == {**rep.to_dict(), "memory_available": given.memory_available}
+    assert given.mean_rate == pytest.approx(rep.mean_rate, rel=0) and given.theory_converged
+    checked = planner.check_memory(p, net, memory_available=1000 * GiB, ranks=1, theory=th)
+    assert calls == [] and checked.spikes == rep.spikes
+    with pytest.raises(ParameterError, match=r"^theory='ndarray' is invalid: expected a Dataset of "
+                                             r"mam_xr.theory.integrate"):
+        planner.plan(p, net, theory=np.ones(254))
+    planner.plan(p, net, memory_available=16 * GiB)
+    assert calls == [1]  # without it, the planner integrates itself
