@@ -306,7 +306,8 @@ const source = (name, column) => {
   for (const m of doc.get_model_by_name(name).references())
     if (m.data !== undefined && m.data[column] !== undefined) return m.data;
   return null; };
-const heat = source('fig_rates', 'zvalues'), th = source('fig_theory', 'area'), img = source('fig_instantaneous', 'image');
+const heat = source('fig_rates', 'zvalues'), th = source('fig_theory', 'area');
+const img = source('fig_instantaneous', 'image');
 const spans = [...doc.get_model_by_name('fig_sweep_theory').references()].filter(m => m.location !== undefined
   && m.dimension === 'height').map(m => m.location);
 return {heat_area: Array.from(heat.area), heat_pop: Array.from(heat.pop), heat: Array.from(heat.zvalues),
