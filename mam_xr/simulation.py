@@ -82,7 +82,7 @@ class _Terminate:
 
 def simulate(params, store=None, structure: xr.Dataset | None = None, progress: bool = True,
              overwrite: bool = False, connectivity=None, *, engine_options: dict | None = None,
-             label: str | None = None, check_memory: bool = True) -> "_store.RunStore":
+             label: str | None = None, check_memory: bool = True, theory=None) -> "_store.RunStore":
     """Build the network with the engine ``params.simulation.engine``, simulate it and write a run store.
 
     Parameters
@@ -113,6 +113,10 @@ def simulate(params, store=None, structure: xr.Dataset | None = None, progress: 
         Refuse (``ParameterError``, nothing written) a run whose peak memory
         :func:`mam_xr.planner.check_memory` predicts above the memory
         available; False runs it anyway.
+    theory
+        The mean-field integration of ``params`` on ``structure``
+        (:func:`mam_xr.theory.integrate`) if the caller has it: the memory
+        check uses its rates instead of integrating again.
 
     Returns the :class:`mam_xr.store.RunStore` of the finished run.  Invalid
     requests raise :class:`ParameterError` / :class:`StoreError` before the
@@ -143,7 +147,7 @@ def simulate(params, store=None, structure: xr.Dataset | None = None, progress: 
     sim = params.simulation
     plan = NetworkPlan(params, structure)  # validates rates sources etc.
     if check_memory:  # predicted peak vs memory available, before anything is drawn or written
-        _planner.check_memory(params, structure)
+        _planner.check_memory(params, structure, theory=theory)
     engine = _engines.get(sim.engine)(params, plan, connectivity=connectivity, **(engine_options or {}))
     engine.check()  # e.g. memory, a saved connectivity, MPI: before anything is written
     timings.update(engine.timings)

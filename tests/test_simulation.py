@@ -113,6 +113,30 @@ def test_same_seed_gives_identical_spikes(tmp_path, tiny_structure):
     assert not (len(s1) == len(s3) and np.array_equal(s1.steps, s3.steps))
 
 
+def test_memory_check_uses_a_given_theory(tmp_path, tiny_structure, monkeypatch):
+    """simulate(theory=...) plans with the caller's integration instead of integrating again."""
+    from mam_xr import theory
+
+    p = Params.tutorial(scale=0.001, t_sim=50.0, segment=50.0, areas_simulated=["V1"])
+    th = theory.integrate(tiny_structure, p, warn=False)
+    calls = []
+    real = theory.integrate
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(theory, "integrate", counting)
+    a = simulate(p, store=tmp_path / "a.zarr", structure=tiny_structure, progress=False, theory=th)
+    assert calls == []
+    b = simulate(p, store=tmp_path / "b.zarr", structure=tiny_structure, progress=False)
+    assert calls == [1]  # the planner's own integration
+    np.testing.assert_array_equal(a.spikes().steps, b.spikes().steps)
+    with pytest.raises(ParameterError, match=r"^theory='dict' is invalid"):
+        simulate(p, store=tmp_path / "c.zarr", structure=tiny_structure, progress=False, theory={})
+    assert not (tmp_path / "c.zarr").exists()
+
+
 @pytest.mark.parametrize("mode", ["hom_poisson_stat", "het_poisson_stat", "het_current_nonstat"])
 def test_replacement_modes(tmp_path, mode):
     p = Params.tutorial(scale=0.002, t_sim=200.0, segment=100.0, areas_simulated=["V1", "V2"],
