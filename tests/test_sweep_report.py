@@ -151,6 +151,13 @@ def _sources(models, root_name) -> list[dict]:
             if i in inside]
 
 
+def _theory_title(ds, chi) -> str:
+    """The numbers in the title of theory vs simulation at one point (16 simulated populations)."""
+    sim = ds["rates_rate"].sel(chi=chi, area=["V1", "V2"])
+    th = ds["theory_rate"].sel(chi=chi, area=["V1", "V2"]).where(sim.notnull())
+    return f"mean {float(th.mean()):.2f} vs {float(sim.mean()):.2f} spikes/s (16 populations)"
+
+
 def _headline(ds, k) -> str:
     return f"Mean over populations: {float(ds['rates_rate'].isel(chi=k).mean()):.3f} spikes/s (chi = {CHIS[k]:g})."
 
@@ -200,6 +207,11 @@ def test_per_point_figures_hold_each_points_data(swept):
         np.testing.assert_allclose(image[k]["image"][0], rows.astype(np.float32), rtol=1e-6)
     # every point differs: the slider has something to switch
     assert not np.allclose(heat[0]["zvalues"], heat[2]["zvalues"])
+    # the figures' titles carry their points' numbers too
+    inside = _reachable(models, _root(models, "fig_theory"))
+    titles = next(v for m, attr, v in _callback_args(models)["links"] if m in inside and attr == "text")
+    for k, chi in enumerate(CHIS):
+        assert _theory_title(ds, chi) in titles[k]
 
 
 def test_figures_against_chi_hold_the_sweep(swept):
@@ -313,6 +325,7 @@ const spans = [...doc.get_model_by_name('fig_sweep_theory').references()].filter
 return {heat_area: Array.from(heat.area), heat_pop: Array.from(heat.pop), heat: Array.from(heat.zvalues),
         th_area: Array.from(th.area), th_pop: Array.from(th.pop), x: Array.from(th.x), y: Array.from(th.y),
         image: Array.from(img.image[0]), spans: spans,
+        theory_title: doc.get_model_by_name('fig_theory').title.text,
         slider: doc.get_model_by_name('sweep_slider_chi').value,
         status: doc.get_model_by_name('sweep_point').text,
         headline: document.getElementById('headline-rates').textContent,
@@ -335,6 +348,7 @@ def _shows_point(got: dict, ds, k: int) -> None:
                                           for a, p in zip(got["th_area"], pops)], rtol=1e-12)
     rows = ds["rate_time_series_area_rate"].sel(chi=chi, area=["V1", "V2"]).values.astype(np.float32)
     np.testing.assert_allclose(got["image"], rows.ravel(), rtol=1e-6)
+    assert _theory_title(ds, chi) in got["theory_title"]
     assert got["spans"] and all(s == chi for s in got["spans"])
 
 
