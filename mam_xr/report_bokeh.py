@@ -21,7 +21,7 @@ import numpy as np
 
 import holoviews as hv
 
-from .viz import COLOURS
+from .viz import COLOURS, sweep_label
 
 __all__ = ["render_section", "render_holoviews", "heatmap_image", "box_panels", "theory_scatter",
            "raster_panels", "fc_panels", "curve_figure", "link_frames", "frame_models", "add_markers",
@@ -447,17 +447,30 @@ def frame_models(models: list):
     return column(*frames), [], [frames]
 
 
-def add_markers(model, location: float) -> list:
-    """A dotted vertical line at ``location`` in every plot of ``model`` (the chosen sweep point)."""
-    from bokeh.models import Plot, Span
+def add_markers(model, values, first: int) -> list:
+    """A dotted vertical line at the chosen swept value in every plot of ``model``.
 
-    spans = []
+    ``values`` are the swept values, ``first`` the index of the one shown first.
+    Returns ``[(Span, [its location at each value])]``: the value itself on a numeric
+    axis, the middle of its category (``viz.sweep_label``) on a categorical one.
+    """
+    from bokeh.models import FactorRange, Plot, Span
+
+    out = []
     for plot in model.select({"type": Plot}):
-        span = Span(location=location, dimension="height", line_color="#555555", line_dash="dotted",
+        if isinstance(plot.x_range, FactorRange):
+            factors = [str(f) for f in plot.x_range.factors]
+            labels = [sweep_label(v) for v in values]
+            if not all(label in factors for label in labels):
+                continue
+            locations = [factors.index(label) + 0.5 for label in labels]
+        else:
+            locations = [float(v) for v in values]
+        span = Span(location=locations[first], dimension="height", line_color="#555555", line_dash="dotted",
                     line_width=2)
         plot.add_layout(span)
-        spans.append(span)
-    return spans
+        out.append((span, locations))
+    return out
 
 
 _SWEEP_JS = """
@@ -481,7 +494,7 @@ for (let d = 0; d < widgets.length; d++) {
   pos.push(best);
 }
 const k = keys.findIndex(key => key.every((j, d) => j === pos[d]));
-for (const [span, d] of markers) span.location = values[d][pos[d]];
+for (const [span, d, locations] of markers) span.location = locations[pos[d]];
 if (k < 0) { status.text = "No results at this point."; return; }
 for (const [model, attr, frames] of links) model.setv({[attr]: frames[k]});
 for (const models of toggles) models.forEach((m, j) => { m.visible = (j === k); });
@@ -511,7 +524,7 @@ def sweep_controls(dims, values, keys, labels, *, links=(), toggles=(), texts=()
     Moving a slider snaps it to the nearest swept value, sets every linked property
     to its value at that point (:func:`frame_models`), shows the matching frames,
     replaces the text of the page elements ``texts = [(element id, [text at each
-    point])]`` and moves the ``markers = [(Span, dim index)]``.  ``keys`` are the
+    point])]`` and moves the ``markers = [(Span, dim index, [location at each value])]``.  ``keys`` are the
     points with results as tuples of value indices, ``labels`` their descriptions.
     """
     from bokeh.layouts import row

@@ -79,10 +79,14 @@ def against_sections(arrays: Mapping[str, xr.DataArray], atlas, dim: str) -> lis
             sections.append({"id": id_, "title": title, "figure": None, "note": f"Not drawn: {err}"})
 
     if "rate" in ds:
+        fc = "fc_similarity" in ds and bool(np.isfinite(ds["fc_similarity"]).any())
         add("sweep_statistics", f"Statistics against {dim}", lambda: viz.sweep_statistics(ds, dim=dim),
             "Each statistic at every point of the sweep: the mean over the excitatory and over the "
-            "inhibitory populations with data (FC similarity: Pearson r of the simulated and the "
-            "experimental FC matrices, one value per point). Hover for values.")
+            "inhibitory populations with data. " + (
+                "FC similarity: Pearson r of the simulated and the experimental FC matrices, one value "
+                "per point. " if fc else "FC similarity to fMRI: not drawn, the sweep has no finite value "
+                "of it (it needs the functional-connectivity statistic and several simulated areas). ")
+            + "Hover for values.")
         add("sweep_areas", f"Rate per area against {dim}", lambda: viz.sweep_heatmap(ds, dim=dim),
             "Mean rate over each area's populations at every point; white: no data.")
     if "theory_rate" in ds and ("rate" in ds or atlas is not None):
@@ -141,8 +145,8 @@ def sweep_report(sweep: dict, *, theory, stats, spikes, atlas, make_sections: Ca
             sections.append(sec)
             if sec["figure"] is not None:
                 rendered[sec["id"]] = root = draw([f[s] for f in frames_by_point])
-                location = float(sweep["values"][x][keys[0][x]])
-                markers += [(span, x) for span in report_bokeh.add_markers(root, location)]
+                markers += [(span, x, locations) for span, locations
+                            in report_bokeh.add_markers(root, sweep["values"][x], keys[0][x])]
 
     per_point = []
     for k, key in enumerate(keys):

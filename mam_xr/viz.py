@@ -60,7 +60,7 @@ __all__ = [
     "raster", "box_plots", "connectivity_matrix", "theory_vs_simulation",
     "functional_connectivity", "save_static", "spike_table",
     "SWEEP_STATISTICS", "SWEEP_GROUPS", "sweep_statistic", "sweep_statistics", "sweep_heatmap",
-    "sweep_theory_vs_simulation",
+    "sweep_theory_vs_simulation", "sweep_label",
 ]
 
 #: Display labels of the populations (upstream's figures write 2/3 for 23).
@@ -968,6 +968,12 @@ def _sweep_dim(da: xr.DataArray, dim: str) -> hv.Dimension:
     return hv.Dimension(dim, label=dim, unit=None if units in ("", "1") else units)
 
 
+def sweep_label(value) -> str:
+    """The label of a swept value on a categorical axis (:func:`sweep_heatmap` of unevenly
+    spaced values): ``1.75``, ``2``."""
+    return f"{value:g}" if isinstance(value, (int, float, np.integer, np.floating)) else str(value)
+
+
 def _sweep_values(da: xr.DataArray, dim: str) -> np.ndarray:
     return np.asarray(da[dim].values if dim in da.coords else np.arange(da.sizes[dim]))
 
@@ -1139,7 +1145,9 @@ def sweep_heatmap(data, stat: str = "rate", *, dim: str = "chi", pop: str | None
     -------
     hv.HeatMap or hv.HoloMap
         kdims (``dim``, ``area``), vdims the statistic's name (NaN: no data,
-        white) and ``status``; the cells sit at the swept values.
+        white) and ``status``.  Evenly spaced swept values are numbers on the
+        axis; unevenly spaced ones (1.0, 1.4, 1.5, ...) are equal columns labelled
+        by :func:`sweep_label`.
     """
     _backends()
     da, label, units = _sweep_array(data, stat, dim)
@@ -1173,7 +1181,10 @@ def sweep_heatmap(data, stat: str = "rate", *, dim: str = "chi", pop: str | None
         x = _sweep_values(frame, dim)
         vals = np.asarray(frame.values, dtype=float)
         order = list(reversed(range(len(rows))))          # first area at the top
-        df = pd.DataFrame({dim: np.repeat(x, len(rows)), "area": np.tile(np.asarray(rows)[order], len(x)),
+        # unevenly spaced values as equal columns (a numeric axis would centre unequal cells on them)
+        even = x.dtype.kind not in "iuf" or x.size < 3 or bool(np.allclose(np.diff(x), x[1] - x[0]))
+        xs = x if even else np.array([sweep_label(v) for v in x])
+        df = pd.DataFrame({dim: np.repeat(xs, len(rows)), "area": np.tile(np.asarray(rows)[order], len(x)),
                            col: vals[:, order].ravel()})
         df["status"] = np.where(np.isfinite(df[col]), "", "no data")
         heat = hv.HeatMap(df, kdims=[_sweep_dim(frame, dim), hv.Dimension("area", label="Area")],
@@ -1181,7 +1192,7 @@ def sweep_heatmap(data, stat: str = "rate", *, dim: str = "chi", pop: str | None
         return _opts(heat, cmap=cmap, colorbar=True, clim=(lo, hi if hi > lo else lo + 1.0), title=title,
                      bokeh=dict(clipping_colors={"NaN": "white"}, width=620, height=max(220, 18 * len(rows) + 90),
                                 toolbar="above", tools=[_hover([
-                                    ("area", "@area"), (dim, f"@{{{dim}}}{{0.000}}"),
+                                    ("area", "@area"), (dim, f"@{{{dim}}}" + ("{0.000}" if even else "")),
                                     (label, f"@{col}{fmt}{u}"), ("", "@status")])]),
                      mpl=dict(fig_inches=(7, max(2.5, 0.25 * len(rows) + 1)), show_values=False,
                               clipping_colors={"NaN": "#d9d9d9"}))

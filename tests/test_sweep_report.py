@@ -227,8 +227,8 @@ def test_figures_against_chi_hold_the_sweep(swept):
     np.testing.assert_allclose(lvr[0]["lvr"], ds["irregularity_lvr"].sel(pop=I_POPS).mean(["area", "pop"]).values,
                                rtol=1e-12)
     heat = next(s for s in _sources(models, "fig_sweep_areas") if "zvalues" in s)
-    for chi, area, z in zip(heat["chi"], heat["area"], heat["zvalues"]):
-        assert z == pytest.approx(float(ds["rates_rate"].sel(chi=chi, area=area).mean()), rel=1e-12)
+    for chi, area, z in zip(heat["chi"], heat["area"], heat["zvalues"]):     # columns labelled "1.5"
+        assert z == pytest.approx(float(ds["rates_rate"].sel(chi=float(chi), area=area).mean()), rel=1e-12)
     simulated = ds["rates_rate"].notnull().any("chi")
     theory = [s for s in _sources(models, "fig_sweep_theory") if "rate" in s]
     means = {"sim": ds["rates_rate"].mean(["area", "pop"]).values,
@@ -237,10 +237,13 @@ def test_figures_against_chi_hold_the_sweep(swept):
     for expected in (means["sim"], means["theory"], branch):
         assert any(len(s["rate"]) == len(expected) and np.allclose(s["rate"], expected, rtol=1e-12)
                    for s in theory), expected
-    # the chosen point is marked in every figure against chi
-    spans = [i for r in ("fig_sweep_statistics", "fig_sweep_areas", "fig_sweep_theory")
-             for i in _reachable(models, _root(models, r)) if models["defs"][i].get("name") == "Span"]
-    assert len(spans) >= 6 and all(_attrs(models, i)["location"] == 1.0 for i in spans)
+    # the chosen point is marked in every figure against chi: at chi = 1, or its column's middle
+    markers = {m: locations for m, d, locations in _callback_args(models)["markers"]}
+    for root, n, locations in (("fig_sweep_statistics", 4, CHIS), ("fig_sweep_areas", 1, [0.5, 1.5, 2.5]),
+                               ("fig_sweep_theory", 1, CHIS)):
+        spans = [i for i in _reachable(models, _root(models, root)) if models["defs"][i].get("name") == "Span"]
+        assert len(spans) == n and all(_attrs(models, i)["location"] == locations[0] for i in spans)
+        assert all(markers[i] == locations for i in spans)
 
 
 def test_a_single_run_report_has_no_slider(tmp_path, swept):

@@ -420,13 +420,16 @@ def test_sweep_heatmap_area_by_chi(swept):
     heat = viz.sweep_heatmap(swept)
     df = heat.dframe().set_index(["chi", "area"])["rate"]
     rate = swept["rates_rate"]
-    for chi, area in [(1.0, "V1"), (1.5, "TH"), (1.9, "FEF")]:
-        assert df.loc[(chi, area)] == pytest.approx(float(rate.sel(chi=chi, area=area).mean()), rel=1e-12)
+    for chi, area in [(1.0, "V1"), (1.5, "TH"), (1.9, "FEF")]:       # uneven: equal columns, labelled
+        assert df.loc[(f"{chi:g}", area)] == pytest.approx(float(rate.sel(chi=chi, area=area).mean()), rel=1e-12)
     assert len(df) == 3 * 32
     fig = hv.render(heat, backend="bokeh")
     assert list(fig.y_range.factors) == list(AREAS)[::-1]          # V1 at the top
+    assert list(fig.x_range.factors) == ["1", "1.5", "1.9"]
+    even = viz.sweep_heatmap(swept.assign_coords(chi=[1.0, 1.5, 2.0])).dframe()
+    np.testing.assert_array_equal(np.unique(even["chi"]), [1.0, 1.5, 2.0])   # even: numbers
     one = viz.sweep_heatmap(swept, "lvr", pop="5I").dframe().set_index(["chi", "area"])["lvr"]
-    assert one.loc[(1.9, "V2")] == pytest.approx(float(swept["irregularity_lvr"].sel(chi=1.9, area="V2",
+    assert one.loc[("1.9", "V2")] == pytest.approx(float(swept["irregularity_lvr"].sel(chi=1.9, area="V2",
                                                                                      pop="5I")))
     with pytest.raises(ParameterError, match=r"pop='5X' is invalid"):
         viz.sweep_heatmap(swept, pop="5X")
