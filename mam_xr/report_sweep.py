@@ -85,7 +85,7 @@ def against_sections(arrays: Mapping[str, xr.DataArray], atlas, dim: str) -> lis
             "inhibitory populations with data. " + (
                 "FC similarity: Pearson r of the simulated and the experimental FC matrices, one value "
                 "per point. " if fc else "FC similarity to fMRI: not drawn, the sweep has no finite value "
-                "of it (it needs the functional-connectivity statistic and several simulated areas). ")
+                "of it (it needs the functional-connectivity statistic with all 32 areas simulated). ")
             + "Hover for values.")
         add("sweep_areas", f"Rate per area against {dim}", lambda: viz.sweep_heatmap(ds, dim=dim),
             "Mean rate over each area's populations at every point; white: no data.")
