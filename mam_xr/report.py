@@ -7,9 +7,9 @@ no CDN, no server, so it opens offline and can be mailed to a colleague.
 A sweep (statistics with extra dims such as ``chi``) gets figures against
 the swept parameter and, at the top of the page, a slider per numeric sweep
 dim that switches every per-point figure and headline to the chosen point
-(:func:`mam_xr.report_bokeh.sweep_controls`).  The report takes data, not a run store: the command line reads the
-store and passes its Datasets (viz is the last stage; docs/architecture.md).
-Which statistic variable each figure draws comes from the analysis registry
+(:mod:`mam_xr.report_sweep`).  The report takes data, not a run store: the
+command line reads the store and passes its Datasets (viz is the last stage;
+docs/architecture.md).  Which statistic variable each figure draws comes from the analysis registry
 (the ``figures`` of each :class:`mam_xr.analysis.Statistic`); docs/figures.md.
 """
 
@@ -461,7 +461,12 @@ def write_report(path, *, structure=None, theory=None, stats=None, spikes=None, 
     options = dict(raster_areas=raster_areas, raster_fraction=raster_fraction,
                    time_series_areas=time_series_areas)
     ref = _pick_kind(stats, "population_heatmap")[1]
-    sweep = report_sweep.sweep_points(ref if ref is not None else _theory_rate(theory))
+    if ref is None and isinstance(theory, (xr.DataArray, xr.Dataset)):
+        try:                                   # a theory-only report can be a sweep too
+            ref = _theory_rate(theory)
+        except ParameterError:                 # report_sections says why it does not fit
+            ref = None
+    sweep = report_sweep.sweep_points(ref)
     controls = None
     if sweep is None:
         sections = report_sections(structure=structure, theory=theory, stats=stats, spikes=spikes, **options)
