@@ -424,20 +424,20 @@ def test_an_incomplete_store_is_refused_unless_allowed(tmp_path):
 def test_unreadable_files_are_refused_by_name(tmp_path):
     junk = tmp_path / "junk.nwb"
     junk.write_bytes(b"not an HDF5 file at all")
-    with pytest.raises(DataError, match=r"path='.*junk.nwb' is invalid: expected a readable NWB file"):
+    with pytest.raises(DataError, match=r"source='.*junk.nwb' is invalid: expected a readable NWB file"):
         X.read_spikes(junk)
     with pytest.raises(DataError, match=r"expected a readable NWB file"):
         X.import_spikes(junk, tmp_path / "j.zarr")
     assert not (tmp_path / "j.zarr").exists()
     junk_h5 = tmp_path / "junk.h5"
     junk_h5.write_bytes(b"\x00" * 64)
-    with pytest.raises(DataError, match=r"path='.*junk.h5' is invalid: expected a readable SONATA spike file"):
+    with pytest.raises(DataError, match=r"source='.*junk.h5' is invalid: expected a readable SONATA spike file"):
         X.read_spikes(junk_h5)
     with h5py.File(tmp_path / "other.h5", "w") as f:
         f.create_dataset("x", data=[1])
     with pytest.raises(DataError, match=r"expected a SONATA spike file \(no /spikes group\)"):
         X.read_spikes(tmp_path / "other.h5")
-    with pytest.raises(DataError, match=r"path='.*missing.nwb' is invalid: expected an existing NWB file"):
+    with pytest.raises(DataError, match=r"source='.*missing.nwb' is invalid: expected an existing NWB file"):
         X.read_spikes(tmp_path / "missing.nwb")
     with h5py.File(tmp_path / "foreign.h5", "w") as f:
         g = f.create_group("spikes/cortex")
@@ -520,7 +520,7 @@ def test_cli_export_and_import(tmp_path):
     assert open_run(tmp_path / "back.zarr").n_spikes() == 4
     (tmp_path / "bad.nwb").write_text("x")
     proc = cli("import-spikes", "bad.nwb", "bad.zarr", cwd=tmp_path)
-    assert proc.returncode == 2 and "path='bad.nwb' is invalid: expected a readable NWB file" in proc.stderr
+    assert proc.returncode == 2 and "source='bad.nwb' is invalid: expected a readable NWB file" in proc.stderr
     helptext = cli("export", "--help", cwd=tmp_path).stdout
     assert "[default: nwb]" in helptext and "by_time" in helptext
 

@@ -109,14 +109,14 @@ def export(store, path, format: str = "nwb", *, allow_incomplete: bool = False, 
                       is_ours=fmt.is_ours, what=f"a {fmt.name} file")
 
 
-def read_spikes(path, format: str | None = None, **options) -> Exchanged:
+def read_spikes(source, format: str | None = None, **options) -> Exchanged:
     """The spikes of an exchange file, by population (``format`` from the suffix
     when None: ``.nwb``, ``.h5``); ``dt_ms=`` puts the times on that grid when
     the file does not record its dt."""
-    return FORMATS[format_of(path, format)].read(path, **options)
+    return FORMATS[format_of(source, format)].read(source, **options)
 
 
-def import_spikes(path, store_path, *, format: str | None = None, dt_ms: float | None = None,
+def import_spikes(source, store_path, *, format: str | None = None, dt_ms: float | None = None,
                   t_sim_ms: float | None = None, structure=None, label: str = "",
                   overwrite: bool = False) -> RunStore:
     """Make a run store of an exchange file's spikes (e.g. a SONATA file from BMTK).
@@ -128,21 +128,21 @@ def import_spikes(path, store_path, *, format: str | None = None, dt_ms: float |
     store holds one segment [0, t_sim_ms].  ``store_path`` is checked before any
     spike is read and replaced only with ``overwrite=True`` if it is a mam_xr store.
     """
-    fmt = format_of(path, format)
+    fmt = format_of(source, format)
     check_target(store_path, overwrite, name="store_path")
-    ex = FORMATS[fmt].read(path, dt_ms=dt_ms)
+    ex = FORMATS[fmt].read(source, dt_ms=dt_ms)
     dt = dt_ms if dt_ms is not None else ex.dt_ms
     if dt is None or not dt > 0:
-        raise ParameterError(invalid("dt_ms", dt, f"the simulation step in ms (> 0); {str(path)!r} does not "
+        raise ParameterError(invalid("dt_ms", dt, f"the simulation step in ms (> 0); {str(source)!r} does not "
                                      "record it"))
     t_sim = t_sim_ms if t_sim_ms is not None else ex.t_stop_ms
     if t_sim is None or not t_sim > 0:
-        raise ParameterError(invalid("t_sim_ms", t_sim, f"the simulated time in ms (> 0); {str(path)!r} does "
+        raise ParameterError(invalid("t_sim_ms", t_sim, f"the simulated time in ms (> 0); {str(source)!r} does "
                                      "not record it"))
     labels = population_labels()
     unknown = sorted(set(ex.spikes) - set(labels))
     if unknown:
-        raise DataError(invalid("path", str(path), f"node populations named by mam_xr population labels "
+        raise DataError(invalid("source", str(source), f"node populations named by mam_xr population labels "
                                 f"(e.g. 'V1-23E'); unknown: {unknown[:5]}"))
     n_neurons = [int(ex.n_neurons.get(lab, 0)) for lab in labels]
     steps, senders, pops = [], [], []
@@ -151,7 +151,7 @@ def import_spikes(path, store_path, *, format: str | None = None, dt_ms: float |
             continue
         t, ids = ex.spikes[lab]
         if ids.size and (ids.min() < 0 or ids.max() >= n_neurons[k]):
-            raise DataError(invalid("path", str(path), f"node ids of {lab} within its {n_neurons[k]} nodes"))
+            raise DataError(invalid("source", str(source), f"node ids of {lab} within its {n_neurons[k]} nodes"))
         if t.size and (t.min() < 0 or t.max() > t_sim + 1e-9):
             raise DataError(invalid("t_sim_ms", t_sim, f"a simulated time covering every spike "
                                     f"(latest {t.max()} ms in {lab})"))
@@ -162,13 +162,13 @@ def import_spikes(path, store_path, *, format: str | None = None, dt_ms: float |
     root = create_run(store_path, structure=structure, dt=float(dt), t_sim=float(t_sim), n_segments_planned=1,
                       params=ex.attrs.get("params"), label=label or str(ex.attrs.get("label", "")),
                       overwrite=overwrite, n_neurons=n_neurons, engine=f"import:{fmt}",
-                      extra_attrs={"imported_from": [str(path)]})
+                      extra_attrs={"imported_from": [str(source)]})
     if structure is None:
         root.create_group("structure").attrs["missing"] = True
     try:
         SpikeWriter(root).append_segment(cat(steps), cat(senders), cat(pops), 0.0, float(t_sim))
     except BaseException as exc:
-        set_status(root, "failed", error=f"import of {path} failed: {exc!r}")
+        set_status(root, "failed", error=f"import of {source} failed: {exc!r}")
         raise
     set_status(root, "complete")
     return open_run(store_path)

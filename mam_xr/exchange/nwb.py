@@ -176,7 +176,7 @@ def is_mam_xr_nwb(path) -> bool:
     return v == SOURCE_SCRIPT
 
 
-def read_nwb(path, *, dt_ms: float | None = None) -> Exchanged:
+def read_nwb(source, *, dt_ms: float | None = None) -> Exchanged:
     """The spikes of an NWB file's ``units`` table, grouped by population.
 
     Units need the columns ``area``, ``population`` and ``neuron`` (as written by
@@ -184,21 +184,21 @@ def read_nwb(path, *, dt_ms: float | None = None) -> Exchanged:
     records the run's dt (files of :func:`write_nwb`), put back on its grid, so
     they equal the store's times exactly (docs/exchange.md)."""
     pynwb = needs("pynwb", "nwb")
-    path = Path(path)
+    path = Path(source)
     if not path.is_file():
-        raise DataError(invalid("path", str(path), "an existing NWB file"))
+        raise DataError(invalid("source", str(path), "an existing NWB file"))
     try:
         io = pynwb.NWBHDF5IO(str(path), "r")
         nwb = io.read()
     except Exception as exc:  # noqa: BLE001 - any failure to parse is one message
-        raise DataError(invalid("path", str(path), f"a readable NWB file ({type(exc).__name__}: {exc})")) from exc
+        raise DataError(invalid("source", str(path), f"a readable NWB file ({type(exc).__name__}: {exc})")) from exc
     with io:
         units = nwb.units
         if units is None:
-            raise DataError(invalid("path", str(path), "an NWB file with a units table"))
+            raise DataError(invalid("source", str(path), "an NWB file with a units table"))
         missing = [c for c in ("area", "population", "neuron") if c not in units.colnames]
         if missing:
-            raise DataError(invalid("path", str(path), f"an NWB units table with columns area, population, "
+            raise DataError(invalid("source", str(path), f"an NWB units table with columns area, population, "
                                     f"neuron (missing {missing})"))
         areas = np.asarray(units["area"].data[:]).astype(str)
         pops = np.asarray(units["population"].data[:]).astype(str)

@@ -91,7 +91,7 @@ def _sorting_name(value) -> str:
     return names.get(int(value), "none")
 
 
-def read_sonata(path, *, dt_ms: float | None = None) -> Exchanged:
+def read_sonata(source, *, dt_ms: float | None = None) -> Exchanged:
     """The spikes of a SONATA spike file, one entry per node population.
 
     Reads any SONATA spike file (any ``sorting``, also BMTK's string values);
@@ -100,38 +100,38 @@ def read_sonata(path, *, dt_ms: float | None = None) -> Exchanged:
     :func:`write_sonata` returns the store's times exactly.  ``n_neurons`` is the
     file's ``n_nodes`` or one more than the highest node id."""
     h5py = needs("h5py", "sonata")
-    path = Path(path)
+    path = Path(source)
     if not path.is_file():
-        raise DataError(invalid("path", str(path), "an existing SONATA spike file"))
+        raise DataError(invalid("source", str(path), "an existing SONATA spike file"))
     try:
         f = h5py.File(path, "r")
     except OSError as exc:
-        raise DataError(invalid("path", str(path), f"a readable SONATA spike file (HDF5: {exc})")) from exc
+        raise DataError(invalid("source", str(path), f"a readable SONATA spike file (HDF5: {exc})")) from exc
     with f:
         if "spikes" not in f or not isinstance(f["spikes"], h5py.Group):
-            raise DataError(invalid("path", str(path), "a SONATA spike file (no /spikes group)"))
+            raise DataError(invalid("source", str(path), "a SONATA spike file (no /spikes group)"))
         root = f["spikes"]
         if "timestamps" in root and isinstance(root["timestamps"], h5py.Dataset):
-            raise DataError(invalid("path", str(path), "a SONATA spike file with node populations "
+            raise DataError(invalid("source", str(path), "a SONATA spike file with node populations "
                                     "(/spikes/<population>/...; the older /spikes/gids layout is not read)"))
         dt = dt_ms if dt_ms is not None else root.attrs.get("dt_ms")
         dt = float(dt) if dt is not None else None
         spikes, n_neurons, sortings = {}, {}, {}
         for name, p in root.items():
             if not (isinstance(p, h5py.Group) and "timestamps" in p and "node_ids" in p):
-                raise DataError(invalid("path", str(path), f"a SONATA spike file (/spikes/{name} lacks "
+                raise DataError(invalid("source", str(path), f"a SONATA spike file (/spikes/{name} lacks "
                                         "timestamps or node_ids)"))
             t = np.asarray(p["timestamps"][:], dtype=np.float64)
             ids = np.asarray(p["node_ids"][:], dtype=np.int64)
             if t.shape != ids.shape:
-                raise DataError(invalid("path", str(path), f"a SONATA spike file (/spikes/{name}: "
+                raise DataError(invalid("source", str(path), f"a SONATA spike file (/spikes/{name}: "
                                         f"{t.size} timestamps but {ids.size} node_ids)"))
             units = p["timestamps"].attrs.get("units", "ms")
             units = units.decode() if isinstance(units, bytes) else str(units)
             if units == "s":
                 t = t * 1000.0
             elif units != "ms":
-                raise DataError(invalid("path", str(path), f"timestamps in ms or s (/spikes/{name} has "
+                raise DataError(invalid("source", str(path), f"timestamps in ms or s (/spikes/{name} has "
                                         f"units={units!r})"))
             if dt is not None:
                 t = times_ms(steps_of(t, dt), dt)
