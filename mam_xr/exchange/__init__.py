@@ -72,9 +72,9 @@ def format_of(path, format: str | None = None) -> str:
     return found[0]
 
 
-def export(store, path, format: str = "nwb", *, allow_incomplete: bool = False, overwrite: bool = False,
+def export(store, out, format: str = "nwb", *, allow_incomplete: bool = False, overwrite: bool = False,
            **options) -> Path:
-    """Write the spikes of a run store (path or RunStore) to ``path`` in ``format``.
+    """Write the spikes of a run store (path or RunStore) to the file ``out`` in ``format``.
 
     Parameters
     ----------
@@ -82,7 +82,7 @@ def export(store, path, format: str = "nwb", *, allow_incomplete: bool = False, 
         A complete run store; an incomplete one (running, killed, failed) is
         refused unless ``allow_incomplete=True``, which exports the segments
         every rank committed (the file records the status).
-    path : path
+    out : path
         The file to write.  It is written under a temporary name beside it and
         renamed in when complete.  An existing file is replaced only with
         ``overwrite=True`` and only if this exporter wrote it.
@@ -105,7 +105,7 @@ def export(store, path, format: str = "nwb", *, allow_incomplete: bool = False, 
     if "sorting" in options and options["sorting"] not in ("by_time", "by_id"):
         raise ParameterError(invalid("sorting", options["sorting"], "one of by_time, by_id"))
     run = as_run(store, allow_incomplete=allow_incomplete)
-    return write_file(path, lambda tmp: fmt.write(run, tmp, **options), overwrite=overwrite,
+    return write_file(out, lambda tmp: fmt.write(run, tmp, **options), overwrite=overwrite,
                       is_ours=fmt.is_ours, what=f"a {fmt.name} file")
 
 

@@ -148,8 +148,9 @@ def population_spikes(run: RunStore, by: str = "time", budget: int | None = None
 
 def write_file(path, write: Callable[[Path], None], *, overwrite: bool, is_ours: Callable[[Path], bool],
                what: str) -> Path:
-    """Write a file at ``path`` through ``write(tmp)`` under a temporary name beside
-    it, renamed in once complete: ``path`` never holds a half-written file.
+    """Write a file at ``path`` (named ``out`` in messages, as in :func:`mam_xr.exchange.export`
+    and ``mam-xr export``) through ``write(tmp)`` under a temporary name beside it,
+    renamed in once complete: ``path`` never holds a half-written file.
 
     An existing ``path`` is replaced only with ``overwrite=True`` and only if
     ``is_ours(path)`` (a file this exporter wrote); a directory, a link or any
