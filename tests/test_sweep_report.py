@@ -290,6 +290,23 @@ def test_two_swept_parameters_get_two_sliders(tmp_path):
         np.testing.assert_allclose(frames[k]["rate"], expected[k], rtol=1e-12)
 
 
+def test_both_headline_rates_follow_the_point(tmp_path):
+    """With the structure, the neuron-weighted mean of every point is in its headline too."""
+    import viz_data as vd
+
+    rate, structure = vd.stats_dataset()["rate"], vd.structure()
+    swept = xr.concat([rate, 1.5 * rate], dim=xr.DataArray([1.0, 1.9], dims="chi", name="chi"))
+    page = report.write_report(tmp_path / "w.html", stats={"rates": xr.Dataset({"rate": swept})},
+                               structure=structure)
+    texts = dict(_callback_args(_models(page.read_text()))["texts"])["headline-rates"]
+    w = structure["neurons"].where(np.isfinite(rate))
+    for k, (factor, chi) in enumerate(((1.0, "1"), (1.5, "1.9"))):
+        plain, weighted = factor * float(rate.mean()), factor * float((rate * w).sum() / w.sum())
+        assert texts[k] == (f"Mean over populations: {plain:.3f} spikes/s; neuron-weighted: {weighted:.3f} "
+                            f"spikes/s (chi = {chi}).")
+    assert texts[0].startswith("Mean over populations: 23.547 spikes/s; neuron-weighted: 18.094 spikes/s")
+
+
 def test_a_holomap_gets_a_slider():
     from bokeh.models import Select, Slider
 
