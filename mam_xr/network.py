@@ -35,6 +35,7 @@ import zarr
 
 from . import data as _data
 from . import store as _store
+from . import structure as _structure
 from .errors import ParameterError, SimulationError, StoreError, invalid
 from .flat import (AREAS, FLAT_AREA_INDEX, FLAT_POP, N_POPULATIONS, is_excitatory, population_labels,
                    to_flat_matrix, to_flat_vector)
@@ -43,7 +44,8 @@ from .rates import is_run_store, rates_from_run, read_rates_json
 __all__ = ["NetworkPlan", "Connectivity", "ConnectivityChunk", "CHUNK_SYNAPSES", "CONNECTIVITY_FORMAT",
            "EXTERNAL_DELAY", "created_neurons", "projections", "iter_connectivity", "draw_connectivity",
            "save_connectivity", "load_connectivity", "check_connectivity", "describe_connectivity",
-           "replacement_inputs", "connection_counts", "read_rates"]
+           "replacement_inputs", "connection_counts", "read_rates", "initial_state_rates", "input_moments",
+           "stationary_potential", "initial_potentials", "V0_MARGIN"]
 
 #: Format identifier of a saved connectivity group.
 CONNECTIVITY_FORMAT = "mam_xr.connectivity/1"
@@ -93,7 +95,11 @@ class NetworkPlan:
     ``proj_source``, ``proj_n``, ``proj_w``, ``proj_w_sd`` (pA), ``proj_d``,
     ``proj_d_sd`` (ms), ``proj_positive``; ``n_synapses``; ``replacement``
     (see :func:`replacement_inputs`, None if every area is simulated);
-    ``dt``, ``t_sim``, ``segment`` (ms).
+    ``dt``, ``t_sim``, ``segment`` (ms).  With ``simulation.initial_state``:
+    ``initial_rates`` (spikes/s), ``v0_mean``, ``v0_sd`` (mV, per population:
+    the moments of the stationary membrane distribution at those rates,
+    :func:`initial_potentials`) and ``v0_max`` (mV, initial potentials are
+    redrawn above it); all None without it (V0 ~ N(V0_mean, V0_sd)).
     """
 
     def __init__(self, params, structure: xr.Dataset):
@@ -118,6 +124,12 @@ class NetworkPlan:
         self.replacement = None
         if len(self.areas) < len(AREAS):
             self.replacement = replacement_inputs(params, structure, self)
+        self.initial_rates = self.v0_mean = self.v0_sd = self.v0_max = None
+        if sim.initial_state is not None:
+            self.initial_rates = initial_state_rates(params, structure, self.n)
+            nrn = params.network.neuron
+            self.v0_mean, self.v0_sd = initial_potentials(params, structure, self.initial_rates)
+            self.v0_max = float(nrn.V_th) - V0_MARGIN
 
     @property
     def n_neurons(self) -> int:
@@ -137,14 +149,130 @@ class NetworkPlan:
 
     def draw_connectivity(self, seed: int, V0_mean: float, V0_sd: float,
                           chunk: int = CHUNK_SYNAPSES) -> "Connectivity":
-        """All recurrent synapses and initial potentials (see :func:`draw_connectivity`)."""
+        """All recurrent synapses and initial potentials (see :func:`draw_connectivity`);
+        with an initial state the plan's per-population ``v0_mean``, ``v0_sd`` replace
+        ``V0_mean``, ``V0_sd``."""
+        if self.v0_mean is not None:
+            V0_mean, V0_sd = self.v0_mean, self.v0_sd
         return _assemble(self._projection_table(), self.n, dt=self.dt, seed=seed, V0_mean=V0_mean,
-                         V0_sd=V0_sd, chunk=chunk)
+                         V0_sd=V0_sd, chunk=chunk, v0_max=self.v0_max)
 
     def _projection_table(self) -> dict:
         return {"target": self.proj_target, "source": self.proj_source, "count": self.proj_n,
                 "weight": self.proj_w, "weight_sd": self.proj_w_sd, "delay": self.proj_d,
                 "delay_sd": self.proj_d_sd, "positive": self.proj_positive}
+
+
+# --------------------------------------------------------------------------------------
+# Initial state: potentials near a given rate state
+# --------------------------------------------------------------------------------------
+
+#: Initial potentials are redrawn until at least this far below V_th (mV), so that no
+#: neuron fires at t = 0.
+V0_MARGIN = 0.01
+
+
+def initial_state_rates(params, structure: xr.Dataset, n: np.ndarray | None = None) -> np.ndarray:
+    """The rates (254, spikes/s) of ``simulation.initial_state``.
+
+    ``"fullscale"``: the full-scale rates the structure's DC drive compensates
+    (its ``fullscale_rates`` variable, else ``network.fullscale_rates``); a
+    path: a rates JSON file or a run store (its population rates, as
+    :func:`read_rates`).  Every population with neurons (``n``) needs a rate.
+    """
+    name = "simulation.initial_state"
+    source = params.simulation.initial_state
+    if source == "fullscale":
+        if "fullscale_rates" in structure:
+            nu = to_flat_vector(structure["fullscale_rates"])
+        elif params.network.fullscale_rates is None:
+            raise ParameterError(invalid(name, source, "a rates JSON file or run store path: this network "
+                                         "is not down-scaled (network.fullscale_rates=None)"))
+        else:
+            nu = to_flat_vector(xr.DataArray(_structure.read_fullscale_rates(params.network.fullscale_rates),
+                                             dims=("area", "pop")))
+    else:
+        if not Path(str(source)).exists():
+            raise ParameterError(invalid(name, source, "'fullscale' or an existing rates JSON file or mam_xr "
+                                         "run store"))
+        nu = read_rates(source, name)
+    need = np.ones(N_POPULATIONS, dtype=bool) if n is None else n > 0
+    bad = need & ~(np.isfinite(nu) & (nu >= 0))
+    if bad.any():
+        k = int(np.flatnonzero(bad)[0])
+        raise ParameterError(invalid(name, source, f"a finite rate >= 0 spikes/s for every simulated "
+                                     f"population (found {float(nu[k])!r} for {_LABELS[k]})"))
+    return np.where(need, nu, 0.0)
+
+
+def input_moments(params, structure: xr.Dataset, rates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean μ and SD σ (mV, relative to E_L) of every population's input at ``rates``.
+
+    μ_i = 1e-3 τ_m (Σ_j K_ij J_ij ν_j + K_i,ext J_i,ext ν_ext) + (τ_m/C_m) I_DC,i and
+    σ_i² = 1e-3 τ_m (Σ_j K_ij J_ij² ν_j + K_i,ext J_i,ext² ν_ext) (docs/structure.md,
+    "Down-scaling"), every source population at ``rates`` (also those of areas that are
+    not simulated).
+    """
+    nrn = params.network.neuron
+    K = np.nan_to_num(to_flat_matrix(structure["indegree"], structure["external_indegree"]))
+    J = np.nan_to_num(to_flat_matrix(structure["J"], structure["external_J"]))
+    nu = np.append(np.nan_to_num(rates), float(params.network.input.rate_ext))
+    dc = np.nan_to_num(to_flat_vector(structure["dc_drive"]))
+    mu = 1e-3 * nrn.tau_m * (K * J) @ nu + nrn.tau_m / nrn.C_m * dc
+    sigma = np.sqrt(1e-3 * nrn.tau_m * (K * J ** 2) @ nu)
+    return mu, sigma
+
+
+def stationary_potential(mu, sigma, theta: float, V_r: float, n_grid: int = 4000):
+    """Mean and SD of the stationary membrane potential of a LIF neuron (mV, relative to E_L).
+
+    The density of a leaky integrate-and-fire neuron driven by white noise with mean
+    ``mu`` and SD ``sigma`` (mV), threshold ``theta`` and reset ``V_r`` (Brunel 2000):
+    P(V) ∝ exp(−y²) ∫_{max(y, y_r)}^{y_θ} exp(u²) du with y = (V − μ)/σ,
+    y_θ = (θ − μ)/σ, y_r = (V_r − μ)/σ, evaluated on ``n_grid`` points in log
+    space (no overflow far below threshold).  Far below threshold it is
+    N(μ, σ²/2).  Arrays broadcast; σ = 0 gives (min(μ, θ), 0).
+    """
+    mu, sigma = np.broadcast_arrays(np.asarray(mu, dtype=float), np.asarray(sigma, dtype=float))
+    flat_mu, flat_sigma = mu.ravel(), sigma.ravel()
+    mean = np.minimum(flat_mu, theta).astype(float)
+    sd = np.zeros_like(mean)
+    ok = flat_sigma > 1e-9
+    if ok.any():
+        m, s = flat_mu[ok], flat_sigma[ok]
+        y_t, y_r = (theta - m) / s, (V_r - m) / s
+        y_min = np.minimum(y_r, -6.0) - 0.5
+        frac = np.linspace(0.0, 1.0, n_grid)
+        y = y_min[:, None] + (y_t - y_min)[:, None] * frac[None, :]
+        step = (y_t - y_min) / (n_grid - 1)
+        # log ∫_{y_k}^{y_θ} exp(u²) du by trapezoids, summed from the threshold down
+        seg = np.log(step / 2.0)[:, None] + np.logaddexp(y[:, :-1] ** 2, y[:, 1:] ** 2)
+        log_int = np.concatenate([np.logaddexp.accumulate(seg[:, ::-1], axis=1)[:, ::-1],
+                                  np.full((m.size, 1), -np.inf)], axis=1)
+        # below the reset the inner integral starts at y_r: its value at the first point >= y_r
+        k_r = np.clip(np.argmax(y >= y_r[:, None], axis=1), 0, n_grid - 1)
+        at_r = log_int[np.arange(m.size), k_r]
+        log_p = -y ** 2 + np.where(y < y_r[:, None], at_r[:, None], log_int)
+        w = np.exp(log_p - log_p.max(axis=1, keepdims=True))
+        w /= w.sum(axis=1, keepdims=True)
+        ym = (w * y).sum(axis=1)
+        ysd = np.sqrt(np.maximum((w * (y - ym[:, None]) ** 2).sum(axis=1), 0.0))
+        mean[ok], sd[ok] = m + s * ym, s * ysd
+    return mean.reshape(mu.shape), sd.reshape(mu.shape)
+
+
+def initial_potentials(params, structure: xr.Dataset, rates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-population mean and SD (mV, absolute) of the initial potentials near ``rates``.
+
+    The moments of :func:`stationary_potential` at the input of :func:`input_moments`
+    (white-noise approximation: the synaptic filtering, τ_s = 0.5 ms ≪ τ_m, is left out).
+    The engines draw every neuron's V0 from a normal distribution with these moments,
+    redrawn above V_th − :data:`V0_MARGIN`.
+    """
+    nrn = params.network.neuron
+    mu, sigma = input_moments(params, structure, rates)
+    mean, sd = stationary_potential(mu, sigma, theta=nrn.V_th - nrn.E_L, V_r=nrn.V_reset - nrn.E_L)
+    return mean + nrn.E_L, np.maximum(sd, 1e-3)
 
 
 # --------------------------------------------------------------------------------------
@@ -365,8 +493,8 @@ def iter_connectivity(table: dict, n: np.ndarray, *, dt: float, seed: int,
                                 sources, targets, w, delays)
 
 
-def _assemble(table: dict, n: np.ndarray, *, dt: float, seed: int, V0_mean: float, V0_sd: float,
-              chunk: int) -> Connectivity:
+def _assemble(table: dict, n: np.ndarray, *, dt: float, seed: int, V0_mean, V0_sd,
+              chunk: int, v0_max: float | None = None) -> Connectivity:
     counts = np.asarray(table["count"], dtype=np.int64)
     total = int(counts.sum())
     rng_c, rng_v = _streams(seed)
@@ -381,7 +509,16 @@ def _assemble(table: dict, n: np.ndarray, *, dt: float, seed: int, V0_mean: floa
             delays = delays.astype(c.delays.dtype)
         sources[a:b], targets[a:b], weights[a:b], delays[a:b] = c.sources, c.targets, c.weights, c.delays
         a = b
-    v0 = rng_v.normal(V0_mean, V0_sd, size=int(n.sum())).astype(np.float32)
+    if np.ndim(V0_mean) == 0:
+        v0 = rng_v.normal(V0_mean, V0_sd, size=int(n.sum())).astype(np.float32)
+    else:                       # per population (an initial state): redrawn above v0_max
+        mean, sd = np.repeat(V0_mean, n), np.repeat(V0_sd, n)
+        v0 = rng_v.normal(mean, sd)
+        high = np.flatnonzero(v0 > v0_max) if v0_max is not None else np.zeros(0, dtype=np.int64)
+        while high.size:
+            v0[high] = rng_v.normal(mean[high], sd[high])
+            high = high[v0[high] > v0_max]
+        v0 = v0.astype(np.float32)
     return Connectivity(target_pop=np.asarray(table["target"]).astype(np.int16),
                         source_pop=np.asarray(table["source"]).astype(np.int16),
                         offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),

@@ -300,6 +300,12 @@ class SimulationParams(_Section):
                                     f"in [dt, {MAX_T_SIM_MS:g}], a multiple of dt",
                              gt=0, le=MAX_T_SIM_MS)
     engine: Literal["nest", "brian2"] = Field("nest", description="simulator")
+    initial_state: Optional[str] = Field(
+        None, strict=True,
+        description="start near a rate state: initial potentials drawn per population from the "
+                    "stationary membrane distribution at these rates (docs/simulation.md, 'Initial "
+                    "state'): 'fullscale' (the full-scale rates the DC drive compensates), the path "
+                    "of a rates JSON file or of a run store; None = V0 ~ N(V0_mean, V0_sd)")
     record_vm: Literal[False] = Field(False, description="membrane potentials are not recorded")
 
     @field_validator("areas_simulated", mode="before")
@@ -436,6 +442,8 @@ class Params(_Section):
     def _json_dict(self) -> dict:
         out = self.model_dump(mode="json")
         _drop_unset_scaling(out["network"])
+        if out["simulation"].get("initial_state") is None:   # labels of runs without it unchanged
+            out["simulation"].pop("initial_state", None)
         return out
 
     @classmethod

@@ -134,6 +134,11 @@ def build_network(nest, plan: NetworkPlan, params, *, seed: int, threads: int,
     # only when every node is local, i.e. not under MPI (docs/cluster.md).
     for p in np.flatnonzero((plan.dc != 0) & (plan.n > 0)).tolist():
         neurons[int(plan.first[p]):int(plan.first[p + 1])].set(I_e=float(plan.dc[p]))
+    if plan.v0_mean is not None:   # an initial state: V0 per population (docs/simulation.md)
+        for p in np.flatnonzero(plan.n > 0).tolist():
+            v0 = nest.random.normal(mean=float(plan.v0_mean[p]), std=float(plan.v0_sd[p]))
+            neurons[int(plan.first[p]):int(plan.first[p + 1])].set(
+                V_m=nest.math.redraw(v0, min=-np.inf, max=plan.v0_max))
     first_id = int(neurons[0].global_id) if n_total else 0
     ids = np.arange(first_id, first_id + n_total, dtype=np.int64)  # one Create: contiguous ids
     recorder = nest.Create("spike_recorder", params={"record_to": "memory"})
