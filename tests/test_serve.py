@@ -254,7 +254,10 @@ _RASTER = """
 const v = Bokeh.index.query_one(v => v.model.name === 'mamxr_raster');
 if (!v) return null;
 const r = v.model.renderers.find(r => r.data_source && r.data_source.data.time !== undefined);
-return [v.model.title.text, r ? r.data_source.data.time.length : null];"""
+const img = v.model.renderers.find(r => r.glyph && r.glyph.type === 'ImageRGBA');
+const d = img ? img.data_source.data : null;
+return [v.model.title.text, r ? r.data_source.data.time.length : null,
+        d && d.dw.length ? [d.x[0], d.dw[0], v.model.x_range.start, v.model.x_range.end] : null];"""
 
 #: Viewport box of the first element matching a selector, through shadow roots.
 _BOX = """
@@ -283,6 +286,26 @@ def _browser(tmp_path):
         opts.add_argument(flag)
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     return webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+
+
+#: Viewport box of the Bokeh figure named arguments[0].
+_VIEW_BOX = """
+const v = Bokeh.index.query_one(v => v.model.name === arguments[0]);
+if (!v) return null;
+const b = v.el.getBoundingClientRect(); return [b.left, b.top, b.width, b.height];"""
+
+
+def _check_raster(driver, area, pop_label, n_spikes, engine):
+    """Wait for the raster of ``area`` and check what it draws; returns its title."""
+    raster = _wait(f"the {area} raster", lambda: (r := driver.execute_script(_RASTER))
+                   and r[0].startswith(f"{area} raster") and r, 30)
+    title, n_points, image = raster
+    assert f"{pop_label} in black ({n_spikes} spikes" in title
+    if engine == "points":
+        assert n_points == n_spikes and image is None
+    else:
+        assert title.endswith(", Datashader)") and image is not None
+    return raster
 
 
 def _free_port() -> int:
@@ -330,8 +353,15 @@ def test_live_dashboard_in_headless_chromium(served, tmp_path):
         procs.append(writer)
         _wait("the live run's first segment", lambda: writer.stdout.readline().strip() == "0", 60)
         port = _free_port()
+        # one of V1 and V2 is drawn with points, the one with more spikes with Datashader
+        finished = open_run(served / "finished.zarr")
+        n_area = {a: len(finished.spikes(area=a)) for a in ("V1", "V2")}
+        assert n_area["V1"] != n_area["V2"], n_area
+        threshold = min(n_area.values())
+        engine = {a: "points" if n <= threshold else "Datashader" for a, n in n_area.items()}
         server = subprocess.Popen([sys.executable, "-m", "mam_xr.cli", "serve", str(served), "--port", str(port),
-                                   "--no-show", "--interval", "0.5"], stdout=subprocess.PIPE,
+                                   "--no-show", "--interval", "0.5", "--datashade-above", str(threshold)],
+                                  stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True)
         procs.append(server)
         url = f"http://localhost:{port}/"
@@ -361,16 +391,14 @@ def test_live_dashboard_in_headless_chromium(served, tmp_path):
         assert run.n_segments_committed() >= n2 and run.status == "running"
 
         # --- the finished run: click the V2 4E cell, the raster and its numbers follow ------
-        finished = open_run(served / "finished.zarr")
         driver.get(url + "?entry=finished.zarr")
         selection = re.compile(r"Selected (\S+) (\S+) : (\d+) spikes, rate ([\d.]+) spikes/s; theory ([\d.]+) "
                                r"spikes/s\. Raster of (\S+): (\d+) spikes \((points|Datashader)\)")
         m = _wait("the first selection", lambda: selection.search(text()), 60)
-        assert m.groups()[:2] == ("V1", "2/3E") and m.group(6) == "V1"
-        assert int(m.group(7)) == len(finished.spikes(area="V1"))
+        assert m.groups()[:2] == ("V1", "2/3E") and m.group(6) == "V1" and m.group(8) == engine["V1"]
+        assert int(m.group(7)) == n_area["V1"]
         assert int(m.group(3)) == len(finished.spikes(area="V1", pop="23E"))
-        raster_v1 = _wait("the V1 raster", lambda: driver.execute_script(_RASTER), 30)
-        assert raster_v1[0].startswith("V1 raster") and raster_v1[1] == int(m.group(7))
+        rasters = {"V1": _check_raster(driver, "V1", "2/3E", n_area["V1"], engine["V1"])}
         heat = _wait("the heat map", lambda: driver.execute_script(_HEAT), 30)
         counts = population_spike_counts(finished)
         n_neurons = np.asarray(finished.root["spikes"].attrs["n_neurons"], dtype=float)
@@ -380,8 +408,8 @@ def test_live_dashboard_in_headless_chromium(served, tmp_path):
         xy = _wait("the V2 4E cell", lambda: driver.execute_script(_CELL, "V2", "4E"), 30)
         _click(driver, *xy)
         m = _wait("the V2 4E selection", lambda: (s := selection.search(text())) and s.group(1) == "V2" and s, 30)
-        assert m.group(2) == "4E" and m.group(6) == "V2" and m.group(8) == "points"
-        assert int(m.group(7)) == len(finished.spikes(area="V2"))
+        assert m.group(2) == "4E" and m.group(6) == "V2" and m.group(8) == engine["V2"]
+        assert int(m.group(7)) == n_area["V2"]
         assert int(m.group(3)) == counts[k]
         assert float(m.group(4)) == pytest.approx(counts[k] / n_neurons[k] / 0.3, abs=1e-4)
         with warnings.catch_warnings():
@@ -389,10 +417,28 @@ def test_live_dashboard_in_headless_chromium(served, tmp_path):
             import xarray as xr
             theory = xr.open_zarr(str(served / "finished.zarr"), group="theory")["rate"].load()
         assert float(m.group(5)) == pytest.approx(float(theory.sel(area="V2", pop="4E")), abs=1e-4)
-        raster_v2 = _wait("the V2 raster", lambda: (r := driver.execute_script(_RASTER))
-                          and r[0].startswith("V2 raster") and r, 30)
-        assert raster_v2[1] == len(finished.spikes(area="V2")) != raster_v1[1]
-        assert f"({raster_v2[1]} spikes)" in raster_v2[0] and "4E in black" in raster_v2[0]
+        rasters["V2"] = _check_raster(driver, "V2", "4E", n_area["V2"], engine["V2"])
+        assert rasters["V1"][0] != rasters["V2"][0]
+
+        # the Datashader raster is aggregated again for the window zoomed into
+        area = "V1" if engine["V1"] == "Datashader" else "V2"
+        if area == "V1":  # back to V1
+            _click(driver, *driver.execute_script(_CELL, "V1", "2/3E"))
+            _wait("the V1 raster again", lambda: (r := driver.execute_script(_RASTER)) and r[0].startswith("V1 ")
+                  and r[2] is not None, 30)
+        box = driver.execute_script(_VIEW_BOX, "mamxr_raster")
+        x0, dw0, start0, end0 = driver.execute_script(_RASTER)[2]
+        from selenium.webdriver.common.action_chains import ActionChains
+        from selenium.webdriver.common.actions.wheel_input import ScrollOrigin
+
+        for _ in range(3):
+            ActionChains(driver).scroll_from_origin(
+                ScrollOrigin.from_viewport(int(box[0] + box[2] / 2), int(box[1] + box[3] / 2)), 0, -400).perform()
+            time.sleep(0.3)
+        zoomed = _wait("a zoomed-in aggregate", lambda: (r := driver.execute_script(_RASTER)[2])
+                       and r[1] < 0.8 * dw0 and r, 30)
+        assert zoomed[3] - zoomed[2] < 0.8 * (end0 - start0)           # the view was zoomed
+        assert zoomed[1] == pytest.approx(zoomed[3] - zoomed[2], rel=0.05)   # the image fills the new window
 
         # --- the sweep: the slider moves the heat map from chi = 1 to chi = 2 ----------------
         sweep = open_sweep(served / "sweeps" / "chi")["theory_rate"].load()

@@ -210,7 +210,8 @@ class RunView:
             self._shaded = dynspread(datashade(self._points, aggregator=ds.count_cat("group"),
                                                color_key=RASTER_COLOURS, min_alpha=80),
                                      threshold=0.5, max_px=2)
-            self._shaded = self._shaded.opts(hooks=[_named(RASTER_NAME)], width=_WIDTH, height=320)
+            self._shaded = self._shaded.opts(hooks=[_named(RASTER_NAME), self._shaded_title],
+                                             width=_WIDTH, height=320)
         return self._shaded
 
     def _raster(self, counter=0):
@@ -223,8 +224,15 @@ class RunView:
                         yticks=sorted(meta["ticks"].items()), show_legend=False,
                         xlim=(t0, max(t1, t0 + self.data.dt)), ylim=(0, max(1, meta["rows"])),
                         framewise=True, tools=["hover"], hooks=[_named(RASTER_NAME)],
-                        title=f"{self.area} raster, {viz.POP_LABELS[self.pop]} in black "
-                              f"({len(df)} spikes)")
+                        title=self._raster_title(len(df)))
+
+    def _raster_title(self, n: int, how: str = "") -> str:
+        return f"{self.area} raster, {viz.POP_LABELS[self.pop]} in black ({n} spikes{how})"
+
+    def _shaded_title(self, plot, element):
+        # the image carries no title of its own: set on every update (hooks run on each)
+        n = int(self.data.counts().sel(area=self.area).sum())
+        plot.state.title.text = self._raster_title(n, ", Datashader")
 
     def _series(self, counter=0):
         da = self.data.rate_series(self.area)

@@ -127,7 +127,7 @@ def read_segments(run: RunStore, idx: np.ndarray, s0: int, s1: int):
         pops.append(np.repeat(k_of, n_of))
 
     def cat(xs):
-        return np.concatenate(xs).astype(np.int64) if xs else np.zeros(0, np.int64)
+        return np.concatenate(xs).astype(np.int32) if xs else np.zeros(0, np.int32)
 
     return cat(pops), cat(senders), cat(steps)
 
@@ -140,7 +140,7 @@ class AreaSpikes:
         self.idx = run.population_indices(area=area)
         self.pops = [str(p) for p in FLAT_POP[self.idx]]
         self.n_segments = 0
-        self.pop = self.sender = self.step = np.zeros(0, np.int64)
+        self.pop = self.sender = self.step = np.zeros(0, np.int32)
 
     def extend(self, run: RunStore, n_segments: int) -> None:
         if n_segments <= self.n_segments:
@@ -269,15 +269,15 @@ class RunData:
                 base[p] = rows
                 ticks[rows + n_of[p] / 2.0] = p.replace("23", "2/3")
                 rows += int(n_of[p])
-        pop_names = np.asarray(sp.pops)[sp.pop] if sp.pop.size else np.zeros(0, dtype=str)
         offset = np.array([base.get(p, 0) for p in sp.pops], dtype=np.int64)
-        kinds = np.array([p[-1] for p in pop_names], dtype=object)  # E or I
-        group = np.where(pop_names == pop, "selected", kinds) if pop_names.size else kinds
+        # per population: 0 the selected one, 1 another E, 2 another I (categorical codes)
+        group = np.array([0 if p == pop else 1 if p.endswith("E") else 2 for p in sp.pops], dtype=np.int8)
         df = pd.DataFrame({
-            "time": sp.step.astype(float) * self.dt,
-            "y": (offset[sp.pop] + sp.sender).astype(float) if sp.pop.size else np.zeros(0),
-            "pop": pop_names, "neuron": sp.sender,
-            "group": pd.Categorical(group, categories=["selected", "E", "I"]),
+            "time": sp.step * self.dt,
+            "y": (offset[sp.pop] + sp.sender).astype(float),
+            "pop": pd.Categorical.from_codes(sp.pop, categories=sp.pops),
+            "neuron": sp.sender,
+            "group": pd.Categorical.from_codes(group[sp.pop], categories=["selected", "E", "I"]),
         })
         return df, {"ticks": ticks, "rows": rows}
 
