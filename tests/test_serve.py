@@ -497,6 +497,17 @@ def test_sweep_view_follows_the_sweep(served, tmp_path):
     view.tap.event(x="V1", y="4E")
     assert "has no run store (a theory-only sweep)" in view.detail.objects[0].object
     assert view.refresh() is False and not view.stale
+    # a point with a run store (as a simulating sweep leaves): a click opens its run there
+    name = next(e["name"] for e in data.status["points"] if e["coords"] == {"chi": 1.5})
+    shutil.copytree(served / "finished.zarr", directory / "points" / name / "run.zarr")
+    assert data.point_run({"chi": 1.5}) == directory / "points" / name / "run.zarr"
+    assert data.point_run({"chi": 2.0}) is None
+    view.tap.event(x="V2", y="4E")
+    (point,) = view.detail.objects
+    selected = point.objects[4].object
+    assert "Selected <b>V2 4E</b>" in selected
+    n_v2 = len(open_run(directory / "points" / name / "run.zarr").spikes(area="V2"))
+    assert f"<span class='mamxr-area-spikes'>{n_v2}</span>" in selected
     # the sweep is extended: the view sees new points and asks to be built anew
     spec = SweepSpec.chi(CHIS + [2.5], overrides={"scale": 0.001, "areas_simulated": ["V1", "V2"],
                                                   "theory": {"T": 20.0}}, name="chi-theory", run="theory")

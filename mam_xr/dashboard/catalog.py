@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import xarray as xr
+import zarr
 
 from ..errors import ParameterError, StoreError, invalid
 from ..flat import AREAS, FLAT_AREA, FLAT_POP, N_POPULATIONS, from_flat_vector
@@ -174,9 +175,13 @@ class RunData:
         self.areas = [a for a in AREAS if per_area.get(a, 0) > 0]
 
     def _open(self) -> RunStore:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "incomplete" notices: a running store is the point
-            return open_run(self.path, allow_incomplete=True)
+        if getattr(self, "run", None) is None:  # the first time with every check of open_run
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "incomplete" notices: a running store is the point
+                return open_run(self.path, allow_incomplete=True)
+        # then the root group again (its attrs, e.g. the status, are read when it is opened):
+        # two thirds of a refresh's time went into repeating open_run's checks
+        return RunStore(zarr.open_group(str(self.path), mode="r", zarr_format=3), str(self.path))
 
     def refresh(self) -> int:
         """Read what was committed since the last refresh; returns the number of new segments."""
