@@ -213,9 +213,11 @@ def _check_memory(n_synapses: int) -> None:
 
 
 def _build_and_run(b2, project, sim, neuron, rate_ext, conn, n, pop_of_neuron, k_ext, w_ext, dc,
-                   per_pop, n_channels, two_currents, current, poisson_seed):
+                   per_pop, n_channels, two_currents, current, poisson_seed, release=None):
     """Build the Brian2 network, generate and compile the project, run it.
 
+    ``release()`` is called once the synapses are on disk, before the binary
+    starts, so that the caller can drop its reference to ``conn``.
     Returns (neuron index, spike step) of every spike and the timings.
     """
     from brian2 import mV, ms, pA, pF, second
@@ -225,6 +227,9 @@ def _build_and_run(b2, project, sim, neuron, rate_ext, conn, n, pop_of_neuron, k
     reset_device(b2)
     b2.set_device("cpp_standalone", build_on_run=False, directory=str(project))
     b2.prefs.devices.cpp_standalone.openmp_threads = 0 if sim.threads == 1 else int(sim.threads)
+    # Brian2's default `make -j` starts one compiler per file at once (~100 MB each): no
+    # faster than one per core, and the memory peak of a whole run at small scales
+    b2.prefs.devices.cpp_standalone.extra_make_args_unix = ["-j", str(len(os.sched_getaffinity(0)))]
     b2.defaultclock.dt = sim.dt * ms
     b2.seed(int(poisson_seed))
     N = int(n.sum())
@@ -267,14 +272,22 @@ def _build_and_run(b2, project, sim, neuron, rate_ext, conn, n, pop_of_neuron, k
     target = "I_ex" if two_currents else "I"   # external and replacement inputs are excitatory
     G.run_regularly(f"{target} += " + " + ".join(drive), when="synapses", name="poisson_input")
     objects = [G]
+    synapse_arrays = None
     if conn.n_synapses:
-        pre, post = conn.global_indices()
         on_pre = ("I_ex_post += w * int(w > 0*pA)\nI_in_post += w * int(w < 0*pA)"
                   if two_currents else "I_post += w")
-        S = b2.Synapses(G, G, "w : amp (constant)", on_pre=on_pre, name="recurrent")
-        S.connect(i=pre, j=post)
-        S.w = conn.weights.astype(np.float64) * pA
-        S.delay = conn.delays.astype(np.float64) * sim.dt * ms
+        # float32 weights and delays: the drawn values are float32 / whole steps, so nothing
+        # is rounded, and every synapse costs 16 bytes in the binary instead of 24
+        S = b2.Synapses(G, G, "w : amp (constant)", on_pre=on_pre, name="recurrent",
+                        dtype={"w": np.float32})
+        S.pre.variables["delay"].dtype = np.float32
+        synapse_arrays = {k: b2.device.get_array_name(v, access_data=False) for k, v in (
+            ("pre", S.variables["_synaptic_pre"]), ("post", S.variables["_synaptic_post"]),
+            ("w", S.variables["w"]), ("delay", S.pre.variables["delay"]), ("N", S.variables["N"]))}
+        # The synapses are read by the binary straight from one file (_write_synapses) instead
+        # of through Synapses.connect and static arrays, which hold ~3 copies in each process.
+        b2.device.insert_code("main", _LOAD_SYNAPSES_CPP.format(file=SYNAPSE_FILE, **synapse_arrays))
+        b2.device.insert_code("before_end", _FREE_SYNAPSES_CPP.format(**synapse_arrays))
         objects.append(S)
         del S
     mon = b2.SpikeMonitor(G, record=True, name="spikes")
@@ -291,6 +304,18 @@ def _build_and_run(b2, project, sim, neuron, rate_ext, conn, n, pop_of_neuron, k
         raise SimulationError(f"Brian2 code generation/compilation failed in {project}: {exc}") from exc
     timings["compile"] = time.perf_counter() - t1
     timings["compile_cpu"] = _children_cpu() - cpu0
+    t_write = time.perf_counter()
+    if synapse_arrays is not None:
+        _write_synapses(project / "static_arrays" / SYNAPSE_FILE, conn, sim.dt)
+    # the binary holds the synapses from now on: free this process's copy (~14 B/synapse).
+    # Brian2 read this frame's locals (namespace lookup): refresh that snapshot, else it
+    # keeps the deleted name alive.
+    del conn
+    sys._getframe().f_locals
+    if release is not None:
+        release()
+    gc.collect()
+    timings["write_synapses"] = time.perf_counter() - t_write
     t2 = time.perf_counter()
     cpu0 = _children_cpu()
     # OpenMP threads that spin at barriers (the default, ACTIVE) stall when the cores are
@@ -313,6 +338,63 @@ def _build_and_run(b2, project, sim, neuron, rate_ext, conn, n, pop_of_neuron, k
     step = (np.rint(np.asarray(mon.t[:] / second) * 1e3 / sim.dt).astype(np.int64) + 1).astype(np.int32)
     del G, mon, objects, net
     return i, step, timings
+
+
+#: Name of the file (in the project's ``static_arrays/``) the binary reads the synapses from.
+SYNAPSE_FILE = "mam_xr_recurrent_synapses"
+
+# Reads n (int64), then n pre (int32), post (int32), w (float32, A) and delay (float32, s)
+# straight into the Synapses' arrays.
+_LOAD_SYNAPSES_CPP = """
+{{  // mam_xr: the recurrent synapses drawn by mam_xr.network
+    std::ifstream _mam_f("static_arrays/{file}", std::ios::in | std::ios::binary);
+    int64_t _mam_n = -1;
+    _mam_f.read(reinterpret_cast<char*>(&_mam_n), sizeof(_mam_n));
+    if (!_mam_f || _mam_n < 0 || _mam_n > 2147483647) {{
+        std::cerr << "mam_xr: cannot read static_arrays/{file}" << std::endl;
+        return 3;
+    }}
+    {pre}.resize(_mam_n);
+    {post}.resize(_mam_n);
+    {w}.resize(_mam_n);
+    {delay}.resize(_mam_n);
+    _mam_f.read(reinterpret_cast<char*>({pre}.data()), _mam_n * sizeof({pre}[0]));
+    _mam_f.read(reinterpret_cast<char*>({post}.data()), _mam_n * sizeof({post}[0]));
+    _mam_f.read(reinterpret_cast<char*>({w}.data()), _mam_n * sizeof({w}[0]));
+    _mam_f.read(reinterpret_cast<char*>({delay}.data()), _mam_n * sizeof({delay}[0]));
+    if (!_mam_f) {{
+        std::cerr << "mam_xr: static_arrays/{file} is truncated" << std::endl;
+        return 3;
+    }}
+    {N}[0] = (int32_t)_mam_n;
+}}
+"""
+
+# Brian2 writes every array into results/ at the end; the synapses are not needed there.
+_FREE_SYNAPSES_CPP = """
+std::vector<int32_t>().swap(brian::{pre});
+std::vector<int32_t>().swap(brian::{post});
+std::vector<float>().swap(brian::{w});
+std::vector<float>().swap(brian::{delay});
+"""
+
+
+def _write_synapses(path: Path, conn, dt: float, chunk: int = 1 << 22) -> None:
+    """Write ``conn`` in the layout of ``_LOAD_SYNAPSES_CPP`` (bounded chunks)."""
+    first = np.concatenate([[0], np.cumsum(conn.n_neurons)])[:-1]
+    with open(path, "wb") as fh:
+        np.array([conn.n_synapses], dtype=np.int64).tofile(fh)
+        for part in ("pre", "post", "w", "delay"):
+            for c in conn.chunks(chunk):
+                if part == "pre":
+                    a = (first[c.source_pop] + c.sources).astype(np.int32)
+                elif part == "post":
+                    a = (first[c.target_pop] + c.targets).astype(np.int32)
+                elif part == "w":
+                    a = (c.weights.astype(np.float64) * 1e-12).astype(np.float32)   # pA -> A
+                else:
+                    a = (c.delays.astype(np.float64) * (dt * 1e-3)).astype(np.float32)  # steps -> s
+                a.tofile(fh)
 
 
 _POISSON_INV_CPP = """
@@ -398,6 +480,12 @@ class Brian2Engine(Engine):
         else:
             self.conn = load_connectivity(self.connectivity)
             check_connectivity(self.conn, plan.n, sim.dt)
+        self.n_synapses = self.conn.n_synapses
+        if self.n_synapses > 2**31 - 1:
+            raise SimulationError(invalid(
+                "engine", "brian2", f"at most 2**31 - 1 synapses per process (Brian2 indexes them "
+                f"with int32), not {self.n_synapses:.3g}; use the NEST engine with MPI ranks "
+                "(docs/cluster.md)"))
         self.n_steps = int(round(sim.t_sim / sim.dt))
         self.per_pop, self.current = replacement_channels(plan, self.n_steps, sim.dt)
         self.n_channels = max((len(v) for v in self.per_pop.values()), default=0)
@@ -409,11 +497,14 @@ class Brian2Engine(Engine):
         self.project = Path(self.build_dir) if self.build_dir is not None else _cache_root() / key
         self.timings["draw"] = time.perf_counter() - t0
 
+    def _release(self) -> None:
+        self.conn = None   # the binary has the synapses: free ~14 bytes per synapse here
+
     def store_attrs(self) -> dict:
         return {"brian2_version": self._b2.__version__, "build_dir": str(self.project),
                 "poisson_seed": self.poisson_seed,
                 "connectivity_source": describe_connectivity(self.connectivity),
-                "n_synapses_planned": self.conn.n_synapses, "n_synapses_created": self.conn.n_synapses}
+                "n_synapses_planned": self.n_synapses, "n_synapses_created": self.n_synapses}
 
     def build(self, root) -> dict:
         """Generate, compile and run the standalone project (the whole t_sim)."""
@@ -426,12 +517,11 @@ class Brian2Engine(Engine):
                 spikes_i, spikes_step, t_info = _build_and_run(
                     b2, self.project, sim, self.params.network.neuron, plan.rate_ext, self.conn, plan.n,
                     pop_of_neuron, plan.k_ext, plan.w_ext, plan.dc, self.per_pop, self.n_channels,
-                    self.two_currents, self.current, self.poisson_seed)
+                    self.two_currents, self.current, self.poisson_seed, release=self._release)
             finally:
                 reset_device(b2)
                 b2.set_device("runtime")
         self.timings.update(t_info)
-        self.conn = None   # Brian2 is done with it: free ~14 bytes per synapse
         order = np.argsort(spikes_step, kind="stable")
         self._steps = spikes_step[order]
         i = spikes_i[order]
