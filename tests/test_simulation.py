@@ -57,7 +57,7 @@ def test_counts_equal_floor_of_structure(tiny_run, tiny_structure):
     assert a["nest"]["num_connections"] == S.sum() + 2 * N.sum()
     assert connection_counts(tiny_structure) == {"neurons": int(N.sum()), "synapses": int(S.sum())}
     # per projection: neuron -> neuron connections by (target pop, source pop)
-    first = 1 + np.concatenate([[0], np.cumsum(N)])
+    first = 2 + np.concatenate([[0], np.cumsum(N)])   # node 1 is the spike recorder
     rec = table[(table.source < first[-1]) & (table.target < first[-1])]
     src = np.searchsorted(first, rec.source.to_numpy(), side="right") - 1
     tgt = np.searchsorted(first, rec.target.to_numpy(), side="right") - 1

@@ -18,8 +18,9 @@ see docs/simulation.md):
 * synapse model :func:`synapse_model`: ``static_synapse_hpc`` (compact target
   indices: less memory, faster) while every virtual process holds at most
   65,534 nodes, else ``static_synapse`` (same dynamics); the connections to the
-  spike recorder use the weightless ``static_synapse_hom_w`` variant (NEST
-  reserves ~1024 synapses' worth of memory per neuron for them);
+  spike recorder (created first, so that it has index 0 on every thread) use
+  the weightless ``static_synapse_hom_w_hpc`` at every size (NEST reserves
+  ~1024 synapses' worth of memory per neuron for them: 8 kB instead of 23-31);
 * replacement inputs of non-simulated areas: all generators in one ``Create``
   and one array-based ``Connect``;
 * spikes to memory, pulled and cleared after each segment.
@@ -48,6 +49,8 @@ __all__ = ["NestEngine", "EXTERNAL_GENERATOR", "HPC_MAX_NODES_PER_VP", "synapse_
 EXTERNAL_GENERATOR = "poisson_generator_ps"
 #: Most nodes one virtual process may hold for ``static_synapse_hpc`` (NEST's limit).
 HPC_MAX_NODES_PER_VP = 65_534
+#: Synapse model of the neurons' connections to the spike recorder.
+RECORDER_SYNAPSE_MODEL = "static_synapse_hom_w_hpc"
 #: Force a synapse model (None: :func:`synapse_model` chooses); for benchmarks.
 SYNAPSE_MODEL: str | None = None
 
@@ -129,6 +132,9 @@ def build_network(nest, plan: NetworkPlan, params, *, seed: int, threads: int,
     n_total = plan.n_neurons
     pop_of_neuron = np.repeat(np.arange(N_POPULATIONS), plan.n)
     create_params = {"V_m": nest.random.normal(mean=neuron.V0_mean, std=neuron.V0_sd)}
+    # The recorder first: its index on every thread is then 0, so the neurons' connections
+    # to it may use the compact hpc model at any network size (below).
+    recorder = nest.Create("spike_recorder", params={"record_to": "memory"})
     neurons = nest.Create("iaf_psc_exp", n_total, params=create_params)
     # I_e: one scalar per population; PyNEST expands arrays of node parameters
     # only when every node is local, i.e. not under MPI (docs/cluster.md).
@@ -141,10 +147,10 @@ def build_network(nest, plan: NetworkPlan, params, *, seed: int, threads: int,
                 V_m=nest.math.redraw(v0, min=-np.inf, max=plan.v0_max))
     first_id = int(neurons[0].global_id) if n_total else 0
     ids = np.arange(first_id, first_id + n_total, dtype=np.int64)  # one Create: contiguous ids
-    recorder = nest.Create("spike_recorder", params={"record_to": "memory"})
     # NEST keeps one connection block per neuron for connections to a device (~1024 x the
-    # synapse's size): the weightless model is 8 kB (hpc) or 23 kB per neuron instead of 16 / 31.
-    nest.Connect(neurons, recorder, syn_spec={"synapse_model": model.replace("static_synapse", "static_synapse_hom_w")})
+    # synapse's size): the weightless hpc model is 8 kB per neuron instead of 23 (static_synapse_hom_w)
+    # or 31 (static_synapse); its 65,534-node limit applies to the target, the recorder.
+    nest.Connect(neurons, recorder, syn_spec={"synapse_model": RECORDER_SYNAPSE_MODEL})
     # External drive: one generator per simulated population.
     gens = nest.Create(EXTERNAL_GENERATOR, pops.size,
                        params={"rate": (plan.rate_ext * plan.k_ext[pops]).tolist()})
