@@ -80,21 +80,22 @@ HPC_NODES_PER_VP = 65534
 COEFFICIENTS: dict[str, tuple[float, float, str, str]] = {
     # --- memory (peak resident set of one process, or of one MPI rank) -----------
     "memory_fixed": (
-        350e6, 1.27e9, "B",
+        350e6, 0.62e9, "B",
         "process baseline: Python, NEST / Brian2 and their libraries, the structure and theory"),
     "memory_per_neuron": (
         17.4e3, 0.0, "B/neuron",
         "neuron state; NEST: two ring buffers of max_delay/dt slots per neuron, the external "
         "and recorder connections"),
     "memory_per_synapse": (
-        112.0, 80.0, "B/synapse",
-        "peak bytes per recurrent synapse, construction path included (NEST: static_synapse)"),
+        112.0, 25.0, "B/synapse",
+        "peak bytes per recurrent synapse, construction path included (NEST: static_synapse; "
+        "Brian2: the binary's int32 indices, float32 weight and delay and its spike queue)"),
     "memory_per_synapse_hpc": (
-        37.0, 80.0, "B/synapse",
+        37.0, 25.0, "B/synapse",
         "as memory_per_synapse when NEST may use static_synapse_hpc (<= 65,534 nodes per "
         "virtual process)"),
     "memory_per_drawn_synapse": (
-        100.0, 100.0, "B/synapse",
+        100.0, 4.0, "B/synapse",
         "temporaries of drawing one chunk of synapses (at most mam_xr.network.CHUNK_SYNAPSES)"),
     "memory_per_spike": (
         40.0, 40.0, "B/spike",

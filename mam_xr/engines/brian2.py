@@ -193,9 +193,9 @@ def _neuron_equations(two_currents: bool, n_channels: int, current: bool) -> str
     return "\n".join(eqs)
 
 
-#: Peak bytes per recurrent synapse: NumPy draws (~14 + a bounded chunk) + Brian2's arrays
-#: and spike queue (~60).
-BYTES_PER_SYNAPSE = 80
+#: Peak bytes per recurrent synapse: the binary's arrays (16) and spike queue (~10), or
+#: while drawing, the drawn network (14) and a bounded chunk (docs/scaling.md).
+BYTES_PER_SYNAPSE = 30
 
 
 def _check_memory(n_synapses: int) -> None:
