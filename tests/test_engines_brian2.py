@@ -275,3 +275,28 @@ def test_a_network_too_large_for_memory_is_refused_before_anything_is_written(tm
     with pytest.raises(SimulationError, match="fits into memory"):
         simulate(params, store=tmp_path / "full.zarr", structure=s, progress=False, check_memory=False)
     assert not (tmp_path / "full.zarr").exists()
+
+
+def test_synapse_file_holds_the_drawn_network_in_the_binarys_layout(tiny, tmp_path):
+    """The file the standalone binary reads: n, then pre and post (int32, global neuron
+    index), w (float32, A) and delay (float32, s), written in bounded chunks."""
+    p, s = tiny
+    plan = network.NetworkPlan(p, s)
+    conn = plan.draw_connectivity(seed=3, V0_mean=-58.0, V0_sd=5.0)
+    path = tmp_path / eb.SYNAPSE_FILE
+    eb.write_synapse_file(path, conn, p.simulation.dt, chunk=1000)   # many chunks
+    raw = path.read_bytes()
+    n = int(np.frombuffer(raw[:8], dtype=np.int64)[0])
+    assert n == conn.n_synapses > 5000
+    assert len(raw) == 8 + 16 * n
+    body = raw[8:]
+    pre = np.frombuffer(body, np.int32, n, 0)
+    post = np.frombuffer(body, np.int32, n, 4 * n)
+    w = np.frombuffer(body, np.float32, n, 8 * n)
+    d = np.frombuffer(body, np.float32, n, 12 * n)
+    want_pre, want_post = conn.global_indices()
+    assert np.array_equal(pre, want_pre) and np.array_equal(post, want_post)
+    np.testing.assert_allclose(w, conn.weights.astype(np.float64) * 1e-12, rtol=1e-7)
+    # delays on the grid: the binary's rounding (delay / dt + 0.5) recovers every step
+    steps = (d.astype(np.float64) / (p.simulation.dt * 1e-3) + 0.5).astype(np.int64)
+    assert np.array_equal(steps, conn.delays)

@@ -49,7 +49,7 @@ from ..network import (EXTERNAL_DELAY, NetworkPlan, check_connectivity, describe
                        load_connectivity, save_connectivity)
 from .base import Engine, Segment, register
 
-__all__ = ["Brian2Engine", "BYTES_PER_SYNAPSE", "import_brian2", "replacement_channels",
+__all__ = ["Brian2Engine", "BYTES_PER_SYNAPSE", "SYNAPSE_FILE", "write_synapse_file", "import_brian2", "replacement_channels",
            "poisson_inverse", "reset_device"]
 
 # --------------------------------------------------------------------------------------
@@ -306,7 +306,7 @@ def _build_and_run(b2, project, sim, neuron, rate_ext, conn, n, pop_of_neuron, k
     timings["compile_cpu"] = _children_cpu() - cpu0
     t_write = time.perf_counter()
     if synapse_arrays is not None:
-        _write_synapses(project / "static_arrays" / SYNAPSE_FILE, conn, sim.dt)
+        write_synapse_file(project / "static_arrays" / SYNAPSE_FILE, conn, sim.dt)
     # the binary holds the synapses from now on: free this process's copy (~14 B/synapse).
     # Brian2 read this frame's locals (namespace lookup): refresh that snapshot, else it
     # keeps the deleted name alive.
@@ -379,7 +379,7 @@ std::vector<float>().swap(brian::{delay});
 """
 
 
-def _write_synapses(path: Path, conn, dt: float, chunk: int = 1 << 22) -> None:
+def write_synapse_file(path: Path, conn, dt: float, chunk: int = 1 << 22) -> None:
     """Write ``conn`` in the layout of ``_LOAD_SYNAPSES_CPP`` (bounded chunks)."""
     first = np.concatenate([[0], np.cumsum(conn.n_neurons)])[:-1]
     with open(path, "wb") as fh:
