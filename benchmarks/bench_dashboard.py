@@ -73,7 +73,7 @@ def main():
         for above in (10**9, 0):
             def page():
                 view = RunView(data, datashade_above=above)
-                for obj in (view.heat * view._marks, view.raster_pane.object, view.series):
+                for obj in (view.heat, view.raster_pane.object, view.series_pane.object):
                     hv.render(obj)
                 return view
             page()  # warm-up (imports, Numba compilation of Datashader)

@@ -59,6 +59,18 @@ def _text(cls: str, body: str) -> str:
     return f'<div class="{cls}">{body}</div>'
 
 
+def _find_stream(dmap, kind):
+    """The first stream of type ``kind`` of ``dmap`` or of the DynamicMaps it is made from."""
+    for s in getattr(dmap, "streams", []):
+        if isinstance(s, kind):
+            return s
+    for inp in getattr(getattr(dmap, "callback", None), "inputs", []):
+        found = _find_stream(inp, kind)
+        if found is not None:
+            return found
+    return None
+
+
 class RunView:
     """Heat map, raster and rate time series of one run store (see the module docstring)."""
 
@@ -72,27 +84,31 @@ class RunView:
         self.which = pn.widgets.RadioButtonGroup(options=options, value="simulation")
         self.which.param.watch(lambda e: self.redraw_heat(), "value")
         self._heat_tick = hv.streams.Counter()
-        self._sel_tick = hv.streams.Counter()
+        self._data_tick = hv.streams.Counter()  # new segments: raster and rates redrawn
         # The Tap source must be a DynamicMap of the HeatMap alone (HoloViews links no
         # Tap stream to a DynamicMap of overlays): the "absent" marks are overlaid after.
         self.heat = hv.DynamicMap(self._heat, streams=[self._heat_tick])
         self.tap = hv.streams.Tap(source=self.heat, x=None, y=None)
         self._marks = viz.rate_heatmap(self._heat_frame()).get(1)
         self.tap.add_subscriber(self._on_tap)
-        self._points = hv.DynamicMap(self._raster, streams=[self._sel_tick])
-        self._shaded = None
-        self.series = hv.DynamicMap(self._series, streams=[self._sel_tick])
+        # raster and rates: one figure per selection (its rows, ticks and ranges), updated
+        # in place as segments commit
+        self._raster_key = None
+        self._raster_obj = None
+        self._range_stream = None     # the Datashader raster's RangeXY stream
+        self._last_range = None       # the time range the raster was last set to
         self.progress = pn.pane.HTML(self._progress_html(), sizing_mode="stretch_width")
         self.bar = pn.indicators.Progress(max=max(1, data.planned), value=min(data.n_segments, max(1, data.planned)),
                                           width=300, bar_color="info")
         self.heat_caption = pn.pane.HTML("", sizing_mode="stretch_width")
         self.selection = pn.pane.HTML("", sizing_mode="stretch_width")
         self.raster_pane = pn.pane.HoloViews(self._raster_object(), sizing_mode="fixed")
+        self.series_pane = pn.pane.HoloViews(self._series_object(), sizing_mode="fixed")
         self._captions()
         self.panel = pn.Column(
             pn.Row(self.bar, self.progress),
             self.which, pn.pane.HoloViews(self.heat * self._marks), self.heat_caption, self.selection,
-            pn.Row(self.raster_pane, pn.pane.HoloViews(self.series)),
+            pn.Row(self.raster_pane, self.series_pane),
         )
 
     # -- state ------------------------------------------------------------------------
@@ -108,7 +124,7 @@ class RunView:
             return
         self.area, self.pop = area, pop
         self.raster_pane.object = self._raster_object()
-        self._sel_tick.event()
+        self.series_pane.object = self._series_object()
         self._captions()
 
     def _on_tap(self, x=None, y=None, **_):
@@ -119,6 +135,8 @@ class RunView:
     def refresh(self) -> bool:
         """Read new segments (and status); redraw if anything changed. True if it did."""
         before = (self.data.status, self.data.n_segments)
+        shown = self._range_stream.x_range if self._range_stream is not None else None
+        at_end = shown is not None and shown[1] >= self.data.t_committed[1] - 0.05 * (shown[1] - shown[0])
         new = self.data.refresh()
         if self.data.theory is not None and "theory" not in self.which.options:
             self.which.options = ["simulation", "theory"]
@@ -129,10 +147,14 @@ class RunView:
             self.progress.object = self._progress_html()
             self._heat_tick.event()
             if new:
-                obj = self._raster_object()
+                obj = self._raster_object()  # a new one when it passes --datashade-above
                 if obj is not self.raster_pane.object:
                     self.raster_pane.object = obj
-                self._sel_tick.event()
+                self._data_tick.event()
+                if at_end:
+                    # Datashader aggregates the range its stream holds (the view's): the new
+                    # time too, unless the view was moved away from the end
+                    self._range_stream.event(x_range=self.data.t_committed)
             self._captions()
         return changed
 
@@ -163,7 +185,7 @@ class RunView:
             f"<b>{mean}</b> spikes/s. Click a cell to see its area.")
         counts = d.counts().sel(area=self.area)
         shown = int(counts.sum())
-        engine = "Datashader" if self._datashaded() else "points"
+        engine = "Datashader" if self.datashaded else "points"
         theory = ""
         th = d.theory_rates()
         if th is not None:
@@ -192,27 +214,58 @@ class RunView:
 
     def _heat(self, counter=0):
         da = self._heat_frame()
-        heat = viz.rate_heatmap(da, title=f"{self.title}: {da.attrs.get('long_name', 'rate')}").get(0)
+        window = f" ({da.attrs['window']})" if "window" in da.attrs else ""
+        heat = viz.rate_heatmap(da, title=f"{self.title}: {da.attrs.get('long_name', 'rate')}{window}").get(0)
         return heat.opts(hooks=[_named(HEAT_NAME)], tools=["hover", "tap"],
                          framewise=True, width=min(1300, max(360, 90 + 40 * da.sizes["area"])),
                          height=300)
 
-    def _datashaded(self) -> bool:
+    @property
+    def datashaded(self) -> bool:
+        """True if the raster of the selected area is drawn with Datashader."""
         return int(self.data.counts().sel(area=self.area).sum()) > self.datashade_above
 
     def _raster_object(self):
-        if not self._datashaded():
-            return self._points
-        if self._shaded is None:
+        key = (self.area, self.pop, self.datashaded)
+        if key == self._raster_key:
+            return self._raster_obj
+        self._raster_key = key
+        self._last_range, self._range_stream = None, None
+        points = hv.DynamicMap(self._raster, streams=[self._data_tick])
+        if not key[2]:
+            self._raster_obj = points
+        else:
             import datashader as ds
             from holoviews.operation.datashader import datashade, dynspread
 
-            self._shaded = dynspread(datashade(self._points, aggregator=ds.count_cat("group"),
-                                               color_key=RASTER_COLOURS, min_alpha=80),
-                                     threshold=0.5, max_px=2)
-            self._shaded = self._shaded.opts(hooks=[_named(RASTER_NAME), self._shaded_title],
-                                             width=_WIDTH, height=320)
-        return self._shaded
+            shaded = dynspread(datashade(points, aggregator=ds.count_cat("group"),
+                                         color_key=RASTER_COLOURS, min_alpha=80), threshold=0.5, max_px=2)
+            self._raster_obj = shaded.opts(hooks=[_named(RASTER_NAME), self._shaded_title,
+                                                  self._follow_time],
+                                           width=_WIDTH, height=320)
+            self._range_stream = _find_stream(self._raster_obj, hv.streams.RangeXY)
+        return self._raster_obj
+
+    def _series_object(self):
+        return hv.DynamicMap(self._series, streams=[self._data_tick])
+
+    def _shows_the_end(self, start, end) -> bool:
+        """True if a time axis from ``start`` to ``end`` shows the end of what was drawn
+        last (within 5 % of its width): it then follows new segments, as a log viewer
+        follows its file; a view zoomed into earlier times stays where it is."""
+        if self._last_range is None or start is None or end is None:
+            return True
+        return end >= self._last_range[1] - 0.05 * max(end - start, self.data.dt)
+
+    def _follow_time(self, plot, element):
+        """Keep the raster's time axis on the committed time while it shows the end."""
+        t0, t1 = self.data.t_committed
+        r = plot.state.x_range
+        if t1 <= t0 or not self._shows_the_end(r.start, r.end):
+            return
+        if (r.start, r.end) != (t0, t1):
+            r.start, r.end = t0, t1
+        self._last_range = (t0, t1)
 
     def _raster(self, counter=0):
         df, meta = self.data.raster_table(self.area, self.pop)
@@ -223,7 +276,7 @@ class RunView:
         return pts.opts(color="group", cmap=RASTER_COLOURS, size=3, width=_WIDTH, height=320,
                         yticks=sorted(meta["ticks"].items()), show_legend=False,
                         xlim=(t0, max(t1, t0 + self.data.dt)), ylim=(0, max(1, meta["rows"])),
-                        framewise=True, tools=["hover"], hooks=[_named(RASTER_NAME)],
+                        tools=["hover"], hooks=[_named(RASTER_NAME), self._follow_time],
                         title=self._raster_title(len(df)))
 
     def _raster_title(self, n: int, how: str = "") -> str:
@@ -243,7 +296,7 @@ class RunView:
                          hv.Dimension("time", label="Time", unit="ms"),
                          hv.Dimension("rate", label="Rate", unit="spikes/s"), label=viz.POP_LABELS[p])
             curves.append(c.opts(color="black" if sel else RASTER_COLOURS[p[-1]],
-                                 line_width=2.5 if sel else 1.0))
+                                 line_width=2.5 if sel else 1.0, framewise=True))
         th = self.data.theory_rates()
         if th is not None:
             val = float(th.sel(area=self.area, pop=self.pop))

@@ -239,7 +239,7 @@ class RunData:
         if not self.n_segments:
             r[:] = np.nan
         return from_flat_vector(r, name="rate", attrs={
-            "units": "spikes/s", "long_name": f"Rate (all spikes, {t0:g}–{t1:g} ms)"})
+            "units": "spikes/s", "long_name": "Rate", "window": f"all spikes, {t0:g}–{t1:g} ms"})
 
     def theory_rates(self) -> xr.DataArray | None:
         """The mean-field rates of the simulated populations (NaN elsewhere), or None."""
