@@ -527,3 +527,23 @@ def test_sweep_view_follows_the_sweep(served, tmp_path):
     run_sweep(spec, directory, progress=False)
     assert view.refresh() is True and view.stale
     assert SweepView(SweepData(directory)).widgets["chi"].options == CHIS + [2.5]
+
+
+def test_run_data_says_when_the_writer_is_gone(served, tmp_path):
+    from mam_xr.dashboard import RunData
+
+    live = tmp_path / "killed.zarr"
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(served / "finished.zarr"), str(live),
+                               "50", "0.2", str(SPIKES_PER_SEGMENT), str(SEGMENT_MS)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline().strip() == "0"
+        data = RunData(live)
+        assert data.status == "running" and data.writer_gone is None
+    finally:
+        writer.kill()  # as a job killed by its scheduler: the store still says running
+        writer.wait(10)
+    data.refresh()
+    data.refresh()
+    assert data.status == "running" and data.n_segments >= 1
+    assert data.writer_gone is not None and f"pid {writer.pid} " in data.writer_gone

@@ -140,7 +140,8 @@ class RunView:
         new = self.data.refresh()
         if self.data.theory is not None and "theory" not in self.which.options:
             self.which.options = ["simulation", "theory"]
-        changed = bool(new) or before != (self.data.status, self.data.n_segments)
+        changed = bool(new) or before != (self.data.status, self.data.n_segments) or (
+            self.data.writer_gone is not None and self.data.writer_gone not in self.progress.object)
         if changed:
             self.bar.max = max(1, self.data.planned)
             self.bar.value = min(self.data.n_segments, self.bar.max)
@@ -167,6 +168,8 @@ class RunView:
         d = self.data
         t0, t1 = d.t_committed
         err = f" — {html.escape(str(d.error))}" if d.status == "failed" and d.error else ""
+        if d.writer_gone:
+            err = f" — its writer, {html.escape(d.writer_gone)}, ended without finishing (killed?)"
         return _text("mamxr-progress",
                      f"<b>{html.escape(self.title)}</b>: status <b>{d.status}</b>{err} · "
                      f"<b>{d.n_segments}</b>/{d.planned} segments committed "

@@ -26,7 +26,7 @@ import zarr
 
 from ..errors import ParameterError, StoreError, invalid
 from ..flat import AREAS, FLAT_AREA, FLAT_POP, N_POPULATIONS, from_flat_vector
-from ..store import RunStore, open_run, store_kind
+from ..store import RunStore, describe_holder, lock_holder, open_run, store_kind
 from ..store_read import read_slices
 from ..sweep import open_sweep, sweep_status
 
@@ -159,7 +159,9 @@ class RunData:
     Attributes after :meth:`refresh`: ``status``, ``planned`` (segments),
     ``n_segments`` (committed by every rank), ``bounds`` ((n_segments, 2) ms),
     ``segment_counts`` ((n_segments, 254) spikes per segment and population),
-    ``n_neurons`` (254), ``dt``, ``t_sim`` (ms), ``theory`` (area, pop rates or None).
+    ``n_neurons`` (254), ``dt``, ``t_sim`` (ms), ``theory`` (area, pop rates or None),
+    ``writer_gone`` (for a ``running`` store whose writer ended without finishing, the
+    writer, e.g. ``pid 12 on host h since ...``; else None).
     """
 
     def __init__(self, path):
@@ -209,6 +211,11 @@ class RunData:
                 spikes.extend(run, n)
         if self.theory is None:
             self.theory = read_theory(self.path)
+        self.writer_gone = None
+        if self.status == "running" and new <= 0:  # nothing new: is anyone still writing?
+            holder = lock_holder(self.path)
+            if holder is not None and holder.get("alive") is False:
+                self.writer_gone = describe_holder(holder)
         return max(new, 0)
 
     # -- derived --------------------------------------------------------------------
