@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import ParameterError, invalid
-from ..structure import build
+from ..planner import plan
 from .point import execute_point, read_json
 
 __all__ = ["Backend", "Batch", "Cluster", "BACKENDS", "register_backend", "get_backend", "on_dask",
@@ -52,16 +52,12 @@ def _available_memory() -> float:
 
 
 def point_memory(params) -> float:
-    """Rough peak memory (bytes) of one simulating point, for sizing workers.
-
-    NEST needs about 60 bytes per synapse plus ~0.5 GB for the interpreter, the
-    kernel and the structure (measured upstream: 1.26 GB at the tutorial's
-    scale 0.005 with all 32 areas).
-    """
-    net = build(params)
-    areas = list(params.simulation.areas_simulated)
-    synapses = float(net["synapses"].sel(area=areas, source_area=areas).sum())
-    return 0.5e9 + 60.0 * synapses
+    """Peak memory (bytes) of one simulating point, for sizing workers: the
+    resource planner's prediction for the point's engine and threads
+    (:func:`mam_xr.planner.plan`, docs/scaling.md)."""
+    sim = params.simulation
+    rep = plan(params, engines=sim.engine, threads=sim.threads)
+    return float(rep.engines[sim.engine].peak_memory)
 
 
 def slurm_options(*, threads: int = 1, memory: float | None = None, **options) -> dict:
