@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -67,3 +68,31 @@ def reference_structure(variant: str = "downscaled_tutorial"):
         K_areas=ref["K_areas"], attrs={"source": f"reference structure_{variant}",
                                        "label": meta.get("label", "")},
     )
+
+
+# --- shared by the browser tests -------------------------------------------------------------
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+
+
+def chromium_driver(tmp_path, window: str = "1400,1000"):
+    """A headless Chromium (selenium) with its browser log kept; skips the test when
+    Chromium, chromedriver or selenium is absent."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is absent (Debian package chromium)")
+    if not Path(CHROMEDRIVER).exists():
+        pytest.skip("chromedriver is absent (Debian package chromium-driver)")
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 f"--user-data-dir={tmp_path / 'chromium-profile'}", f"--window-size={window}",
+                 "--force-device-scale-factor=1"):
+        opts.add_argument(flag)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+

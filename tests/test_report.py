@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import time
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import xarray as xr
 pytest.importorskip("holoviews")
 
 import viz_data as vd  # noqa: E402
+from conftest import chromium_driver  # noqa: E402
 from mam_xr import report, report_bokeh  # noqa: E402
 from mam_xr.errors import ParameterError  # noqa: E402
 
@@ -95,27 +95,8 @@ def test_parameters_only_report_needs_no_bokeh(tmp_path):
 
 # --- in a browser ---------------------------------------------------------------------------
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-
-
 def _browser(tmp_path):
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is absent (Debian package chromium)")
-    if not Path(CHROMEDRIVER).exists():
-        pytest.skip("chromedriver is absent (Debian package chromium-driver)")
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 f"--user-data-dir={tmp_path / 'chromium-profile'}", "--window-size=1400,1000",
-                 "--force-device-scale-factor=1"):
-        opts.add_argument(flag)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    return chromium_driver(tmp_path, window="1400,1000")
 
 
 _COUNT_CANVAS = """

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import chromium_driver
 from mam_xr.errors import ParameterError
 from mam_xr.store import SpikeWriter, create_run, open_run, set_status
 from mam_xr.store_read import population_spike_counts
@@ -219,8 +220,6 @@ def test_serve_refuses_bad_input(tmp_path, served):
 # In a browser
 # --------------------------------------------------------------------------------------
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 
 #: All text of the page, through Panel's shadow roots (styles and scripts left out).
 _TEXT = """
@@ -270,22 +269,7 @@ const b = el.getBoundingClientRect(); return [b.left, b.top, b.width, b.height];
 
 
 def _browser(tmp_path):
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is absent (Debian package chromium)")
-    if not Path(CHROMEDRIVER).exists():
-        pytest.skip("chromedriver is absent (Debian package chromium-driver)")
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 f"--user-data-dir={tmp_path / 'chromium-profile'}", "--window-size=1400,1400",
-                 "--force-device-scale-factor=1"):
-        opts.add_argument(flag)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    return chromium_driver(tmp_path, window="1400,1400")
 
 
 #: Viewport box of the Bokeh figure named arguments[0].
