@@ -380,21 +380,22 @@ std::vector<float>().swap(brian::{delay});
 
 
 def write_synapse_file(path: Path, conn, dt: float, chunk: int = 1 << 22) -> None:
-    """Write ``conn`` in the layout of ``_LOAD_SYNAPSES_CPP`` (bounded chunks)."""
+    """Write ``conn`` in the layout of ``_LOAD_SYNAPSES_CPP``: one pass over bounded
+    chunks, each part written at its own offset."""
+    n = conn.n_synapses
     first = np.concatenate([[0], np.cumsum(conn.n_neurons)])[:-1]
     with open(path, "wb") as fh:
-        np.array([conn.n_synapses], dtype=np.int64).tofile(fh)
-        for part in ("pre", "post", "w", "delay"):
-            for c in conn.chunks(chunk):
-                if part == "pre":
-                    a = (first[c.source_pop] + c.sources).astype(np.int32)
-                elif part == "post":
-                    a = (first[c.target_pop] + c.targets).astype(np.int32)
-                elif part == "w":
-                    a = (c.weights.astype(np.float64) * 1e-12).astype(np.float32)   # pA -> A
-                else:
-                    a = (c.delays.astype(np.float64) * (dt * 1e-3)).astype(np.float32)  # steps -> s
-                a.tofile(fh)
+        np.array([n], dtype=np.int64).tofile(fh)
+        a = 0
+        for c in conn.chunks(chunk):
+            pre, post = c.global_indices(first)
+            parts = (pre.astype(np.int32), post.astype(np.int32),
+                     (c.weights.astype(np.float64) * 1e-12).astype(np.float32),       # pA -> A
+                     (c.delays.astype(np.float64) * (dt * 1e-3)).astype(np.float32))  # steps -> s
+            for k, values in enumerate(parts):    # 4 bytes each: part k starts at 8 + 4 k n
+                fh.seek(8 + 4 * (k * n + a))
+                values.tofile(fh)
+            a += len(c)
 
 
 _POISSON_INV_CPP = """
